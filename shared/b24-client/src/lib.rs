@@ -1,0 +1,5 @@
+//! Bitrix24 REST client.
+
+pub mod limiter;
+
+pub use limiter::{Observed, RateLimiter};

@@ -1,0 +1,9 @@
+//! Pure domain logic shared by every function and tool. Nothing in this crate
+//! performs IO or knows about AWS, Lambda, HTTP clients or databases.
+
+pub mod entity;
+pub mod limits;
+pub mod schema;
+pub mod sync;
+pub mod values;
+pub mod webhook;

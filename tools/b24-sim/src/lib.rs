@@ -1,0 +1,1 @@
+//! Bitrix24 portal simulator.
