@@ -1,1 +1,17 @@
-fn main() {}
+//! Lambda: the scheduled sync of one portal's entities into PostgreSQL.
+//! Input (EventBridge Scheduler): `{"portal":"acme","entities":["deal"],"mode":"incremental"}`.
+
+mod handler;
+
+use b24_config::Config;
+use b24_sync::SyncService;
+use lambda_runtime::{Error, run, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let config = Config::load(None)?;
+    let migrate = std::env::var("B24SYNC_MIGRATE_ON_START").is_ok_and(|v| v == "true");
+    let service = SyncService::connect(config, migrate).await?;
+    run(service_fn(|event| handler::handle(&service, event))).await
+}

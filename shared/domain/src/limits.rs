@@ -107,10 +107,10 @@ impl OperatingWindow {
     /// Seconds to wait before calling the method again so that its usage, plus the
     /// `reserve` kept for the next call, stays within `settings.operating_budget_secs`.
     pub fn wait_needed(&self, now: f64, settings: &LimitSettings, reserve: f64) -> f64 {
-        if let Some(until) = self.blocked_until {
-            if until > now {
-                return until - now;
-            }
+        if let Some(until) = self.blocked_until
+            && until > now
+        {
+            return until - now;
         }
         let window = settings.operating_window_secs;
         let allowed = (settings.operating_budget_secs - reserve).max(0.0);

@@ -1,1 +1,169 @@
-//! TODO(owner fills in)
+//! Sync decisions that need no IO: which modification time an incremental pass starts
+//! from, and what an ID-set comparison says must be deleted or fetched.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Duration, FixedOffset};
+use serde::{Deserialize, Serialize};
+
+/// What a sync run does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Rows modified since the stored cursor (minus an overlap), paged by ID windows.
+    Incremental,
+    /// Every row, in time-boxed slices that checkpoint the last ID; deletions found on
+    /// the way. Continues an unfinished full sync if there is one.
+    Full,
+    /// Continues an unfinished full sync and does nothing when there is none: the
+    /// frequent schedule that carries a big full sync across invocations.
+    Resume,
+    /// Compares the portal's ID set with the mirror's: soft-deletes what the portal no
+    /// longer has and fetches what the mirror lacks.
+    Reconcile,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Incremental => "incremental",
+            Mode::Full => "full",
+            Mode::Resume => "resume",
+            Mode::Reconcile => "reconcile",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("unknown sync mode {0:?}: expected one of incremental, full, resume, reconcile")]
+pub struct UnknownMode(pub String);
+
+impl FromStr for Mode {
+    type Err = UnknownMode;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Mode::Incremental, Mode::Full, Mode::Resume, Mode::Reconcile]
+            .into_iter()
+            .find(|m| m.as_str().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| UnknownMode(s.to_string()))
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{field}: {value:?} is not an ISO-8601 date-time with an offset (like 2024-08-30T14:29:00+03:00)")]
+pub struct BadPortalTime {
+    pub field: &'static str,
+    pub value: String,
+}
+
+/// Parses a Bitrix24 date-time (`2024-08-30T14:29:00+03:00`), keeping the portal's offset.
+pub fn parse_portal_time(field: &'static str, value: &str) -> Result<DateTime<FixedOffset>, BadPortalTime> {
+    DateTime::parse_from_rfc3339(value.trim()).map_err(|_| BadPortalTime { field, value: value.to_string() })
+}
+
+/// The `>=DATE_MODIFY` bound of an incremental pass: the cursor minus `overlap`, written
+/// in the cursor's own offset so the portal compares it in its own time zone.
+pub fn incremental_since(cursor: &str, overlap: Duration) -> Result<String, BadPortalTime> {
+    let at = parse_portal_time("cursor", cursor)? - overlap;
+    Ok(at.format("%Y-%m-%dT%H:%M:%S%:z").to_string())
+}
+
+/// The later of two portal times, kept verbatim. Unparseable candidates never win, so a
+/// malformed row cannot move the cursor.
+pub fn later_time(current: Option<String>, candidate: &str) -> Option<String> {
+    let Ok(candidate_at) = parse_portal_time("DATE_MODIFY", candidate) else {
+        return current;
+    };
+    match current.as_deref().map(|c| parse_portal_time("cursor", c)) {
+        Some(Ok(current_at)) if current_at >= candidate_at => current,
+        _ => Some(candidate.to_string()),
+    }
+}
+
+/// The outcome of comparing one ID window of the portal with the same window of the mirror.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IdDiff {
+    /// On the portal, not (or not live) in the mirror: fetch and upsert.
+    pub missing_in_mirror: Vec<u64>,
+    /// Live in the mirror, gone from the portal: soft-delete.
+    pub gone_from_portal: Vec<u64>,
+}
+
+/// Compares two ascending, duplicate-free ID lists.
+pub fn diff_sorted_ids(portal: &[u64], mirror: &[u64]) -> IdDiff {
+    let mut diff = IdDiff::default();
+    let (mut p, mut m) = (0, 0);
+    while p < portal.len() || m < mirror.len() {
+        match (portal.get(p), mirror.get(m)) {
+            (Some(a), Some(b)) if a == b => {
+                p += 1;
+                m += 1;
+            }
+            (Some(a), Some(b)) if a < b => {
+                diff.missing_in_mirror.push(*a);
+                p += 1;
+            }
+            (Some(_), Some(b)) => {
+                diff.gone_from_portal.push(*b);
+                m += 1;
+            }
+            (Some(a), None) => {
+                diff.missing_in_mirror.push(*a);
+                p += 1;
+            }
+            (None, Some(b)) => {
+                diff.gone_from_portal.push(*b);
+                m += 1;
+            }
+            (None, None) => unreachable!("loop condition"),
+        }
+    }
+    diff
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_keeps_the_portal_offset() {
+        let since = incremental_since("2024-08-30T14:29:00+03:00", Duration::minutes(5)).unwrap();
+        assert_eq!(since, "2024-08-30T14:24:00+03:00");
+        let since = incremental_since("2024-01-01T00:02:00-05:00", Duration::minutes(5)).unwrap();
+        assert_eq!(since, "2023-12-31T23:57:00-05:00");
+        let err = incremental_since("yesterday", Duration::minutes(5)).unwrap_err();
+        assert!(err.to_string().contains("yesterday"));
+    }
+
+    #[test]
+    fn later_time_compares_instants_not_strings() {
+        // 10:00+00:00 is later than 12:00+03:00 (09:00 UTC).
+        let c = later_time(Some("2024-01-01T12:00:00+03:00".into()), "2024-01-01T10:00:00+00:00");
+        assert_eq!(c.as_deref(), Some("2024-01-01T10:00:00+00:00"));
+        let c = later_time(c, "2024-01-01T12:30:00+03:00");
+        assert_eq!(c.as_deref(), Some("2024-01-01T10:00:00+00:00"));
+        assert_eq!(later_time(None, "garbage"), None);
+        assert_eq!(later_time(c.clone(), "garbage"), c);
+    }
+
+    #[test]
+    fn diff_finds_both_directions() {
+        let d = diff_sorted_ids(&[1, 2, 4, 7, 9], &[2, 3, 4, 8, 9, 10]);
+        assert_eq!(d.missing_in_mirror, vec![1, 7]);
+        assert_eq!(d.gone_from_portal, vec![3, 8, 10]);
+        assert_eq!(diff_sorted_ids(&[], &[]), IdDiff::default());
+    }
+
+    #[test]
+    fn modes_parse() {
+        assert_eq!("FULL".parse::<Mode>(), Ok(Mode::Full));
+        assert!("nightly".parse::<Mode>().unwrap_err().to_string().contains("reconcile"));
+    }
+}

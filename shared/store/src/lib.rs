@@ -1,1 +1,230 @@
-//! PostgreSQL store.
+//! PostgreSQL store: the typed mirror of each portal's CRM, its field metadata, sync
+//! state and runs, and the shared rate-limit budget.
+//!
+//! Every mirror row is keyed by `(portal, id)`. Tables live in one configurable schema
+//! (`b24` by default) next to the service tables `_fields`, `_field_items`,
+//! `_sync_state`, `_sync_runs` and `_rate_limit` (see `migrations/` and the README).
+
+mod connect;
+mod copy;
+mod layout;
+mod limiter;
+mod state;
+mod upsert;
+
+use std::fmt;
+use std::sync::Arc;
+
+use b24_domain::entity::Entity;
+use b24_domain::schema::check_identifier;
+use tokio::sync::MappedMutexGuard;
+use tokio_postgres::Client;
+
+pub use layout::{ColumnInfo, LayoutColumn, TableLayout};
+pub use limiter::PgRateLimiter;
+pub use state::{RunStats, SyncState};
+pub use upsert::UpsertStats;
+
+/// A record as returned by `crm.<entity>.list` / `get`: Bitrix24 codes to values.
+pub type Row = serde_json::Map<String, serde_json::Value>;
+
+refinery::embed_migrations!("../../migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("invalid schema name {name:?}: {reason}")]
+    InvalidSchema { name: String, reason: &'static str },
+    #[error("invalid database URL: {0}")]
+    InvalidUrl(String),
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+    #[error("cannot connect to PostgreSQL: {0}")]
+    Connect(#[source] tokio_postgres::Error),
+    #[error("{context}: {source}")]
+    Db {
+        context: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("migrating schema {schema:?} failed: {source}")]
+    Migrate {
+        schema: String,
+        #[source]
+        source: refinery::Error,
+    },
+    #[error("invalid input: {0}")]
+    Invalid(String),
+}
+
+/// Attaches what the store was doing to a database error.
+pub(crate) trait Context<T> {
+    fn context(self, what: impl fmt::Display) -> Result<T, StoreError>;
+}
+
+impl<T> Context<T> for Result<T, tokio_postgres::Error> {
+    fn context(self, what: impl fmt::Display) -> Result<T, StoreError> {
+        self.map_err(|source| StoreError::Db {
+            context: what.to_string(),
+            source,
+        })
+    }
+}
+
+/// The PostgreSQL adapter. Cheap to clone; clones share one connection, which is
+/// opened at [`Store::connect`] and re-opened when it is found closed.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    schema: String,
+    connection: connect::Connection,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("schema", &self.inner.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Connects to `database_url` (a `postgres://` URL or libpq key=value string) and
+    /// uses `schema` for every table. TLS: plain on loopback unless `sslmode` asks
+    /// otherwise; encrypted for other hosts; certificates verified against the
+    /// Mozilla roots plus `sslrootcert` with `sslmode=verify-full` / `verify-ca`, or
+    /// with `require` plus `sslrootcert` (libpq's meanings).
+    pub async fn connect(database_url: &str, schema: &str) -> Result<Store, StoreError> {
+        validate_schema(schema)?;
+        let connector = connect::Connector::from_url(database_url)?;
+        let client = connector.connect().await?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                schema: schema.to_string(),
+                connection: connect::Connection::new(connector, client),
+            }),
+        })
+    }
+
+    pub fn schema(&self) -> &str {
+        &self.inner.schema
+    }
+
+    /// Creates the schema and applies the embedded migrations (idempotent, serialised
+    /// by an advisory lock so concurrent cold starts do not race).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let schema = self.schema();
+        let mut client = self.client().await?;
+        let lock_key = format!("b24-store:migrate:{schema}");
+        client
+            .execute("SELECT pg_advisory_lock(hashtext($1))", &[&lock_key])
+            .await
+            .context("taking the migration lock")?;
+        let migrated = async {
+            client
+                .batch_execute(&format!(
+                    "CREATE SCHEMA IF NOT EXISTS {q}; SET search_path TO {q}",
+                    q = quote_ident(schema)
+                ))
+                .await
+                .context(format_args!("creating schema {schema:?}"))?;
+            migrations::runner()
+                .run_async(&mut *client)
+                .await
+                .map(drop)
+                .map_err(|source| StoreError::Migrate {
+                    schema: schema.to_string(),
+                    source,
+                })
+        }
+        .await;
+        let reset = client
+            .batch_execute("RESET search_path")
+            .await
+            .context("resetting search_path");
+        let unlock = client
+            .execute("SELECT pg_advisory_unlock(hashtext($1))", &[&lock_key])
+            .await
+            .context("releasing the migration lock");
+        migrated.and(reset).and(unlock.map(drop))
+    }
+
+    pub(crate) async fn client(&self) -> Result<MappedMutexGuard<'_, Client>, StoreError> {
+        self.inner.connection.get().await
+    }
+
+    /// `"schema"."name"`, for service and mirror tables alike.
+    pub(crate) fn table(&self, name: &str) -> String {
+        format!("{}.{}", quote_ident(self.schema()), quote_ident(name))
+    }
+
+    pub(crate) fn mirror_table(&self, entity: Entity) -> String {
+        self.table(entity.as_str())
+    }
+}
+
+fn validate_schema(schema: &str) -> Result<(), StoreError> {
+    let invalid = |reason| StoreError::InvalidSchema {
+        name: schema.to_string(),
+        reason,
+    };
+    check_identifier(schema).map_err(invalid)?;
+    if schema.starts_with("pg_") {
+        return Err(invalid(
+            "names starting with pg_ are reserved by PostgreSQL",
+        ));
+    }
+    Ok(())
+}
+
+/// Quotes an identifier. Names reaching SQL are validated first; quoting makes even a
+/// name that slipped through inert.
+pub(crate) fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+pub(crate) fn check_portal(portal: &str) -> Result<(), StoreError> {
+    if portal.trim().is_empty() {
+        return Err(StoreError::Invalid("the portal name is empty".into()));
+    }
+    Ok(())
+}
+
+/// IDs are `bigint` columns; Bitrix24 IDs never reach 2^63, but say so if one does.
+pub(crate) fn to_db_id(id: u64) -> Result<i64, StoreError> {
+    i64::try_from(id).map_err(|_| StoreError::Invalid(format!("ID {id} does not fit a bigint")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        assert!(validate_schema("b24").is_ok());
+        assert!(validate_schema("crm_mirror_2").is_ok());
+        for bad in [
+            "",
+            "B24",
+            "b24; drop",
+            "1abc",
+            "pg_catalog",
+            "a\"b",
+            &"x".repeat(64),
+        ] {
+            let err = validate_schema(bad).unwrap_err();
+            assert!(matches!(err, StoreError::InvalidSchema { .. }), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn quoting_doubles_embedded_quotes() {
+        assert_eq!(quote_ident("deal"), "\"deal\"");
+        assert_eq!(
+            quote_ident("a\"; drop table x; --"),
+            "\"a\"\"; drop table x; --\""
+        );
+    }
+}

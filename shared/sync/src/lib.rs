@@ -1,1 +1,35 @@
-//! Sync engine.
+//! The sync engine: full (checkpointed, time-boxed slices), incremental and reconcile
+//! runs of one portal entity into the PostgreSQL mirror, plus the wiring that every
+//! entry point (the CLI and the Lambda functions) shares.
+
+mod engine;
+mod wiring;
+
+pub use engine::{SyncOptions, SyncSummary, Syncer};
+pub use wiring::{EntityOutcome, SyncRequest, SyncService};
+
+use b24_client::B24Error;
+use b24_domain::schema::SchemaError;
+use b24_domain::sync::BadPortalTime;
+use b24_store::StoreError;
+
+/// Why a sync run failed. Messages never contain a webhook secret or a password.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("Bitrix24: {0}")]
+    Portal(#[from] B24Error),
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    #[error("field metadata: {0}")]
+    Schema(#[from] SchemaError),
+    #[error(transparent)]
+    BadTime(#[from] BadPortalTime),
+    #[error("{0}")]
+    BadRow(String),
+    #[error("{0}")]
+    Refused(String),
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("sync failed for {0}")]
+    Failed(String),
+}

@@ -1,1 +1,364 @@
-//! Bitrix24 portal simulator.
+//! A Bitrix24 portal simulator: an HTTP server on loopback that answers like one
+//! portal reached through an incoming webhook (`/rest/{user_id}/{secret}/{method}`),
+//! with the documented limits, outgoing events and seeded fault injection, plus a
+//! control surface under `/_sim/` for tests and demos. See README.md.
+
+mod batch;
+mod error;
+mod events;
+mod faults;
+mod generate;
+mod limits;
+mod list;
+mod methods;
+mod params;
+mod portal;
+mod schema;
+mod server;
+mod shared;
+mod stats;
+mod table;
+mod values;
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use chrono::FixedOffset;
+use parking_lot::{Mutex, RwLock};
+use rand::{RngExt, SeedableRng};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use events::EventTarget;
+pub use faults::FaultSpec;
+pub use limits::{LimitConfig, LimitsUpdate};
+pub use portal::{MutateOutcome, MutateRequest, UserFieldRequest};
+pub use schema::{Entity, UserFieldType};
+pub use stats::SimStats;
+
+use events::{EventAuth, EventQueue};
+use faults::FaultInjector;
+use generate::SimRng;
+use limits::Limiter;
+use portal::{Portal, SeedPlan};
+use shared::Shared;
+use values::PortalClock;
+
+/// Everything the simulated portal is made of.
+#[derive(Clone)]
+pub struct SimConfig {
+    /// Address to bind; `127.0.0.1:0` picks a free port.
+    pub listen: SocketAddr,
+    /// Seed of the generated data (same seed, same records).
+    pub seed: u64,
+    pub deals: usize,
+    pub contacts: usize,
+    pub leads: usize,
+    pub companies: usize,
+    /// User fields (`UF_CRM_*`) per entity; their types cycle through every `UserFieldType`.
+    pub user_fields: usize,
+    pub limits: LimitConfig,
+    /// Where outgoing events go; `None` sends none.
+    pub events: Option<EventTarget>,
+    pub faults: FaultSpec,
+    /// The webhook's user (`/rest/{user_id}/...`).
+    pub user_id: u64,
+    /// The webhook's secret code (`/rest/1/{secret}/...`).
+    pub secret: String,
+    /// The portal's domain as events report it.
+    pub domain: String,
+    /// `auth[member_id]` of events; `None` derives 32 hex digits from the seed.
+    pub member_id: Option<String>,
+    /// The portal's UTC offset in seconds (dates are shown in it).
+    pub utc_offset_secs: i32,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            seed: 1,
+            deals: 0,
+            contacts: 0,
+            leads: 0,
+            companies: 0,
+            user_fields: 0,
+            limits: LimitConfig::default(),
+            events: None,
+            faults: FaultSpec::default(),
+            user_id: 1,
+            secret: "simsecret0123456".to_string(),
+            domain: "sim.bitrix24.test".to_string(),
+            member_id: None,
+            utc_offset_secs: 3 * 3600,
+        }
+    }
+}
+
+impl fmt::Debug for SimConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimConfig")
+            .field("listen", &self.listen)
+            .field("seed", &self.seed)
+            .field("deals", &self.deals)
+            .field("contacts", &self.contacts)
+            .field("leads", &self.leads)
+            .field("companies", &self.companies)
+            .field("user_fields", &self.user_fields)
+            .field("limits", &self.limits)
+            .field("events", &self.events)
+            .field("faults", &self.faults)
+            .field("user_id", &self.user_id)
+            .field("secret", &"***")
+            .field("domain", &self.domain)
+            .field("member_id", &self.member_id)
+            .field("utc_offset_secs", &self.utc_offset_secs)
+            .finish()
+    }
+}
+
+/// 32 hex digits, stable for a seed.
+fn member_id_for(seed: u64) -> String {
+    let mut rng = SimRng::seed_from_u64(seed ^ 0x6d65_6d62_6572);
+    format!("{:016x}{:016x}", rng.random::<u64>(), rng.random::<u64>())
+}
+
+/// A running simulator; dropping it stops the server.
+pub struct RunningSim {
+    addr: SocketAddr,
+    user_id: u64,
+    secret: String,
+    member_id: String,
+    domain: String,
+    http: reqwest::Client,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<()>,
+}
+
+impl fmt::Debug for RunningSim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunningSim")
+            .field("addr", &self.addr)
+            .field("domain", &self.domain)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Starts the simulator: generates the seeded data and serves on `config.listen`.
+pub async fn start(config: SimConfig) -> anyhow::Result<RunningSim> {
+    config
+        .limits
+        .validate()
+        .map_err(anyhow::Error::msg)
+        .context("invalid limits")?;
+    if config.secret.is_empty() || !config.secret.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        bail!("the webhook secret must be non-empty and made of letters and digits");
+    }
+    let offset = FixedOffset::east_opt(config.utc_offset_secs).with_context(|| {
+        format!(
+            "UTC offset of {} seconds is out of range",
+            config.utc_offset_secs
+        )
+    })?;
+    let clock = PortalClock { offset };
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let plan = SeedPlan {
+        seed: config.seed,
+        deals: config.deals,
+        contacts: config.contacts,
+        leads: config.leads,
+        companies: config.companies,
+        user_fields: config.user_fields,
+        // Seeded records were last modified a minute ago at the latest, so every
+        // change through the API is later than all of them.
+        anchor: clock.now_secs() - 60,
+    };
+    let portal = tokio::task::spawn_blocking(move || Portal::seeded(&plan))
+        .await
+        .context("generating data")?;
+    let member_id = config
+        .member_id
+        .clone()
+        .unwrap_or_else(|| member_id_for(config.seed));
+    let stats = Arc::new(Mutex::new(SimStats::default()));
+    let events = config.events.clone().map(|target| {
+        let auth = EventAuth {
+            domain: config.domain.clone(),
+            client_endpoint: format!("http://{addr}/rest/"),
+            member_id: member_id.clone(),
+        };
+        EventQueue::start(target, auth, Arc::clone(&stats))
+    });
+    let shared = Arc::new(Shared {
+        portal: RwLock::new(portal),
+        plan,
+        clock,
+        user_id: config.user_id,
+        secret: config.secret.clone(),
+        limiter: Mutex::new(Limiter::new(config.limits)),
+        stats,
+        faults: Mutex::new(FaultInjector::new(config.faults.clone())),
+        events,
+    });
+    let (shutdown, stop) = watch::channel(false);
+    let server = tokio::spawn(server::serve(listener, server::router(shared), stop));
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .context("building the control client")?;
+    Ok(RunningSim {
+        addr,
+        user_id: config.user_id,
+        secret: config.secret,
+        member_id,
+        domain: config.domain,
+        http,
+        shutdown,
+        server,
+    })
+}
+
+impl RunningSim {
+    /// `http://127.0.0.1:PORT/rest/{user_id}/{secret}/` (holds the secret).
+    pub fn webhook_url(&self) -> String {
+        format!("{}/rest/{}/{}/", self.base_url(), self.user_id, self.secret)
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `auth[member_id]` of outgoing events.
+    pub fn member_id(&self) -> &str {
+        &self.member_id
+    }
+
+    /// `auth[domain]` of outgoing events.
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    async fn control<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> anyhow::Result<T> {
+        let response = request
+            .send()
+            .await
+            .context("calling the simulator's control surface")?;
+        let status = response.status();
+        let body: Value = response
+            .json()
+            .await
+            .context("reading the control surface's answer")?;
+        if !status.is_success() {
+            bail!(
+                "control surface answered {status}: {}",
+                body["error"].as_str().unwrap_or_default()
+            );
+        }
+        serde_json::from_value(body).context("unexpected control surface answer")
+    }
+
+    fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.get(format!("{}/_sim/{path}", self.base_url()))
+    }
+
+    fn post(&self, path: &str, body: &impl Serialize) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}/_sim/{path}", self.base_url()))
+            .json(body)
+    }
+
+    /// `GET /_sim/stats`
+    pub async fn stats(&self) -> anyhow::Result<SimStats> {
+        self.control(self.get("stats")).await
+    }
+
+    /// `POST /_sim/stats/reset`
+    pub async fn reset_stats(&self) -> anyhow::Result<()> {
+        self.control::<Value>(self.post("stats/reset", &json!({})))
+            .await
+            .map(drop)
+    }
+
+    /// `POST /_sim/reset`: back to the seeded data.
+    pub async fn reset(&self) -> anyhow::Result<()> {
+        self.control::<Value>(self.post("reset", &json!({})))
+            .await
+            .map(drop)
+    }
+
+    /// `POST /_sim/mutate`: seeded random adds, updates and deletes (events fire).
+    pub async fn mutate(&self, request: &MutateRequest) -> anyhow::Result<MutateOutcome> {
+        self.control(self.post("mutate", request)).await
+    }
+
+    /// `GET /_sim/dump/{entity}`: every live record with every field, by ID.
+    pub async fn dump(&self, entity: Entity) -> anyhow::Result<Vec<Map<String, Value>>> {
+        self.control(self.get(&format!("dump/{entity}"))).await
+    }
+
+    /// `POST /_sim/userfields`: returns the new field's `FIELD_NAME`.
+    pub async fn add_user_field(&self, request: &UserFieldRequest) -> anyhow::Result<String> {
+        let answer: Value = self.control(self.post("userfields", request)).await?;
+        answer["FIELD_NAME"]
+            .as_str()
+            .map(str::to_string)
+            .context("no FIELD_NAME in the answer")
+    }
+
+    /// `POST /_sim/faults` with a fault spec (`""` turns faults off).
+    pub async fn set_faults(&self, spec: &str) -> anyhow::Result<()> {
+        self.control::<Value>(self.post("faults", &json!({"spec": spec})))
+            .await
+            .map(drop)
+    }
+
+    /// `POST /_sim/limits`: returns the limits now in force.
+    pub async fn set_limits(&self, update: &LimitsUpdate) -> anyhow::Result<LimitConfig> {
+        self.control(self.post("limits", update)).await
+    }
+
+    /// `GET /_sim/timeline`: comments added with `crm.timeline.comment.add`.
+    pub async fn timeline_comments(&self) -> anyhow::Result<Vec<Value>> {
+        self.control(self.get("timeline")).await
+    }
+
+    /// `GET /_sim/notifications`: notifications sent with `im.notify.system.add`.
+    pub async fn notifications(&self) -> anyhow::Result<Vec<Value>> {
+        self.control(self.get("notifications")).await
+    }
+
+    /// `GET /_sim/workflow-replies`: what `bizproc.event.send` returned to robots.
+    pub async fn workflow_replies(&self) -> anyhow::Result<Vec<Value>> {
+        self.control(self.get("workflow-replies")).await
+    }
+
+    /// Waits until the server stops (it does not, unless the task fails): for the binary.
+    pub async fn wait(&mut self) -> anyhow::Result<()> {
+        (&mut self.server).await.context("the server task failed")
+    }
+}
+
+impl Drop for RunningSim {
+    fn drop(&mut self) {
+        // Closing the channel stops the accept loop and every connection.
+        let _ = self.shutdown.send(true);
+        self.server.abort();
+    }
+}

@@ -1,1 +1,76 @@
-fn main() {}
+//! `b24sync`: the operator's command-line tool. This file only wires subcommands; each
+//! lives in its own module.
+
+mod list;
+
+use std::process::ExitCode;
+
+use b24_client::B24Error;
+use b24_config::ConfigError;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "b24sync",
+    version,
+    about = "Bitrix24 <-> PostgreSQL sync: operator tool"
+)]
+struct Cli {
+    /// Configuration file (TOML or JSON). Default: $B24SYNC_CONFIG, a path or the JSON itself.
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Stream every row of an entity as NDJSON on stdout (or only count them); a JSON
+    /// summary line goes to stderr at the end.
+    List(list::ListArgs),
+}
+
+/// Exit codes: 1 other failures, 2 usage or configuration, 3 authentication or
+/// permission, 4 portal unreachable.
+fn exit_code(error: &anyhow::Error) -> ExitCode {
+    if let Some(error) = error.downcast_ref::<B24Error>() {
+        if error.is_auth() {
+            return ExitCode::from(3);
+        }
+        if error.is_unreachable() {
+            return ExitCode::from(4);
+        }
+        if matches!(error, B24Error::InvalidArgument(_)) {
+            return ExitCode::from(2);
+        }
+    }
+    if error.downcast_ref::<ConfigError>().is_some()
+        || error.downcast_ref::<list::UsageError>().is_some()
+    {
+        return ExitCode::from(2);
+    }
+    ExitCode::FAILURE
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::List(args) => list::run(cli.config.as_deref(), args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("b24sync: error: {error:#}");
+            exit_code(&error)
+        }
+    }
+}

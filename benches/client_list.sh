@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Benchmark of the Bitrix24 client's full listing: `b24sync list` of N deals with `*`
+# and `UF_*` (20 user fields) from the simulator with its default limits (burst 50,
+# 2 requests/s, 480 operating seconds per method per 10 minutes), release build.
+# Prints the CLI's summary line, the figures derived from it and the CLI's peak RSS.
+# Usage: benches/client_list.sh DEALS   (client_list_100k.sh / client_list_1m.sh wrap it)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+deals="${1:?usage: $0 DEALS}"
+ensure_rust
+if [ ! -x /usr/bin/time ]; then
+    say "GNU time is needed for the peak RSS: installing it with apt"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null
+fi
+
+say "Building release binaries (b24-sim, b24sync)"
+cargo build --release -q -p b24-sim -p b24sync
+
+work=$(mktemp -d)
+sim_pid=""
+cleanup() {
+    if [ -n "$sim_pid" ]; then kill "$sim_pid" 2>/dev/null || true; fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+say "Starting the simulator with $deals deals and 20 user fields (default limits)"
+target/release/b24-sim --deals "$deals" --user-fields 20 >"$work/sim.out" 2>"$work/sim.err" &
+sim_pid=$!
+for _ in $(seq 1 1200); do
+    grep -q '^B24_WEBHOOK_URL=' "$work/sim.out" 2>/dev/null && break
+    kill -0 "$sim_pid" 2>/dev/null || { cat "$work/sim.err" >&2; exit 1; }
+    sleep 0.5
+done
+url=$(sed -n 's/^B24_WEBHOOK_URL=//p' "$work/sim.out" | head -1)
+[ -n "$url" ] || { say "the simulator did not print its webhook URL"; exit 1; }
+
+say "Listing: b24sync list --entity deal --select '*,UF_*' --format count"
+/usr/bin/time -v target/release/b24sync list --webhook "$url" --entity deal --select '*,UF_*' --format count \
+    2>"$work/run.err"
+
+summary=$(grep '^{' "$work/run.err" | tail -1)
+field() { printf '%s' "$summary" | sed -n "s/.*\"$1\":\([0-9.]*\).*/\1/p"; }
+rows=$(field rows)
+requests=$(field http_requests)
+operating=$(field operating_seconds)
+peak_kb=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$work/run.err")
+
+echo "summary: $summary"
+awk -v rows="$rows" -v requests="$requests" -v operating="$operating" -v kb="$peak_kb" 'BEGIN {
+    printf "rows_per_http_request: %.1f\n", rows / requests
+    printf "operating_seconds_per_10k_rows: %.3f\n", operating / rows * 10000
+    printf "peak_rss_mb: %.1f\n", kb / 1024
+}'

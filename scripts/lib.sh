@@ -1,0 +1,40 @@
+# Shared helpers for the project's scripts. Sourced, not run.
+set -euo pipefail
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# Rust toolchain: the machine image ships it; say so clearly when it does not.
+ensure_rust() {
+    if ! command -v cargo >/dev/null 2>&1; then
+        say "cargo not found: install Rust stable (https://rustup.rs) and run again"
+        exit 1
+    fi
+}
+
+# PostgreSQL on 127.0.0.1:5432 with trust auth for the postgres user: start it when it
+# is installed but down, install it with apt when it is missing.
+ensure_postgres() {
+    if pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+        say "PostgreSQL is up on 127.0.0.1:5432"
+        return
+    fi
+    if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
+        say "PostgreSQL is not installed: installing it with apt"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq postgresql >/dev/null
+        local version hba
+        version=$(ls /etc/postgresql | sort -V | tail -1)
+        hba=/etc/postgresql/$version/main/pg_hba.conf
+        say "Allowing trust auth on loopback in $hba (a local test server only)"
+        sed -i -E 's/^(host\s+all\s+all\s+(127\.0\.0\.1\/32|::1\/128)\s+)\S+/\1trust/; s/^(local\s+all\s+all\s+)\S+/\1trust/' "$hba"
+    fi
+    say "Starting PostgreSQL"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -1)" main start || true
+    for _ in $(seq 1 30); do
+        pg_isready -q -h 127.0.0.1 -p 5432 && { say "PostgreSQL is up on 127.0.0.1:5432"; return; }
+        sleep 1
+    done
+    say "PostgreSQL did not come up on 127.0.0.1:5432"
+    exit 1
+}

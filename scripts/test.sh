@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace: pure unit tests, handler tests and the adapter /
+# end-to-end tests against the local PostgreSQL and the Bitrix24 simulator (which the
+# tests start themselves). Installs or starts what it needs; safe to run repeatedly.
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+ensure_rust
+ensure_postgres
+
+if cargo nextest --version >/dev/null 2>&1; then
+    say "Running every test (cargo nextest, debug profile)"
+    cargo nextest run --workspace --no-fail-fast
+    say "Running doc tests"
+    cargo test --workspace --doc
+else
+    say "Running every test (cargo test, debug profile)"
+    cargo test --workspace --no-fail-fast
+fi

@@ -1,0 +1,470 @@
+//! The client against a scripted loopback server that answers each request exactly as
+//! told (including dropping the connection, stalling and truncating), to pin down the
+//! retry rules deterministically. The simulator tests (tests/simulator.rs) cover the
+//! same rules under random faults.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use b24_client::{B24Error, Client, ClientOptions, Command, InProcessLimiter, unix_now};
+use b24_domain::limits::LimitSettings;
+use b24_domain::webhook::WebhookUrl;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const SECRET: &str = "t0ps3cretc0de42";
+
+enum Reply {
+    Json(u16, Value),
+    Raw(u16, &'static str),
+    /// Close the connection without answering.
+    Close,
+    /// Answer only after this long.
+    Stall(Duration),
+    /// Promise more body than is sent, then close.
+    Truncated(&'static str),
+    Redirect(&'static str),
+}
+
+struct FakePortal {
+    url: WebhookUrl,
+    requests: Arc<Mutex<Vec<(String, Value)>>>,
+}
+
+impl FakePortal {
+    async fn start(script: Vec<Reply>) -> FakePortal {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let script = Arc::new(Mutex::new(VecDeque::from(script)));
+        let seen = requests.clone();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let (seen, script) = (seen.clone(), script.clone());
+                tokio::spawn(async move { serve(socket, seen, script).await });
+            }
+        });
+        let url = WebhookUrl::parse(&format!("http://{addr}/rest/1/{SECRET}/")).unwrap();
+        FakePortal { url, requests }
+    }
+
+    fn hits(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+
+    fn client(&self, timeout: Duration) -> Client {
+        let options = ClientOptions {
+            timeout,
+            max_retries: 3,
+            backoff_base: Duration::from_millis(10),
+            backoff_max: Duration::from_millis(50),
+            limiter: Arc::new(InProcessLimiter::new(LimitSettings::enterprise())),
+        };
+        Client::new(self.url.clone(), options).unwrap()
+    }
+}
+
+async fn serve(
+    mut socket: TcpStream,
+    seen: Arc<Mutex<Vec<(String, Value)>>>,
+    script: Arc<Mutex<VecDeque<Reply>>>,
+) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let (head_end, content_length) = loop {
+        let n = socket.read(&mut chunk).await.unwrap_or(0);
+        if n == 0 {
+            return;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..pos]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap())
+                })
+                .unwrap_or(0);
+            break (pos + 4, length);
+        }
+    };
+    while buf.len() < head_end + content_length {
+        let n = socket.read(&mut chunk).await.unwrap_or(0);
+        if n == 0 {
+            return;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let request_line = String::from_utf8_lossy(&buf[..head_end])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let path = request_line
+        .split(' ')
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    let body =
+        serde_json::from_slice(&buf[head_end..head_end + content_length]).unwrap_or(Value::Null);
+    seen.lock().unwrap().push((path, body));
+
+    let reply = script
+        .lock()
+        .unwrap()
+        .pop_front()
+        .unwrap_or(Reply::Json(500, json!({"error": "SCRIPT_EXHAUSTED"})));
+    let respond = |status: u16, body: &str, length: usize, extra: &str| {
+        format!(
+            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {length}\r\nconnection: close\r\n{extra}\r\n{body}"
+        )
+    };
+    let text = match reply {
+        Reply::Json(status, body) => {
+            let body = body.to_string();
+            respond(status, &body, body.len(), "")
+        }
+        Reply::Raw(status, body) => respond(status, body, body.len(), ""),
+        Reply::Close => return,
+        Reply::Stall(wait) => {
+            tokio::time::sleep(wait).await;
+            respond(200, "{\"result\":true}", 15, "")
+        }
+        Reply::Truncated(body) => respond(200, body, body.len() + 100, ""),
+        Reply::Redirect(location) => respond(302, "", 0, &format!("location: {location}\r\n")),
+    };
+    let _ = socket.write_all(text.as_bytes()).await;
+    let _ = socket.shutdown().await;
+}
+
+fn ok(result: Value) -> Reply {
+    Reply::Json(200, json!({"result": result, "time": {"operating": 0.01}}))
+}
+
+fn assert_redacted(error: &B24Error) {
+    assert!(!error.to_string().contains(SECRET), "{error}");
+    assert!(!format!("{error:?}").contains(SECRET), "{error:?}");
+}
+
+fn assert_ambiguous(result: Result<impl std::fmt::Debug, B24Error>, method: &str) {
+    match result {
+        Err(B24Error::AmbiguousCreate { method: m, cause }) => {
+            assert_eq!(m, method);
+            assert_redacted(&cause);
+        }
+        other => panic!("expected AmbiguousCreate, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_create_is_never_retried_after_an_ambiguous_failure() {
+    let cases = [
+        Reply::Close,
+        Reply::Stall(Duration::from_secs(3)),
+        Reply::Raw(500, "<html>Internal error</html>"),
+        Reply::Json(
+            502,
+            json!({"error": "INTERNAL_SERVER_ERROR", "error_description": "x"}),
+        ),
+        Reply::Truncated("{\"result\": 4"),
+    ];
+    for reply in cases {
+        let portal = FakePortal::start(vec![reply, ok(json!(99))]).await;
+        let client = portal.client(Duration::from_millis(400));
+        let result = client
+            .call("crm.deal.add", &json!({"fields": {"TITLE": "x"}}))
+            .await;
+        assert_ambiguous(result, "crm.deal.add");
+        assert_eq!(portal.hits(), 1, "a create was sent twice");
+    }
+}
+
+#[tokio::test]
+async fn a_batch_holding_a_create_follows_the_create_rule() {
+    let portal = FakePortal::start(vec![Reply::Close, ok(json!({}))]).await;
+    let client = portal.client(Duration::from_secs(2));
+    let commands = vec![
+        Command::new(
+            "find",
+            "crm.deal.list",
+            json!({"filter": {"ORIGIN_ID": "7"}}),
+        ),
+        Command::new("make", "crm.deal.add", json!({"fields": {"TITLE": "x"}})),
+    ];
+    assert_ambiguous(client.batch(commands, true).await, "batch");
+    assert_eq!(portal.hits(), 1);
+}
+
+#[tokio::test]
+async fn refusals_before_execution_are_retried_even_for_creates() {
+    let portal = FakePortal::start(vec![
+        Reply::Json(
+            503,
+            json!({"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"}),
+        ),
+        ok(json!(77)),
+    ])
+    .await;
+    let client = portal.client(Duration::from_secs(2));
+    let response = client
+        .call("crm.deal.add", &json!({"fields": {"TITLE": "x"}}))
+        .await
+        .unwrap();
+    assert_eq!(response.result, json!(77));
+    assert_eq!(portal.hits(), 2);
+    let stats = client.stats();
+    assert_eq!(
+        (stats.throttled_503, stats.retries, stats.http_requests),
+        (1, 1, 2)
+    );
+}
+
+#[tokio::test]
+async fn reads_are_retried_through_drops_timeouts_5xx_and_truncation() {
+    let portal = FakePortal::start(vec![
+        Reply::Close,
+        Reply::Stall(Duration::from_secs(3)),
+        Reply::Raw(500, "oops"),
+        ok(json!({"ID": "5"})),
+    ])
+    .await;
+    let client = portal.client(Duration::from_millis(300));
+    let response = client
+        .call("crm.deal.get", &json!({"id": 5}))
+        .await
+        .unwrap();
+    assert_eq!(response.result, json!({"ID": "5"}));
+    assert_eq!(portal.hits(), 4);
+    assert_eq!(client.stats().retries, 3);
+
+    let portal = FakePortal::start(vec![
+        Reply::Truncated("{\"result\": [1, 2"),
+        ok(json!([1, 2])),
+    ])
+    .await;
+    let client = portal.client(Duration::from_secs(2));
+    assert_eq!(
+        client
+            .call("crm.deal.list", &json!({}))
+            .await
+            .unwrap()
+            .result,
+        json!([1, 2])
+    );
+}
+
+#[tokio::test]
+async fn retries_stop_at_the_limit_with_the_last_error() {
+    let portal = FakePortal::start((0..10).map(|_| Reply::Raw(500, "down")).collect()).await;
+    let client = portal.client(Duration::from_secs(2));
+    let err = client
+        .call("crm.deal.get", &json!({"id": 1}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, B24Error::Server { status: 500, .. }),
+        "{err:?}"
+    );
+    assert_eq!(portal.hits(), 4, "1 try + 3 retries");
+}
+
+#[tokio::test]
+async fn a_429_waits_for_operating_reset_at_before_retrying() {
+    let reset_at = unix_now() + 1.0;
+    let portal = FakePortal::start(vec![
+        Reply::Json(
+            429,
+            json!({"error": "OPERATION_TIME_LIMIT", "error_description": "Method is blocked", "time": {"operating_reset_at": reset_at}}),
+        ),
+        ok(json!([])),
+    ])
+    .await;
+    let client = portal.client(Duration::from_secs(2));
+    let started = Instant::now();
+    client.call("crm.deal.list", &json!({})).await.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(800),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(client.stats().throttled_429, 1);
+}
+
+#[tokio::test]
+async fn auth_scope_and_unknown_method_errors_are_typed_and_not_retried() {
+    let cases = [
+        (
+            Reply::Json(
+                401,
+                json!({"error": "NO_AUTH_FOUND", "error_description": "Wrong authorization data"}),
+            ),
+            "NoAuth",
+        ),
+        (
+            Reply::Json(
+                403,
+                json!({"error": "insufficient_scope", "error_description": "higher privileges"}),
+            ),
+            "InsufficientScope",
+        ),
+        (
+            Reply::Json(
+                403,
+                json!({"error": "ACCESS_DENIED", "error_description": "REST API is available only on commercial plans"}),
+            ),
+            "AccessDenied",
+        ),
+        (
+            Reply::Json(
+                404,
+                json!({"error": "ERROR_METHOD_NOT_FOUND", "error_description": "Method not found!"}),
+            ),
+            "MethodNotFound",
+        ),
+        (
+            Reply::Json(400, json!({"error": "", "error_description": "Not found"})),
+            "NotFound",
+        ),
+        (
+            Reply::Json(
+                503,
+                json!({"error": "OVERLOAD_LIMIT", "error_description": "blocked"}),
+            ),
+            "OverloadLimit",
+        ),
+    ];
+    for (reply, expected) in cases {
+        let portal = FakePortal::start(vec![reply, ok(json!(1))]).await;
+        let client = portal.client(Duration::from_secs(2));
+        let err = client
+            .call("crm.deal.get", &json!({"id": 1}))
+            .await
+            .unwrap_err();
+        assert!(format!("{err:?}").starts_with(expected), "{err:?}");
+        assert!(!err.is_retryable());
+        assert_eq!(portal.hits(), 1);
+        assert_redacted(&err);
+    }
+}
+
+#[tokio::test]
+async fn a_redirect_reports_the_new_host_but_not_the_path() {
+    let portal = FakePortal::start(vec![Reply::Redirect(
+        "https://renamed.bitrix24.com/rest/1/t0ps3cretc0de42/crm.deal.get",
+    )])
+    .await;
+    let client = portal.client(Duration::from_secs(2));
+    let err = client
+        .call("crm.deal.get", &json!({"id": 1}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, B24Error::PortalMoved { location_host: Some(h), .. } if h == "renamed.bitrix24.com"),
+        "{err:?}"
+    );
+    assert_redacted(&err);
+}
+
+#[tokio::test]
+async fn an_unreachable_portal_fails_clearly_without_the_secret_and_a_create_may_retry() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let url = WebhookUrl::parse(&format!("http://{addr}/rest/1/{SECRET}/")).unwrap();
+    let options = ClientOptions {
+        max_retries: 2,
+        backoff_base: Duration::from_millis(5),
+        ..ClientOptions::default()
+    };
+    let client = Client::new(url, options).unwrap();
+    // The connection never opened, so even a create is safely retried; it ends Unreachable.
+    let err = client.call("crm.deal.add", &json!({})).await.unwrap_err();
+    assert!(matches!(err, B24Error::Unreachable { .. }), "{err:?}");
+    assert!(err.is_unreachable());
+    assert_redacted(&err);
+    assert_eq!(client.stats().http_requests, 3);
+    assert!(!format!("{client:?}").contains(SECRET));
+}
+
+#[tokio::test]
+async fn batch_reports_per_command_results_and_errors_inside_a_200() {
+    let answer = json!({
+        "result": {
+            "result": {"a": {"ID": "1"}, "c": [{"ID": "3"}]},
+            "result_error": {"b": {"error": "", "error_description": "Not found"}},
+            "result_total": {"c": 1},
+            "result_next": [],
+            "result_time": {"a": {"operating": 0.5}, "b": {"operating": 0.25}, "c": {"operating": 1.0}}
+        },
+        "time": {"operating": 0.125}
+    });
+    let portal = FakePortal::start(vec![Reply::Json(200, answer)]).await;
+    let client = portal.client(Duration::from_secs(2));
+    let commands = vec![
+        Command::new("a", "crm.deal.get", json!({"id": 1})),
+        Command::new("b", "crm.deal.get", json!({"id": 2})),
+        Command::new(
+            "c",
+            "crm.deal.list",
+            json!({"filter": {"ID": "$result[a][ID]"}}),
+        ),
+    ];
+    let results = client.batch(commands, false).await.unwrap();
+    assert_eq!(results.len(), 3);
+    assert_eq!(
+        results[0].outcome.as_ref().unwrap().result,
+        json!({"ID": "1"})
+    );
+    assert!(matches!(results[1].outcome, Err(B24Error::NotFound { .. })));
+    let c = results[2].outcome.as_ref().unwrap();
+    assert_eq!((c.total, c.operating), (Some(1), 1.0));
+    assert_eq!(client.stats().operating_seconds, 1.875);
+
+    // What went over the wire: one request, PHP-style commands, halt as 0.
+    let requests = portal.requests.lock().unwrap();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].0, format!("/rest/1/{SECRET}/batch"));
+    assert_eq!(requests[0].1["halt"], json!(0));
+    assert_eq!(
+        requests[0].1["cmd"]["c"],
+        json!("crm.deal.list?filter[ID]=%24result%5Ba%5D%5BID%5D")
+    );
+}
+
+#[tokio::test]
+async fn batch_with_halt_marks_unexecuted_commands_and_skips_later_requests() {
+    let answer = json!({"result": {"result": {"c0": true}, "result_error": {"c1": {"error": "ACCESS_DENIED", "error_description": ""}},
+                        "result_total": [], "result_next": [], "result_time": []}, "time": {}});
+    let portal = FakePortal::start(vec![Reply::Json(200, answer)]).await;
+    let client = portal.client(Duration::from_secs(2));
+    let commands: Vec<Command> = (0..60)
+        .map(|i| Command::new(format!("c{i}"), "crm.deal.update", json!({"id": i})))
+        .collect();
+    let results = client.batch(commands, true).await.unwrap();
+    assert_eq!(results.len(), 60);
+    assert!(results[0].outcome.is_ok());
+    assert!(matches!(
+        results[1].outcome,
+        Err(B24Error::AccessDenied { .. })
+    ));
+    assert!(
+        results[2..]
+            .iter()
+            .all(|r| matches!(r.outcome, Err(B24Error::CommandSkipped { .. })))
+    );
+    assert_eq!(
+        portal.hits(),
+        1,
+        "the second request of 10 must not be sent after a halt"
+    );
+    assert_eq!(
+        portal.requests.lock().unwrap()[0].1["cmd"]
+            .as_object()
+            .unwrap()
+            .len(),
+        50
+    );
+}

@@ -1,0 +1,397 @@
+//! Bulk writes of mirror rows. One query finds which rows are new, changed or
+//! unchanged; new rows are copied straight into the table, changed ones through a
+//! staging table and one `INSERT ... ON CONFLICT`, unchanged ones are not sent.
+
+use std::collections::HashMap;
+
+use b24_domain::entity::Entity;
+use b24_domain::schema::ColumnType;
+use b24_domain::values::{ValueError, column_text, record_without_nul, to_copy_text};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tokio_postgres::Transaction;
+
+use crate::copy::{CopyBuffer, copy_in};
+use crate::layout::LayoutColumn;
+use crate::{Context, Row, Store, StoreError, TableLayout, check_portal, quote_ident, to_db_id};
+
+/// What one `upsert` call did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UpsertStats {
+    pub inserted: u64,
+    pub updated: u64,
+    /// Rows already stored with the same `DATE_MODIFY` (and not deleted), plus
+    /// earlier copies of an ID given more than once in the call.
+    pub unchanged: u64,
+    /// Values that did not fit their column's type: stored as NULL, kept in `raw`.
+    pub invalid_values: u64,
+}
+
+/// One row to write, with its `DATE_MODIFY` already converted.
+struct Pending<'a> {
+    id: i64,
+    row: &'a Row,
+    date_modify: Option<String>,
+}
+
+impl Store {
+    /// Writes `rows` (as returned by `crm.<entity>.list` / `get`, keyed by Bitrix24
+    /// codes, with `ID` and `DATE_MODIFY`) in a few statements. A row is rewritten
+    /// only when its `DATE_MODIFY` differs from the stored one, it is missing, or the
+    /// stored row is soft-deleted (an upsert brings a row back). When an ID appears
+    /// more than once, its last copy wins. Calls for one portal's entity take turns.
+    pub async fn upsert(
+        &self,
+        portal: &str,
+        entity: Entity,
+        layout: &TableLayout,
+        rows: &[Row],
+    ) -> Result<UpsertStats, StoreError> {
+        check_portal(portal)?;
+        if layout.entity() != entity {
+            return Err(StoreError::Invalid(format!(
+                "the layout is for {}, not {entity}",
+                layout.entity()
+            )));
+        }
+        if rows.is_empty() {
+            return Ok(UpsertStats::default());
+        }
+        let latest = latest_by_id(rows)?;
+        let table = self.mirror_table(entity);
+        let mut invalid = InvalidValues::default();
+        let pending: Vec<Pending> = latest
+            .into_iter()
+            .map(|(id, row)| {
+                let date_modify = row.get("DATE_MODIFY").unwrap_or(&Value::Null);
+                let date_modify = to_copy_text(ColumnType::Timestamptz, date_modify)
+                    .unwrap_or_else(|e| invalid.note("date_modify", e));
+                Pending {
+                    id,
+                    row,
+                    date_modify,
+                }
+            })
+            .collect();
+
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.context("starting upsert")?;
+        lock_rows(&tx, &table, portal).await?;
+        let ids: Vec<i64> = pending.iter().map(|p| p.id).collect();
+        let stored: HashMap<i64, (Option<DateTime<Utc>>, bool)> = tx
+            .query(
+                &format!("SELECT id, date_modify, deleted_at IS NOT NULL FROM {table} WHERE portal = $1 AND id = ANY($2)"),
+                &[&portal, &ids],
+            )
+            .await
+            .context(format_args!("reading stored versions from {table}"))?
+            .iter()
+            .map(|r| (r.get(0), (r.get(1), r.get(2))))
+            .collect();
+        let (mut new, mut changed) = (Vec::new(), Vec::new());
+        for p in &pending {
+            match stored.get(&p.id) {
+                None => new.push(p),
+                Some((stored_modify, deleted)) => {
+                    if *deleted || !same_instant(*stored_modify, p.date_modify.as_deref()) {
+                        changed.push(p);
+                    }
+                }
+            }
+        }
+
+        let columns = layout.columns();
+        let list: String = columns
+            .iter()
+            .map(|c| format!(", {}", quote_ident(&c.name)))
+            .collect();
+        let bytes_per_row = 512 + 48 * columns.len();
+        let mut write =
+            |buf: &mut CopyBuffer, p: &&Pending| write_row(buf, portal, p, columns, &mut invalid);
+        let inserted = copy_in(
+            &tx,
+            &format!("COPY {table} (portal, id, raw, date_modify{list}) FROM STDIN"),
+            &new,
+            bytes_per_row,
+            &mut write,
+        )
+        .await?;
+        let updated = if changed.is_empty() {
+            0
+        } else {
+            // Rows wider than the 2 kB default would be compressed on their way through
+            // the staging table; a higher toast target keeps them as they are.
+            let definitions: String = columns
+                .iter()
+                .map(|c| format!(", {} {}", quote_ident(&c.name), c.column_type.sql()))
+                .collect();
+            tx.batch_execute(&format!(
+                "CREATE TEMP TABLE b24_stage (portal text, id bigint, raw jsonb, date_modify timestamptz{definitions})
+                 WITH (toast_tuple_target = 8160) ON COMMIT DROP"
+            ))
+            .await
+            .context("creating the upsert staging table")?;
+            let copy = format!("COPY b24_stage (portal, id, raw, date_modify{list}) FROM STDIN");
+            copy_in(&tx, &copy, &changed, bytes_per_row, &mut write).await?;
+            update_from_stage(&tx, &table, columns).await?
+        };
+        tx.commit().await.context("committing upsert")?;
+
+        invalid.log(portal, entity);
+        Ok(UpsertStats {
+            inserted,
+            updated,
+            unchanged: (rows.len() as u64).saturating_sub(inserted + updated),
+            invalid_values: invalid.total,
+        })
+    }
+
+    /// Marks rows deleted (keeping their data); returns how many were live.
+    pub async fn soft_delete(
+        &self,
+        portal: &str,
+        entity: Entity,
+        ids: &[u64],
+    ) -> Result<u64, StoreError> {
+        check_portal(portal)?;
+        let ids = ids
+            .iter()
+            .map(|&id| to_db_id(id))
+            .collect::<Result<Vec<_>, _>>()?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let table = self.mirror_table(entity);
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.context("starting soft delete")?;
+        lock_rows(&tx, &table, portal).await?;
+        let sql = format!(
+            "UPDATE {table} SET deleted_at = now(), synced_at = now()
+             WHERE portal = $1 AND id = ANY($2) AND deleted_at IS NULL"
+        );
+        let deleted = match tx.execute(&sql, &[&portal, &ids]).await {
+            Err(e) if is_undefined_table(&e) => return Ok(0),
+            result => result.context(format_args!("soft-deleting {entity} rows"))?,
+        };
+        tx.commit().await.context("committing soft delete")?;
+        Ok(deleted)
+    }
+
+    /// IDs of live (not deleted) rows with `after < id <= up_to`, ascending.
+    pub async fn live_ids(
+        &self,
+        portal: &str,
+        entity: Entity,
+        after: u64,
+        up_to: Option<u64>,
+    ) -> Result<Vec<u64>, StoreError> {
+        check_portal(portal)?;
+        let after = to_db_id(after)?;
+        let up_to = up_to.map(to_db_id).transpose()?;
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT id FROM {} WHERE portal = $1 AND deleted_at IS NULL AND id > $2 AND ($3::bigint IS NULL OR id <= $3)
+             ORDER BY id",
+            self.mirror_table(entity)
+        );
+        match client.query(&sql, &[&portal, &after, &up_to]).await {
+            Err(e) if is_undefined_table(&e) => Ok(Vec::new()),
+            result => Ok(result
+                .context(format_args!("listing live {entity} IDs"))?
+                .iter()
+                .map(|r| r.get::<_, i64>(0) as u64)
+                .collect()),
+        }
+    }
+}
+
+/// A record serialised with its keys in jsonb's storage order (shorter keys first,
+/// then bytewise). jsonb sorts every object's keys on input; PostgreSQL's sort returns
+/// at once on sorted input, which takes the largest single cost off ingesting a wide
+/// record. Key order carries no meaning in jsonb, so nothing else changes.
+struct JsonbKeyOrder<'a>(&'a serde_json::Map<String, Value>);
+
+impl serde::Serialize for JsonbKeyOrder<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut entries: Vec<(&String, &Value)> = self.0.iter().collect();
+        entries.sort_unstable_by(|(a, _), (b, _)| {
+            a.len()
+                .cmp(&b.len())
+                .then_with(|| a.as_bytes().cmp(b.as_bytes()))
+        });
+        serializer.collect_map(entries)
+    }
+}
+
+/// Serialises writers of one portal's rows in a table, so the rows `upsert` found
+/// missing are still missing when it copies them in.
+async fn lock_rows(tx: &Transaction<'_>, table: &str, portal: &str) -> Result<(), StoreError> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext($1))",
+        &[&format!("b24-store:rows:{table}:{portal}")],
+    )
+    .await
+    .context("locking the portal's rows")?;
+    Ok(())
+}
+
+/// Whether the stored `date_modify` is the instant of the incoming one (at the
+/// microsecond precision PostgreSQL keeps). Without an incoming value nothing tells
+/// the versions apart, so the row is rewritten.
+fn same_instant(stored: Option<DateTime<Utc>>, incoming: Option<&str>) -> bool {
+    match (stored, incoming.map(DateTime::parse_from_rfc3339)) {
+        (Some(stored), Some(Ok(incoming))) => {
+            stored.timestamp_micros() == incoming.timestamp_micros()
+        }
+        _ => false,
+    }
+}
+
+fn write_row(
+    buf: &mut CopyBuffer,
+    portal: &str,
+    p: &Pending,
+    columns: &[LayoutColumn],
+    invalid: &mut InvalidValues,
+) -> Result<(), StoreError> {
+    buf.text(portal);
+    buf.text(&p.id.to_string());
+    buf.json(&JsonbKeyOrder(&record_without_nul(p.row)))?;
+    buf.optional(p.date_modify.as_deref());
+    for c in columns {
+        let value = p.row.get(&c.code).unwrap_or(&Value::Null);
+        let text =
+            column_text(c.part, c.column_type, value).unwrap_or_else(|e| invalid.note(&c.name, e));
+        buf.optional(text.as_deref());
+    }
+    Ok(())
+}
+
+/// Moves the staged rows into the table; the `WHERE` re-checks what the caller
+/// decided, under the row locks. Returns the rows written.
+async fn update_from_stage(
+    tx: &Transaction<'_>,
+    table: &str,
+    columns: &[LayoutColumn],
+) -> Result<u64, StoreError> {
+    let names: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
+    let list: String = names.iter().map(|n| format!(", {n}")).collect();
+    let assignments: String = names
+        .iter()
+        .map(|n| format!(", {n} = EXCLUDED.{n}"))
+        .collect();
+    tx.execute(
+        &format!(
+            "INSERT INTO {table} AS cur (portal, id, raw, date_modify, synced_at, deleted_at{list})
+             SELECT portal, id, raw, date_modify, now(), NULL{list} FROM b24_stage
+             ON CONFLICT (portal, id) DO UPDATE SET raw = EXCLUDED.raw, date_modify = EXCLUDED.date_modify,
+                 synced_at = EXCLUDED.synced_at, deleted_at = NULL{assignments}
+             WHERE cur.date_modify IS DISTINCT FROM EXCLUDED.date_modify
+                OR EXCLUDED.date_modify IS NULL
+                OR cur.deleted_at IS NOT NULL"
+        ),
+        &[],
+    )
+    .await
+    .context(format_args!("updating {table}"))
+}
+
+/// A table that was never created holds no rows.
+fn is_undefined_table(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE)
+}
+
+/// The rows to write, one per ID (the last copy), in first-seen order.
+fn latest_by_id(rows: &[Row]) -> Result<Vec<(i64, &Row)>, StoreError> {
+    let mut position: HashMap<i64, usize> = HashMap::with_capacity(rows.len());
+    let mut latest: Vec<(i64, &Row)> = Vec::with_capacity(rows.len());
+    for (index, row) in rows.iter().enumerate() {
+        let id =
+            row_id(row).map_err(|reason| StoreError::Invalid(format!("row {index}: {reason}")))?;
+        match position.get(&id) {
+            Some(&at) => latest[at].1 = row,
+            None => {
+                position.insert(id, latest.len());
+                latest.push((id, row));
+            }
+        }
+    }
+    Ok(latest)
+}
+
+fn row_id(row: &Row) -> Result<i64, String> {
+    let id = match row.get("ID") {
+        None | Some(Value::Null) => return Err("it has no ID".into()),
+        Some(Value::String(s)) => s.trim().parse::<i64>().ok(),
+        Some(Value::Number(n)) => n.as_i64(),
+        Some(_) => None,
+    };
+    id.filter(|id| *id > 0)
+        .ok_or_else(|| "its ID is not a positive integer".into())
+}
+
+/// Per-column counts of values that did not convert; logged without the values.
+#[derive(Default)]
+struct InvalidValues {
+    total: u64,
+    by_column: HashMap<String, (u64, ValueError)>,
+}
+
+impl InvalidValues {
+    fn note(&mut self, column: &str, error: ValueError) -> Option<String> {
+        self.total += 1;
+        self.by_column
+            .entry(column.to_string())
+            .or_insert((0, error))
+            .0 += 1;
+        None
+    }
+
+    fn log(&self, portal: &str, entity: Entity) {
+        for (column, (count, error)) in &self.by_column {
+            tracing::warn!(portal, %entity, column, count, %error, "values stored as NULL (kept in raw)");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn row(v: Value) -> Row {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn the_last_copy_of_an_id_wins() {
+        let rows = [
+            row(json!({"ID": "1", "TITLE": "a"})),
+            row(json!({"ID": 2, "TITLE": "b"})),
+            row(json!({"ID": " 1 ", "TITLE": "c"})),
+        ];
+        let latest = latest_by_id(&rows).unwrap();
+        assert_eq!(
+            latest
+                .iter()
+                .map(|(id, r)| (*id, r["TITLE"].as_str().unwrap()))
+                .collect::<Vec<_>>(),
+            [(1, "c"), (2, "b")]
+        );
+    }
+
+    #[test]
+    fn rows_without_a_usable_id_are_named_in_the_error() {
+        for bad in [
+            json!({"TITLE": "x"}),
+            json!({"ID": "abc"}),
+            json!({"ID": -4}),
+            json!({"ID": [1]}),
+            json!({"ID": null}),
+        ] {
+            let rows = [row(json!({"ID": "1"})), row(bad.clone())];
+            let err = latest_by_id(&rows).unwrap_err().to_string();
+            assert!(err.contains("row 1"), "{bad}: {err}");
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! Store tests against the real local PostgreSQL (127.0.0.1:5432, or `B24_TEST_PG`).
+//! One binary, so the suite links once.
+
+mod common;
+mod limiter;
+mod schema;
+mod state;
+mod upsert;

@@ -1,0 +1,223 @@
+//! Migrations, sync state, runs, connection handling.
+
+use std::time::Duration;
+
+use b24_domain::entity::Entity;
+use b24_store::{RunStats, Store, SyncState};
+use chrono::{TimeZone, Utc};
+
+use crate::common::*;
+
+#[tokio::test]
+async fn migrations_are_idempotent_and_safe_to_run_concurrently() {
+    let db = TestDb::create().await;
+    let a = Store::connect(&db.url, SCHEMA).await.unwrap();
+    let b = Store::connect(&db.url, SCHEMA).await.unwrap();
+    let (ra, rb) = tokio::join!(a.migrate(), b.migrate());
+    ra.unwrap();
+    rb.unwrap();
+    a.migrate().await.unwrap();
+    let c = db.client().await;
+    let applied: i64 = c
+        .query_one("SELECT count(*) FROM b24.refinery_schema_history", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(applied, 1);
+}
+
+#[tokio::test]
+async fn sync_state_round_trips_per_portal_and_entity() {
+    let db = TestDb::create().await;
+    let store = db.store().await;
+    assert_eq!(
+        store.load_state("p", Entity::Deal).await.unwrap(),
+        SyncState::default()
+    );
+    let state = SyncState {
+        cursor: Some("2024-08-30T14:29:00+02:00".into()),
+        full_checkpoint: Some(123_456),
+        full_started_at: Some(Utc.with_ymd_and_hms(2024, 8, 30, 12, 0, 0).unwrap()),
+    };
+    store.save_state("p", Entity::Deal, &state).await.unwrap();
+    assert_eq!(store.load_state("p", Entity::Deal).await.unwrap(), state);
+    assert_eq!(
+        store.load_state("p", Entity::Lead).await.unwrap(),
+        SyncState::default()
+    );
+    assert_eq!(
+        store.load_state("q", Entity::Deal).await.unwrap(),
+        SyncState::default()
+    );
+    let finished = SyncState {
+        full_checkpoint: None,
+        full_started_at: None,
+        ..state
+    };
+    store
+        .save_state("p", Entity::Deal, &finished)
+        .await
+        .unwrap();
+    assert_eq!(store.load_state("p", Entity::Deal).await.unwrap(), finished);
+}
+
+#[tokio::test]
+async fn sync_runs_are_recorded() {
+    let db = TestDb::create().await;
+    let store = db.store().await;
+    let ok = store.start_run("p", Entity::Deal, "full").await.unwrap();
+    let failed = store
+        .start_run("p", Entity::Contact, "incremental")
+        .await
+        .unwrap();
+    assert_ne!(ok, failed);
+    let stats = RunStats {
+        rows_read: 2_500,
+        rows_written: 2_400,
+        rows_deleted: 3,
+        http_requests: 1,
+        error: None,
+    };
+    store.finish_run(ok, &stats).await.unwrap();
+    let failure = RunStats {
+        error: Some("portal answered 500".into()),
+        ..RunStats::default()
+    };
+    store.finish_run(failed, &failure).await.unwrap();
+    assert!(
+        store
+            .finish_run(999_999, &stats)
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("999999")
+    );
+
+    let c = db.client().await;
+    let r = c
+        .query_one(
+            "SELECT portal, entity, mode, rows_read, rows_written, rows_deleted, http_requests, error,
+                    finished_at >= started_at
+             FROM b24._sync_runs WHERE id = $1",
+            &[&ok],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            r.get::<_, String>(0),
+            r.get::<_, String>(1),
+            r.get::<_, String>(2)
+        ),
+        ("p".into(), "deal".into(), "full".into())
+    );
+    assert_eq!(
+        (
+            r.get::<_, i64>(3),
+            r.get::<_, i64>(4),
+            r.get::<_, i64>(5),
+            r.get::<_, i64>(6)
+        ),
+        (2_500, 2_400, 3, 1)
+    );
+    assert_eq!(r.get::<_, Option<String>>(7), None);
+    assert!(r.get::<_, bool>(8));
+    let error: String = c
+        .query_one("SELECT error FROM b24._sync_runs WHERE id = $1", &[&failed])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(error, "portal answered 500");
+}
+
+#[tokio::test]
+async fn a_closed_connection_is_reopened() {
+    let db = TestDb::create().await;
+    let store = db.store().await;
+    store
+        .save_state(
+            "p",
+            Entity::Deal,
+            &SyncState {
+                cursor: Some("c".into()),
+                ..SyncState::default()
+            },
+        )
+        .await
+        .unwrap();
+    let c = db.client().await;
+    let killed: i64 = c
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE datname = $1 AND application_name = 'b24-store'",
+            &[&db.name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(killed, 1);
+    // Give the connection task a moment to notice, as between warm invocations.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        store
+            .load_state("p", Entity::Deal)
+            .await
+            .unwrap()
+            .cursor
+            .as_deref(),
+        Some("c")
+    );
+}
+
+#[tokio::test]
+async fn tls_is_used_when_the_url_asks_for_it() {
+    let db = TestDb::create().await;
+    let c = db.client().await;
+    let server_ssl: String = c.query_one("SHOW ssl", &[]).await.unwrap().get(0);
+    if server_ssl != "on" {
+        eprintln!("the local server has ssl=off; TLS cannot be exercised here");
+        return;
+    }
+    let store = Store::connect(&format!("{}?sslmode=require", db.url), SCHEMA)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let encrypted: bool = c
+        .query_one(
+            "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+             WHERE a.datname = $1 AND a.application_name = 'b24-store'",
+            &[&db.name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(encrypted);
+    // The local server's certificate is self-signed: full verification refuses it.
+    let err = Store::connect(&format!("{}?sslmode=verify-full", db.url), SCHEMA)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("cannot connect"), "{err}");
+    // And plain loopback stays plain.
+    let plain = Store::connect(&db.url, SCHEMA).await.unwrap();
+    plain.load_state("p", Entity::Deal).await.unwrap();
+    let plain_count: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+             WHERE a.datname = $1 AND a.application_name = 'b24-store' AND NOT s.ssl",
+            &[&db.name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(plain_count, 1);
+}
+
+#[tokio::test]
+async fn connection_errors_do_not_reveal_the_password() {
+    let err = Store::connect("postgres://postgres:hunter2@127.0.0.1:1/nowhere", SCHEMA)
+        .await
+        .unwrap_err();
+    let text = format!("{err} {err:?}");
+    assert!(text.contains("cannot connect"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+}

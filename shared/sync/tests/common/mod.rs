@@ -1,0 +1,185 @@
+//! What the sync tests share: a throw-away database, a simulator, and the comparison of
+//! the mirror with the portal's own dump.
+
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use b24_client::{Client, ClientOptions};
+use b24_domain::entity::Entity;
+use b24_domain::webhook::WebhookUrl;
+use b24_sim::{RunningSim, SimConfig};
+use b24_store::Store;
+use serde_json::{Value, json};
+
+pub const PORTAL: &str = "test";
+pub const SCHEMA: &str = "b24";
+
+/// A database created for one test and dropped when the value goes away.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn create() -> TestDb {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let name = format!("b24sync_test_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
+        let (admin, connection) =
+            tokio_postgres::connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", tokio_postgres::NoTls)
+                .await
+                .expect("PostgreSQL at 127.0.0.1:5432 (scripts/test.sh starts it)");
+        tokio::spawn(connection);
+        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}")).await.unwrap();
+        let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+        TestDb { name, url }
+    }
+
+    pub async fn connect(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        // Drop runs outside async context; psql needs none.
+        let _ = std::process::Command::new("psql")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-q", "-c"])
+            .arg(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+            .output();
+    }
+}
+
+pub async fn store(db: &TestDb) -> Store {
+    let store = Store::connect(&db.url, SCHEMA).await.unwrap();
+    store.migrate().await.unwrap();
+    store
+}
+
+pub async fn sim(config: SimConfig) -> RunningSim {
+    b24_sim::start(config).await.unwrap()
+}
+
+/// A client with short timeouts so injected hangs cost seconds, not minutes.
+pub fn client(sim: &RunningSim) -> Client {
+    let webhook = WebhookUrl::parse(&sim.webhook_url()).unwrap();
+    let options = ClientOptions { timeout: Duration::from_secs(3), ..ClientOptions::default() };
+    Client::new(webhook, options).unwrap()
+}
+
+/// POSTs to the simulator's control surface.
+pub async fn control(sim: &RunningSim, path: &str, body: Value) -> Value {
+    let response = reqwest::Client::new()
+        .post(format!("{}_sim/{path}", sim.base_url().trim_end_matches('/').to_string() + "/"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "control {path}: {}", response.status());
+    response.json().await.unwrap_or(Value::Null)
+}
+
+pub async fn mutate(sim: &RunningSim, entity: Entity, seed: u64, adds: u64, updates: u64, deletes: u64) -> Value {
+    control(
+        sim,
+        "mutate",
+        json!({"entity": entity.as_str(), "seed": seed, "adds": adds, "updates": updates, "deletes": deletes}),
+    )
+    .await
+}
+
+/// Every live record on the portal, by ID.
+pub async fn portal_records(sim: &RunningSim, entity: Entity) -> BTreeMap<u64, serde_json::Map<String, Value>> {
+    let url = format!("{}/_sim/dump/{}", sim.base_url().trim_end_matches('/'), entity.as_str());
+    let records: Vec<serde_json::Map<String, Value>> = reqwest::get(url).await.unwrap().json().await.unwrap();
+    records.into_iter().map(|r| (id_of(&r), r)).collect()
+}
+
+fn id_of(record: &serde_json::Map<String, Value>) -> u64 {
+    match &record["ID"] {
+        Value::String(s) => s.parse().unwrap(),
+        other => other.as_u64().unwrap(),
+    }
+}
+
+/// Every live mirror row's `raw`, by ID.
+pub async fn mirror_records(db: &TestDb, entity: Entity) -> BTreeMap<u64, serde_json::Map<String, Value>> {
+    let client = db.connect().await;
+    let sql = format!("SELECT id, raw FROM {SCHEMA}.{} WHERE portal = $1 AND deleted_at IS NULL", entity.as_str());
+    client
+        .query(&sql, &[&PORTAL])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| {
+            let id: i64 = row.get(0);
+            let raw: Value = row.get(1);
+            (id as u64, raw.as_object().unwrap().clone())
+        })
+        .collect()
+}
+
+/// Asserts the mirror holds exactly the portal's live records, every field equal.
+pub async fn assert_mirror_equals_portal(sim: &RunningSim, db: &TestDb, entity: Entity) {
+    let portal = portal_records(sim, entity).await;
+    let mirror = mirror_records(db, entity).await;
+    let portal_ids: Vec<&u64> = portal.keys().collect();
+    let mirror_ids: Vec<&u64> = mirror.keys().collect();
+    assert_eq!(portal_ids.len(), mirror_ids.len(), "{entity}: live row counts differ");
+    assert_eq!(portal_ids, mirror_ids, "{entity}: live ID sets differ");
+    for (id, record) in &portal {
+        let raw = &mirror[id];
+        for (field, value) in record {
+            assert_eq!(raw.get(field), Some(value), "{entity} {id}: field {field} differs");
+        }
+    }
+}
+
+/// Asserts every typed column holds its field's value from `raw`, converted the way the
+/// README documents (so a broken conversion of any type fails here).
+pub async fn assert_typed_columns_match_raw(db: &TestDb, entity: Entity) -> BTreeMap<String, String> {
+    let client = db.connect().await;
+    let columns = client
+        .query(
+            "SELECT column_name, data_type FROM information_schema.columns \
+             WHERE table_schema = $1 AND table_name = $2 \
+             AND column_name NOT IN ('portal', 'id', 'raw', 'synced_at', 'deleted_at')",
+            &[&SCHEMA, &entity.as_str()],
+        )
+        .await
+        .unwrap();
+    let mut types = BTreeMap::new();
+    for column in columns {
+        let name: String = column.get(0);
+        let data_type: String = column.get(1);
+        let code = name.to_uppercase();
+        let (code, expected) = if let Some(base) = code.strip_suffix("_CURRENCY").filter(|_| name.starts_with("uf_")) {
+            (base.to_string(), format!("nullif(split_part(raw->>'{base}', '|', 2), '')"))
+        } else {
+            let text = format!("nullif(raw->>'{code}', '')");
+            let expected = match data_type.as_str() {
+                "bigint" => format!("({text})::bigint"),
+                "numeric" => format!("(split_part({text}, '|', 1))::numeric"),
+                "boolean" => format!("({text}) IN ('Y', '1', 'true')"),
+                "date" => format!("left({text}, 10)::date"),
+                "timestamp with time zone" => format!("({text})::timestamptz"),
+                "jsonb" => format!("nullif(nullif(raw->'{code}', '\"\"'::jsonb), '[]'::jsonb)"),
+                _ => text,
+            };
+            (code, expected)
+        };
+        let actual = if data_type == "jsonb" { format!("nullif(\"{name}\", '[]'::jsonb)") } else { format!("\"{name}\"") };
+        let sql = format!(
+            "SELECT count(*) FROM {SCHEMA}.{} WHERE portal = $1 AND raw ? '{code}' AND {actual} IS DISTINCT FROM {expected}",
+            entity.as_str()
+        );
+        let mismatches: i64 = client.query_one(&sql, &[&PORTAL]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get(0);
+        assert_eq!(mismatches, 0, "{entity}.{name} ({data_type}) differs from raw in {mismatches} rows");
+        types.insert(name, data_type);
+    }
+    types
+}

@@ -1,0 +1,58 @@
+//! The portal's error envelope: `{"error": "...", "error_description": "..."}`.
+
+use serde_json::{Value, json};
+
+/// An error answer of a REST method.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct ApiError {
+    pub status: u16,
+    pub code: String,
+    pub description: String,
+}
+
+impl ApiError {
+    pub fn new(status: u16, code: &str, description: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code: code.to_string(),
+            description: description.into(),
+        }
+    }
+
+    /// The old `crm.*` methods answer 400 with an empty `error`.
+    pub fn crm(description: impl Into<String>) -> ApiError {
+        ApiError::new(400, "", description)
+    }
+
+    pub fn not_found() -> ApiError {
+        ApiError::crm("Not found")
+    }
+
+    pub fn method_not_found() -> ApiError {
+        ApiError::new(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
+    }
+
+    pub fn no_auth() -> ApiError {
+        ApiError::new(401, "NO_AUTH_FOUND", "Wrong authorization data")
+    }
+
+    pub fn query_limit() -> ApiError {
+        ApiError::new(503, "QUERY_LIMIT_EXCEEDED", "Too many requests")
+    }
+
+    pub fn operation_time_limit() -> ApiError {
+        ApiError::new(
+            429,
+            "OPERATION_TIME_LIMIT",
+            "Method is blocked due to operation time limit",
+        )
+    }
+
+    pub fn internal() -> ApiError {
+        ApiError::new(500, "INTERNAL_SERVER_ERROR", "Internal server error")
+    }
+
+    pub fn body(&self) -> Value {
+        json!({"error": self.code, "error_description": self.description})
+    }
+}

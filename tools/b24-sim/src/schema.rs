@@ -1,0 +1,1082 @@
+//! The portal's field metadata: the standard fields of each CRM entity as the old
+//! `crm.*` API describes them, and the user fields (`UF_CRM_*`) added to them.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// The CRM entities the simulator serves through `crm.<entity>.*`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Entity {
+    Deal,
+    Contact,
+    Lead,
+    Company,
+}
+
+impl Entity {
+    pub const ALL: [Entity; 4] = [Entity::Deal, Entity::Contact, Entity::Lead, Entity::Company];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Entity::Deal => "deal",
+            Entity::Contact => "contact",
+            Entity::Lead => "lead",
+            Entity::Company => "company",
+        }
+    }
+
+    /// `ENTITY_ID` of the entity's user fields (`CRM_DEAL`).
+    pub(crate) fn uf_entity_id(self) -> String {
+        format!("CRM_{}", self.as_str().to_ascii_uppercase())
+    }
+
+    /// Event name for a change, e.g. `ONCRMDEALADD`.
+    pub(crate) fn event_name(self, change: Change) -> String {
+        let verb = match change {
+            Change::Add => "ADD",
+            Change::Update => "UPDATE",
+            Change::Delete => "DELETE",
+        };
+        format!("ONCRM{}{verb}", self.as_str().to_ascii_uppercase())
+    }
+
+    /// The multi-fields (`crm_multifield`) the entity carries.
+    pub fn multifields(self) -> &'static [&'static str] {
+        match self {
+            Entity::Deal => &[],
+            _ => &["PHONE", "EMAIL", "WEB", "IM"],
+        }
+    }
+}
+
+impl fmt::Display for Entity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Entity {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Entity::ALL
+            .into_iter()
+            .find(|e| e.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                format!("unknown entity '{s}' (expected deal, contact, lead or company)")
+            })
+    }
+}
+
+/// A change to a record, as reported by outgoing events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Change {
+    Add,
+    Update,
+    Delete,
+}
+
+/// How a field's value is parsed, stored, filtered and rendered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ValueType {
+    /// Integers and references (IDs, users, links): rendered as strings.
+    Integer,
+    /// Enumeration user field: the item ID, validated against the items.
+    Enumeration,
+    /// Money with two decimals (`"1000000.00"`), stored in hundredths.
+    Money,
+    /// Double user field.
+    Double,
+    /// `Y`/`N` flag.
+    Char,
+    /// Boolean user field, rendered `"1"`/`"0"`.
+    Boolean,
+    /// Code-like strings with few distinct values (statuses, currencies): interned.
+    Code,
+    /// Free text.
+    Text,
+    /// Money user field, `"300|RUB"`.
+    MoneyUf,
+    /// A calendar date, rendered as local midnight in the portal's offset.
+    Date,
+    /// An instant, rendered in the portal's offset.
+    DateTime,
+    /// File user field: stored as the file ID, rendered as `{id, showUrl, downloadUrl}`.
+    File,
+    /// `PHONE`/`EMAIL`/`WEB`/`IM`: an array of `{ID, VALUE_TYPE, VALUE, TYPE_ID}`.
+    Multifield,
+}
+
+/// The user field types the simulator offers (`USER_TYPE_ID`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UserFieldType {
+    String,
+    Integer,
+    Double,
+    Boolean,
+    Date,
+    Datetime,
+    Enumeration,
+    Money,
+    Employee,
+    File,
+}
+
+impl UserFieldType {
+    pub const ALL: [UserFieldType; 10] = [
+        UserFieldType::String,
+        UserFieldType::Integer,
+        UserFieldType::Double,
+        UserFieldType::Boolean,
+        UserFieldType::Date,
+        UserFieldType::Datetime,
+        UserFieldType::Enumeration,
+        UserFieldType::Money,
+        UserFieldType::Employee,
+        UserFieldType::File,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserFieldType::String => "string",
+            UserFieldType::Integer => "integer",
+            UserFieldType::Double => "double",
+            UserFieldType::Boolean => "boolean",
+            UserFieldType::Date => "date",
+            UserFieldType::Datetime => "datetime",
+            UserFieldType::Enumeration => "enumeration",
+            UserFieldType::Money => "money",
+            UserFieldType::Employee => "employee",
+            UserFieldType::File => "file",
+        }
+    }
+
+    pub(crate) fn value_type(self) -> ValueType {
+        match self {
+            UserFieldType::String => ValueType::Text,
+            UserFieldType::Integer | UserFieldType::Employee => ValueType::Integer,
+            UserFieldType::Double => ValueType::Double,
+            UserFieldType::Boolean => ValueType::Boolean,
+            UserFieldType::Date => ValueType::Date,
+            UserFieldType::Datetime => ValueType::DateTime,
+            UserFieldType::Enumeration => ValueType::Enumeration,
+            UserFieldType::Money => ValueType::MoneyUf,
+            UserFieldType::File => ValueType::File,
+        }
+    }
+}
+
+impl FromStr for UserFieldType {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        UserFieldType::ALL
+            .into_iter()
+            .find(|t| t.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                let names: Vec<_> = UserFieldType::ALL.iter().map(|t| t.as_str()).collect();
+                format!(
+                    "unknown user field type '{s}' (expected one of {})",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+/// What a user field adds to a field description.
+#[derive(Clone, Debug)]
+pub(crate) struct UserFieldInfo {
+    pub id: u64,
+    pub user_type: UserFieldType,
+    pub label: String,
+    /// Enumeration items: (ID, VALUE).
+    pub items: Vec<(i64, String)>,
+}
+
+/// One field of an entity.
+#[derive(Clone, Debug)]
+pub(crate) struct FieldDef {
+    pub name: String,
+    pub value_type: ValueType,
+    /// The `type` shown by `crm.*.fields` (`integer`, `crm_status`, `user`, ...).
+    pub api_type: &'static str,
+    pub title: String,
+    pub read_only: bool,
+    pub immutable: bool,
+    pub required: bool,
+    pub multiple: bool,
+    pub status_type: Option<&'static str>,
+    pub user_field: Option<UserFieldInfo>,
+}
+
+impl FieldDef {
+    /// Whether `select: ["*"]` includes the field (standard, not multiple).
+    pub fn in_star(&self) -> bool {
+        self.user_field.is_none() && !self.multiple
+    }
+
+    /// Whether `select: ["UF_*"]` includes the field (user field, not multiple).
+    pub fn in_uf_star(&self) -> bool {
+        self.user_field.is_some() && !self.multiple
+    }
+}
+
+const RO: u8 = 1;
+const IMM: u8 = 2;
+const REQ: u8 = 4;
+
+/// (name, api type, value type, flags, status type, title)
+type Spec = (
+    &'static str,
+    &'static str,
+    ValueType,
+    u8,
+    Option<&'static str>,
+    &'static str,
+);
+
+use ValueType as V;
+
+const DEAL: &[Spec] = &[
+    ("ID", "integer", V::Integer, RO, None, "ID"),
+    ("TITLE", "string", V::Text, 0, None, "Name"),
+    (
+        "TYPE_ID",
+        "crm_status",
+        V::Code,
+        0,
+        Some("DEAL_TYPE"),
+        "Type",
+    ),
+    (
+        "CATEGORY_ID",
+        "crm_category",
+        V::Integer,
+        IMM,
+        None,
+        "Pipeline",
+    ),
+    (
+        "STAGE_ID",
+        "crm_status",
+        V::Code,
+        0,
+        Some("DEAL_STAGE"),
+        "Deal stage",
+    ),
+    (
+        "STAGE_SEMANTIC_ID",
+        "string",
+        V::Code,
+        RO,
+        None,
+        "Stage group",
+    ),
+    ("IS_NEW", "char", V::Char, RO, None, "New deal"),
+    ("IS_RECURRING", "char", V::Char, 0, None, "Recurring deal"),
+    (
+        "IS_RETURN_CUSTOMER",
+        "char",
+        V::Char,
+        0,
+        None,
+        "Repeat deal",
+    ),
+    (
+        "IS_REPEATED_APPROACH",
+        "char",
+        V::Char,
+        0,
+        None,
+        "Repeated inquiry",
+    ),
+    ("PROBABILITY", "integer", V::Integer, 0, None, "Probability"),
+    ("CURRENCY_ID", "crm_currency", V::Code, 0, None, "Currency"),
+    ("OPPORTUNITY", "double", V::Money, 0, None, "Amount"),
+    (
+        "IS_MANUAL_OPPORTUNITY",
+        "char",
+        V::Char,
+        0,
+        None,
+        "Manual calculation mode",
+    ),
+    ("TAX_VALUE", "double", V::Money, 0, None, "Tax rate"),
+    ("COMPANY_ID", "crm_company", V::Integer, 0, None, "Company"),
+    ("CONTACT_ID", "crm_contact", V::Integer, 0, None, "Contact"),
+    ("QUOTE_ID", "crm_quote", V::Integer, RO, None, "Estimate"),
+    ("BEGINDATE", "date", V::Date, 0, None, "Start date"),
+    (
+        "CLOSEDATE",
+        "date",
+        V::Date,
+        0,
+        None,
+        "Estimated close date",
+    ),
+    ("OPENED", "char", V::Char, 0, None, "Available to everyone"),
+    ("CLOSED", "char", V::Char, 0, None, "Closed"),
+    ("COMMENTS", "string", V::Text, 0, None, "Comment"),
+    (
+        "ASSIGNED_BY_ID",
+        "user",
+        V::Integer,
+        0,
+        None,
+        "Responsible person",
+    ),
+    ("CREATED_BY_ID", "user", V::Integer, RO, None, "Created by"),
+    ("MODIFY_BY_ID", "user", V::Integer, RO, None, "Modified by"),
+    (
+        "DATE_CREATE",
+        "datetime",
+        V::DateTime,
+        RO,
+        None,
+        "Created on",
+    ),
+    (
+        "DATE_MODIFY",
+        "datetime",
+        V::DateTime,
+        RO,
+        None,
+        "Modified on",
+    ),
+    (
+        "SOURCE_ID",
+        "crm_status",
+        V::Code,
+        0,
+        Some("SOURCE"),
+        "Source",
+    ),
+    (
+        "SOURCE_DESCRIPTION",
+        "string",
+        V::Text,
+        0,
+        None,
+        "Source information",
+    ),
+    ("LEAD_ID", "crm_lead", V::Integer, RO, None, "Lead"),
+    (
+        "ADDITIONAL_INFO",
+        "string",
+        V::Text,
+        0,
+        None,
+        "Additional information",
+    ),
+    ("LOCATION_ID", "location", V::Integer, 0, None, "Location"),
+    (
+        "ORIGINATOR_ID",
+        "string",
+        V::Text,
+        0,
+        None,
+        "External source",
+    ),
+    (
+        "ORIGIN_ID",
+        "string",
+        V::Text,
+        0,
+        None,
+        "Item ID in data source",
+    ),
+    ("UTM_SOURCE", "string", V::Text, 0, None, "Ad system"),
+    ("UTM_MEDIUM", "string", V::Text, 0, None, "Traffic type"),
+    (
+        "UTM_CAMPAIGN",
+        "string",
+        V::Text,
+        0,
+        None,
+        "Ad campaign label",
+    ),
+    (
+        "UTM_CONTENT",
+        "string",
+        V::Text,
+        0,
+        None,
+        "Campaign contents",
+    ),
+    (
+        "UTM_TERM",
+        "string",
+        V::Text,
+        0,
+        None,
+        "Campaign search term",
+    ),
+    (
+        "MOVED_BY_ID",
+        "user",
+        V::Integer,
+        RO,
+        None,
+        "Stage changed by",
+    ),
+    (
+        "MOVED_TIME",
+        "datetime",
+        V::DateTime,
+        RO,
+        None,
+        "Stage change date",
+    ),
+    (
+        "LAST_ACTIVITY_BY",
+        "user",
+        V::Integer,
+        RO,
+        None,
+        "Last activity by",
+    ),
+    (
+        "LAST_ACTIVITY_TIME",
+        "datetime",
+        V::DateTime,
+        RO,
+        None,
+        "Last activity",
+    ),
+];
+
+const CONTACT: &[Spec] = &[
+    ("ID", "integer", V::Integer, RO, None, "ID"),
+    (
+        "HONORIFIC",
+        "crm_status",
+        V::Code,
+        0,
+        Some("HONORIFIC"),
+        "Salutation",
+    ),
+    ("NAME", "string", V::Text, 0, None, "First name"),
+    ("SECOND_NAME", "string", V::Text, 0, None, "Second name"),
+    ("LAST_NAME", "string", V::Text, 0, None, "Last name"),
+    ("BIRTHDATE", "date", V::Date, 0, None, "Date of birth"),
+    (
+        "TYPE_ID",
+        "crm_status",
+        V::Code,
+        0,
+        Some("CONTACT_TYPE"),
+        "Contact type",
+    ),
+    (
+        "SOURCE_ID",
+        "crm_status",
+        V::Code,
+        0,
+        Some("SOURCE"),
+        "Source",
+    ),
+    (
+        "SOURCE_DESCRIPTION",
+        "string",
+        V::Text,
+        0,
+        None,
+        "Source information",
+    ),
+    ("POST", "string", V::Text, 0, None, "Position"),
+    ("COMMENTS", "string", V::Text, 0, None, "Comment"),
+    ("OPENED", "char", V::Char, 0, None, "Available to everyone"),
+    ("EXPORT", "char", V::Char, 0, None, "Included in export"),
+    ("HAS_PHONE", "char", V::Char, RO, None, "Has phone"),
+    ("HAS_EMAIL", "char", V::Char, RO, None, "Has email"),
+    ("HAS_IMOL", "char", V::Char, RO, None, "Has Open Channel"),
+    (
+        "ASSIGNED_BY_ID",
+        "user",
+        V::Integer,
+        0,
+        None,
+        "Responsible person",
+    ),
+    ("CREATED_BY_ID", "user", V::Integer, RO, None, "Created by"),
+    ("MODIFY_BY_ID", "user", V::Integer, RO, None, "Modified by"),
+    (
+        "DATE_CREATE",
+        "datetime",
+        V::DateTime,
+        RO,
+        None,
+        "Created on",
+    ),
+    (
+        "DATE_MODIFY",
+        "datetime",
+        V::DateTime,
+        RO,
+        None,
+        "Modified on",
+    ),
+    ("COMPANY_ID", "crm_company", V::Integer, 0, None, "Company"),
+    ("LEAD_ID", "crm_lead", V::Integer, RO, None, "Lead"),
+    (
+        "ORIGINATOR_ID",
+        "string",
+        V::Text,
+        0,
+        None,
+        "External source",
+    ),
+    (
+        "ORIGIN_ID",
+        "string",
+        V::Text,
+        0,
+        None,
+        "Item ID in data source",
+    ),
+    (
+        "ORIGIN_VERSION",
+        "string",
+        V::Text,
+        0,
+        None,
+        "Original version",
+    ),
+    ("UTM_SOURCE", "string", V::Text, 0, None, "Ad system"),
+    ("UTM_MEDIUM", "string", V::Text, 0, None, "Traffic type"),
+    (
+        "UTM_CAMPAIGN",
+        "string",
+        V::Text,
+        0,
+        None,
+        "Ad campaign label",
+    ),
+    (
+        "UTM_CONTENT",
+        "string",
+        V::Text,
+        0,
+        None,
+        "Campaign contents",
+    ),
+    (
+        "UTM_TERM",
+        "string",
+        V::Text,
+        0,
+        None,
+        "Campaign search term",
+    ),
+    (
+        "LAST_ACTIVITY_BY",
+        "user",
+        V::Integer,
+        RO,
+        None,
+        "Last activity by",
+    ),
+    (
+        "LAST_ACTIVITY_TIME",
+        "datetime",
+        V::DateTime,
+        RO,
+        None,
+        "Last activity",
+    ),
+];
+
+const LEAD: &[Spec] = &[
+    ("ID", "integer", V::Integer, RO, None, "ID"),
+    ("TITLE", "string", V::Text, 0, None, "Lead name"),
+    (
+        "HONORIFIC",
+        "crm_status",
+        V::Code,
+        0,
+        Some("HONORIFIC"),
+        "Salutation",
+    ),
+    ("NAME", "string", V::Text, 0, None, "First name"),
+    ("SECOND_NAME", "string", V::Text, 0, None, "Second name"),
+    ("LAST_NAME", "string", V::Text, 0, None, "Last name"),
+    ("BIRTHDATE", "date", V::Date, 0, None, "Date of birth"),
+    ("COMPANY_TITLE", "string", V::Text, 0, None, "Company name"),
+    (
+        "SOURCE_ID",
+        "crm_status",
+        V::Code,
+        0,
+        Some("SOURCE"),
+        "Source",
+    ),
+    (
+        "SOURCE_DESCRIPTION",
+        "string",
+        V::Text,
+        0,
+        None,
+        "Source information",
+    ),
+    (
+        "STATUS_ID",
+        "crm_status",
+        V::Code,
+        0,
+        Some("STATUS"),
+        "Status",
+    ),
+    (
+        "STATUS_DESCRIPTION",
+        "string",
+        V::Text,
+        0,
+        None,
+        "Status information",
+    ),
+    (
+        "STATUS_SEMANTIC_ID",
+        "string",
+        V::Code,
+        RO,
+        None,
+        "Status group",
+    ),
+    ("POST", "string", V::Text, 0, None, "Position"),
+    ("CURRENCY_ID", "crm_currency", V::Code, 0, None, "Currency"),
+    ("OPPORTUNITY", "double", V::Money, 0, None, "Amount"),
+    (
+        "IS_MANUAL_OPPORTUNITY",
+        "char",
+        V::Char,
+        0,
+        None,
+        "Manual calculation mode",
+    ),
+    ("HAS_PHONE", "char", V::Char, RO, None, "Has phone"),
+    ("HAS_EMAIL", "char", V::Char, RO, None, "Has email"),
+    ("HAS_IMOL", "char", V::Char, RO, None, "Has Open Channel"),
+    ("OPENED", "char", V::Char, 0, None, "Available to everyone"),
+    ("COMMENTS", "string", V::Text, 0, None, "Comment"),
+    (
+        "ASSIGNED_BY_ID",
+        "user",
+        V::Integer,
+        0,
+        None,
+        "Responsible person",
+    ),
+    ("CREATED_BY_ID", "user", V::Integer, RO, None, "Created by"),
+    ("MODIFY_BY_ID", "user", V::Integer, RO, None, "Modified by"),
+    (
+        "MOVED_BY_ID",
+        "user",
+        V::Integer,
+        RO,
+        None,
+        "Stage changed by",
+    ),
+    (
+        "DATE_CREATE",
+        "datetime",
+        V::DateTime,
+        RO,
+        None,
+        "Created on",
+    ),
+    (
+        "DATE_MODIFY",
+        "datetime",
+        V::DateTime,
+        RO,
+        None,
+        "Modified on",
+    ),
+    (
+        "MOVED_TIME",
+        "datetime",
+        V::DateTime,
+        RO,
+        None,
+        "Stage change date",
+    ),
+    ("COMPANY_ID", "crm_company", V::Integer, 0, None, "Company"),
+    ("CONTACT_ID", "crm_contact", V::Integer, 0, None, "Contact"),
+    (
+        "IS_RETURN_CUSTOMER",
+        "char",
+        V::Char,
+        RO,
+        None,
+        "Repeat lead",
+    ),
+    (
+        "DATE_CLOSED",
+        "datetime",
+        V::DateTime,
+        RO,
+        None,
+        "Closed on",
+    ),
+    (
+        "ORIGINATOR_ID",
+        "string",
+        V::Text,
+        0,
+        None,
+        "External source",
+    ),
+    (
+        "ORIGIN_ID",
+        "string",
+        V::Text,
+        0,
+        None,
+        "Item ID in data source",
+    ),
+    ("UTM_SOURCE", "string", V::Text, 0, None, "Ad system"),
+    ("UTM_MEDIUM", "string", V::Text, 0, None, "Traffic type"),
+    (
+        "UTM_CAMPAIGN",
+        "string",
+        V::Text,
+        0,
+        None,
+        "Ad campaign label",
+    ),
+    (
+        "UTM_CONTENT",
+        "string",
+        V::Text,
+        0,
+        None,
+        "Campaign contents",
+    ),
+    (
+        "UTM_TERM",
+        "string",
+        V::Text,
+        0,
+        None,
+        "Campaign search term",
+    ),
+    (
+        "LAST_ACTIVITY_BY",
+        "user",
+        V::Integer,
+        RO,
+        None,
+        "Last activity by",
+    ),
+    (
+        "LAST_ACTIVITY_TIME",
+        "datetime",
+        V::DateTime,
+        RO,
+        None,
+        "Last activity",
+    ),
+];
+
+const COMPANY: &[Spec] = &[
+    ("ID", "integer", V::Integer, RO, None, "ID"),
+    ("TITLE", "string", V::Text, REQ, None, "Company name"),
+    (
+        "COMPANY_TYPE",
+        "crm_status",
+        V::Code,
+        0,
+        Some("COMPANY_TYPE"),
+        "Company type",
+    ),
+    (
+        "INDUSTRY",
+        "crm_status",
+        V::Code,
+        0,
+        Some("INDUSTRY"),
+        "Industry",
+    ),
+    (
+        "EMPLOYEES",
+        "crm_status",
+        V::Code,
+        0,
+        Some("EMPLOYEES"),
+        "Employees",
+    ),
+    ("CURRENCY_ID", "crm_currency", V::Code, 0, None, "Currency"),
+    ("REVENUE", "double", V::Money, 0, None, "Annual revenue"),
+    ("OPENED", "char", V::Char, 0, None, "Available to everyone"),
+    ("COMMENTS", "string", V::Text, 0, None, "Comment"),
+    ("HAS_PHONE", "char", V::Char, RO, None, "Has phone"),
+    ("HAS_EMAIL", "char", V::Char, RO, None, "Has email"),
+    ("HAS_IMOL", "char", V::Char, RO, None, "Has Open Channel"),
+    ("IS_MY_COMPANY", "char", V::Char, 0, None, "My company"),
+    (
+        "ASSIGNED_BY_ID",
+        "user",
+        V::Integer,
+        0,
+        None,
+        "Responsible person",
+    ),
+    ("CREATED_BY_ID", "user", V::Integer, RO, None, "Created by"),
+    ("MODIFY_BY_ID", "user", V::Integer, RO, None, "Modified by"),
+    (
+        "DATE_CREATE",
+        "datetime",
+        V::DateTime,
+        RO,
+        None,
+        "Created on",
+    ),
+    (
+        "DATE_MODIFY",
+        "datetime",
+        V::DateTime,
+        RO,
+        None,
+        "Modified on",
+    ),
+    ("LEAD_ID", "crm_lead", V::Integer, RO, None, "Lead"),
+    (
+        "ORIGINATOR_ID",
+        "string",
+        V::Text,
+        0,
+        None,
+        "External source",
+    ),
+    (
+        "ORIGIN_ID",
+        "string",
+        V::Text,
+        0,
+        None,
+        "Item ID in data source",
+    ),
+    (
+        "ORIGIN_VERSION",
+        "string",
+        V::Text,
+        0,
+        None,
+        "Original version",
+    ),
+    ("UTM_SOURCE", "string", V::Text, 0, None, "Ad system"),
+    ("UTM_MEDIUM", "string", V::Text, 0, None, "Traffic type"),
+    (
+        "UTM_CAMPAIGN",
+        "string",
+        V::Text,
+        0,
+        None,
+        "Ad campaign label",
+    ),
+    (
+        "UTM_CONTENT",
+        "string",
+        V::Text,
+        0,
+        None,
+        "Campaign contents",
+    ),
+    (
+        "UTM_TERM",
+        "string",
+        V::Text,
+        0,
+        None,
+        "Campaign search term",
+    ),
+    (
+        "LAST_ACTIVITY_BY",
+        "user",
+        V::Integer,
+        RO,
+        None,
+        "Last activity by",
+    ),
+    (
+        "LAST_ACTIVITY_TIME",
+        "datetime",
+        V::DateTime,
+        RO,
+        None,
+        "Last activity",
+    ),
+];
+
+const MULTIFIELD_TITLES: [(&str, &str); 4] = [
+    ("PHONE", "Phone"),
+    ("EMAIL", "E-mail"),
+    ("WEB", "Website"),
+    ("IM", "Messenger"),
+];
+
+/// The standard fields of an entity, in the order `crm.<entity>.get` returns them,
+/// followed by the multi-fields.
+pub(crate) fn standard_fields(entity: Entity) -> Vec<FieldDef> {
+    let specs = match entity {
+        Entity::Deal => DEAL,
+        Entity::Contact => CONTACT,
+        Entity::Lead => LEAD,
+        Entity::Company => COMPANY,
+    };
+    let mut fields: Vec<FieldDef> = specs
+        .iter()
+        .map(
+            |&(name, api_type, value_type, flags, status_type, title)| FieldDef {
+                name: name.to_string(),
+                value_type,
+                api_type,
+                title: title.to_string(),
+                read_only: flags & RO != 0,
+                immutable: flags & IMM != 0,
+                required: flags & REQ != 0,
+                multiple: false,
+                status_type,
+                user_field: None,
+            },
+        )
+        .collect();
+    for code in entity.multifields() {
+        let title = MULTIFIELD_TITLES
+            .iter()
+            .find(|(c, _)| c == code)
+            .map_or(*code, |(_, t)| t);
+        fields.push(FieldDef {
+            name: code.to_string(),
+            value_type: ValueType::Multifield,
+            api_type: "crm_multifield",
+            title: title.to_string(),
+            read_only: false,
+            immutable: false,
+            required: false,
+            multiple: true,
+            status_type: None,
+            user_field: None,
+        });
+    }
+    fields
+}
+
+/// A user field definition (`FieldDef` with its `UserFieldInfo`).
+pub(crate) fn user_field(
+    id: u64,
+    name: String,
+    user_type: UserFieldType,
+    multiple: bool,
+) -> FieldDef {
+    let items = if user_type == UserFieldType::Enumeration {
+        (0..4)
+            .map(|i| (id as i64 * 10 + i, format!("List item #{}", i + 1)))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let label = format!("Custom {} field {id}", user_type.as_str());
+    FieldDef {
+        title: name.clone(),
+        name,
+        value_type: user_type.value_type(),
+        api_type: user_type.as_str(),
+        read_only: false,
+        immutable: false,
+        required: false,
+        multiple,
+        status_type: None,
+        user_field: Some(UserFieldInfo {
+            id,
+            user_type,
+            label,
+            items,
+        }),
+    }
+}
+
+/// Values the value types accept for `VALUE_TYPE` of each multi-field.
+pub(crate) fn multifield_value_types(code: &str) -> &'static [&'static str] {
+    match code {
+        "PHONE" => &["WORK", "MOBILE", "FAX", "HOME", "PAGER", "MAILING", "OTHER"],
+        "EMAIL" => &["WORK", "HOME", "MAILING", "OTHER"],
+        "WEB" => &["WORK", "HOME", "VK", "LIVEJOURNAL", "TWITTER", "OTHER"],
+        _ => &[
+            "TELEGRAM", "VK", "SKYPE", "VIBER", "BITRIX24", "OPENLINE", "IMOL", "ICQ", "MSN",
+            "JABBER", "OTHER",
+        ],
+    }
+}
+
+/// Normalises a requested user field code the way `crm.*.userfield.add` does:
+/// upper-case, `UF_CRM_` prefix, `A-Z0-9_` only, at most 50 characters.
+pub(crate) fn normalize_uf_code(code: &str) -> Result<String, String> {
+    let upper = code.trim().to_ascii_uppercase();
+    let rest = upper
+        .strip_prefix("UF_CRM_")
+        .or_else(|| upper.strip_prefix("UF_"))
+        .unwrap_or(&upper);
+    if rest.is_empty() {
+        return Err("The 'FIELD_NAME' field is not found.".to_string());
+    }
+    if !rest
+        .bytes()
+        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(format!(
+            "Field name '{code}' may contain only A-Z, 0-9 and _."
+        ));
+    }
+    let name = format!("UF_CRM_{rest}");
+    if name.len() > 50 {
+        return Err(format!(
+            "Field name is too long: '{name}' has more than 50 characters."
+        ));
+    }
+    Ok(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uf_codes_are_normalized_like_the_portal() {
+        assert_eq!(
+            normalize_uf_code("manager_note").unwrap(),
+            "UF_CRM_MANAGER_NOTE"
+        );
+        assert_eq!(normalize_uf_code("UF_X").unwrap(), "UF_CRM_X");
+        assert_eq!(normalize_uf_code("UF_CRM_ABC").unwrap(), "UF_CRM_ABC");
+        assert!(normalize_uf_code("bad name").is_err());
+        assert!(normalize_uf_code(&"A".repeat(50)).is_err());
+        assert!(normalize_uf_code("").is_err());
+    }
+
+    #[test]
+    fn multifields_come_after_standard_fields() {
+        let contact = standard_fields(Entity::Contact);
+        assert_eq!(contact[0].name, "ID");
+        assert_eq!(contact.last().unwrap().name, "IM");
+        assert!(
+            standard_fields(Entity::Deal)
+                .iter()
+                .all(|f| f.value_type != ValueType::Multifield)
+        );
+    }
+
+    #[test]
+    fn entity_names_parse_case_insensitively() {
+        assert_eq!("Deal".parse::<Entity>().unwrap(), Entity::Deal);
+        assert!(
+            "smart"
+                .parse::<Entity>()
+                .unwrap_err()
+                .contains("deal, contact, lead or company")
+        );
+    }
+}

@@ -1,0 +1,395 @@
+//! HTTP: the webhook routes `/rest/{user_id}/{secret}/{method}`, the control
+//! surface under `/_sim/`, and an accept loop that can drop a connection without
+//! an answer (for the `drop_before` / `drop_after` faults).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::{Extension, Json, Router};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+use tower::ServiceExt;
+
+use crate::error::ApiError;
+use crate::faults::{AfterFault, BeforeFault, FaultInjector, FaultSpec};
+use crate::limits::{Limiter, LimitsUpdate};
+use crate::methods::{execute, normalize_method};
+use crate::params;
+use crate::portal::{MutateRequest, Portal, UserFieldRequest};
+use crate::schema::Entity;
+use crate::shared::Shared;
+use crate::stats::SimStats;
+
+/// How long a `timeout` fault holds a request: longer than any sane client waits.
+const TIMEOUT_FAULT: Duration = Duration::from_secs(120);
+/// Request bodies up to this size are accepted (files travel base64-encoded).
+const BODY_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Lets a handler close its connection without answering.
+#[derive(Clone, Default)]
+struct ConnectionKill(Arc<Notify>);
+
+impl ConnectionKill {
+    async fn drop_connection(&self) -> Response {
+        self.0.notify_one();
+        // The connection task drops this future together with the connection.
+        std::future::pending().await
+    }
+}
+
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/rest/{user_id}/{secret}/{*method}", any(rest))
+        .route("/_sim/stats", get(stats))
+        .route("/_sim/stats/reset", post(reset_stats))
+        .route("/_sim/reset", post(reset))
+        .route("/_sim/mutate", post(mutate))
+        .route("/_sim/dump/{entity}", get(dump))
+        .route("/_sim/userfields", post(add_user_field))
+        .route("/_sim/faults", get(faults).post(set_faults))
+        .route("/_sim/limits", get(limits).post(set_limits))
+        .route("/_sim/timeline", get(timeline))
+        .route("/_sim/notifications", get(notifications))
+        .route("/_sim/workflow-replies", get(workflow_replies))
+        .fallback(|| async { json_error(404, "ERROR_METHOD_NOT_FOUND", "Method not found!") })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(shared)
+}
+
+/// Serves connections until `shutdown` changes or its sender is dropped.
+pub(crate) async fn serve(listener: TcpListener, router: Router, shutdown: watch::Receiver<bool>) {
+    loop {
+        let mut stop = shutdown.clone();
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let router = router.clone();
+        let mut stop = shutdown.clone();
+        tokio::spawn(async move {
+            let kill = ConnectionKill::default();
+            let handler_kill = kill.clone();
+            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                let mut request = request.map(Body::new);
+                request.extensions_mut().insert(handler_kill.clone());
+                router.clone().oneshot(request)
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = connection => {}
+                _ = kill.0.notified() => {}
+                _ = stop.changed() => {}
+            }
+        });
+    }
+}
+
+fn json_response(status: u16, body: &Value) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    bytes_response(status, bytes)
+}
+
+fn bytes_response(status: StatusCode, bytes: Vec<u8>) -> Response {
+    let mut response = (status, bytes).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    response
+}
+
+fn json_error(status: u16, code: &str, description: &str) -> Response {
+    json_response(status, &ApiError::new(status, code, description).body())
+}
+
+fn api_error(error: &ApiError) -> Response {
+    json_response(error.status, &error.body())
+}
+
+/// One REST call through the webhook.
+async fn rest(
+    State(shared): State<Arc<Shared>>,
+    kill: Option<Extension<ConnectionKill>>,
+    Path((user_id, secret, method)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    shared.stats.lock().http_requests += 1;
+    let plan = shared.faults.lock().plan();
+    let kill = kill.map(|Extension(k)| k).unwrap_or_default();
+    match plan.before {
+        Some(BeforeFault::Timeout) => {
+            tokio::time::sleep(TIMEOUT_FAULT).await;
+            return api_error(&ApiError::internal());
+        }
+        Some(BeforeFault::Drop) => return kill.drop_connection().await,
+        Some(BeforeFault::Status503) => {
+            shared.stats.lock().status_503 += 1;
+            return api_error(&ApiError::query_limit());
+        }
+        Some(BeforeFault::Status500) => return api_error(&ApiError::internal()),
+        None => {}
+    }
+    if let Some(latency) = plan.latency {
+        tokio::time::sleep(latency).await;
+    }
+    let response = answer(
+        shared,
+        &user_id,
+        &secret,
+        &method,
+        query.as_deref(),
+        &headers,
+        &body,
+    )
+    .await;
+    match plan.after {
+        Some(AfterFault::Drop) => kill.drop_connection().await,
+        Some(AfterFault::Truncate) => truncated(response).await,
+        None => response,
+    }
+}
+
+async fn answer(
+    shared: Arc<Shared>,
+    user_id: &str,
+    secret: &str,
+    method: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
+    let user_ok = user_id.parse::<u64>().is_ok_and(|id| id == shared.user_id);
+    if !user_ok || !constant_time_eq(secret.as_bytes(), shared.secret.as_bytes()) {
+        return api_error(&ApiError::no_auth());
+    }
+    if !shared.limiter.lock().admit(shared.clock.now_f64()) {
+        shared.stats.lock().status_503 += 1;
+        return api_error(&ApiError::query_limit());
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let params = match params::from_request(query, content_type, body) {
+        Ok(params) => params,
+        Err(problem) => return api_error(&ApiError::new(400, "INVALID_REQUEST", problem)),
+    };
+    let method = normalize_method(method);
+    let worker = Arc::clone(&shared);
+    let outcome =
+        tokio::task::spawn_blocking(move || execute(&worker, &method, &params, false)).await;
+    match outcome {
+        Ok(Ok(answer)) => json_response(200, &answer.envelope()),
+        Ok(Err(error)) => {
+            if error.status == 429 {
+                shared.stats.lock().status_429 += 1;
+            }
+            api_error(&error)
+        }
+        Err(join_error) => {
+            tracing::error!(%join_error, "method execution failed");
+            api_error(&ApiError::internal())
+        }
+    }
+}
+
+/// Compares without an early exit, so timing does not tell how much of a secret matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The answer with its body cut in the middle (the change, if any, is applied).
+async fn truncated(response: Response) -> Response {
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), BODY_LIMIT)
+        .await
+        .unwrap_or_default();
+    bytes_response(status, bytes[..bytes.len() / 2].to_vec())
+}
+
+fn control_error(problem: impl Into<String>) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({"error": problem.into()})),
+    )
+        .into_response()
+}
+
+async fn stats(State(shared): State<Arc<Shared>>) -> Json<SimStats> {
+    Json(shared.stats.lock().clone())
+}
+
+async fn reset_stats(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    *shared.stats.lock() = SimStats::default();
+    Json(json!({"ok": true}))
+}
+
+/// Back to the seeded state: data, user fields, product rows, comments and limit levels.
+async fn reset(State(shared): State<Arc<Shared>>) -> Response {
+    let plan = shared.plan;
+    let Ok(portal) = tokio::task::spawn_blocking(move || Portal::seeded(&plan)).await else {
+        return control_error("regenerating the seeded data failed");
+    };
+    *shared.portal.write() = portal;
+    let config = shared.limiter.lock().config;
+    *shared.limiter.lock() = Limiter::new(config);
+    Json(json!({"ok": true})).into_response()
+}
+
+async fn mutate(
+    State(shared): State<Arc<Shared>>,
+    request: Result<Json<MutateRequest>, JsonRejection>,
+) -> Response {
+    let request = match request {
+        Ok(Json(request)) => request,
+        Err(rejection) => return control_error(rejection.body_text()),
+    };
+    let worker = Arc::clone(&shared);
+    let outcome = tokio::task::spawn_blocking(move || {
+        let now = worker.clock.now_secs();
+        let outcome =
+            worker
+                .portal
+                .write()
+                .mutate(&request, now, worker.user_id as i64, &worker.clock)?;
+        Ok::<_, String>((request.entity, outcome))
+    })
+    .await;
+    match outcome {
+        Ok(Ok((entity, outcome))) => {
+            if let Some(events) = &shared.events {
+                events.publish(&Portal::mutation_changes(entity, &outcome));
+            }
+            Json(outcome).into_response()
+        }
+        Ok(Err(problem)) => control_error(problem),
+        Err(_) => control_error("the mutation failed"),
+    }
+}
+
+async fn dump(State(shared): State<Arc<Shared>>, Path(entity): Path<String>) -> Response {
+    let entity: Entity = match entity.parse() {
+        Ok(entity) => entity,
+        Err(problem) => return control_error(problem),
+    };
+    let worker = Arc::clone(&shared);
+    match tokio::task::spawn_blocking(move || worker.portal.read().dump(entity, &worker.clock))
+        .await
+    {
+        Ok(records) => Json(Value::Array(records)).into_response(),
+        Err(_) => control_error("the dump failed"),
+    }
+}
+
+async fn add_user_field(
+    State(shared): State<Arc<Shared>>,
+    request: Result<Json<UserFieldRequest>, JsonRejection>,
+) -> Response {
+    let request = match request {
+        Ok(Json(request)) => request,
+        Err(rejection) => return control_error(rejection.body_text()),
+    };
+    let worker = Arc::clone(&shared);
+    match tokio::task::spawn_blocking(move || worker.portal.write().add_user_field(&request)).await
+    {
+        Ok(Ok(name)) => Json(json!({"FIELD_NAME": name})).into_response(),
+        Ok(Err(problem)) => control_error(problem),
+        Err(_) => control_error("adding the user field failed"),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FaultsRequest {
+    spec: String,
+}
+
+async fn faults(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    Json(json!({"spec": shared.faults.lock().spec.to_string()}))
+}
+
+/// Replaces the fault spec; the random sequence restarts from its seed.
+async fn set_faults(
+    State(shared): State<Arc<Shared>>,
+    request: Result<Json<FaultsRequest>, JsonRejection>,
+) -> Response {
+    let spec = match request {
+        Ok(Json(request)) => request.spec,
+        Err(rejection) => return control_error(rejection.body_text()),
+    };
+    match spec.parse::<FaultSpec>() {
+        Ok(spec) => {
+            let shown = spec.to_string();
+            *shared.faults.lock() = FaultInjector::new(spec);
+            Json(json!({"spec": shown})).into_response()
+        }
+        Err(problem) => control_error(problem),
+    }
+}
+
+async fn limits(State(shared): State<Arc<Shared>>) -> Response {
+    Json(shared.limiter.lock().config).into_response()
+}
+
+/// Changes limit settings; the bucket and the operating windows start afresh.
+async fn set_limits(
+    State(shared): State<Arc<Shared>>,
+    request: Result<Json<LimitsUpdate>, JsonRejection>,
+) -> Response {
+    let update = match request {
+        Ok(Json(update)) => update,
+        Err(rejection) => return control_error(rejection.body_text()),
+    };
+    let mut limiter = shared.limiter.lock();
+    match limiter.config.updated(&update) {
+        Ok(config) => {
+            *limiter = Limiter::new(config);
+            Json(config).into_response()
+        }
+        Err(problem) => control_error(problem),
+    }
+}
+
+async fn timeline(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    Json(Value::Array(shared.portal.read().comments.clone()))
+}
+
+async fn notifications(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    Json(Value::Array(shared.portal.read().notifications.clone()))
+}
+
+async fn workflow_replies(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    Json(Value::Array(shared.portal.read().workflow_replies.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn secrets_compare_exactly() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+}

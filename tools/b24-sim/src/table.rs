@@ -1,0 +1,649 @@
+//! Column storage of one entity's records.
+//!
+//! A million deals must fit in well under 2 GB, so records are kept column by column
+//! in typed vectors (8 bytes for a number or an instant, 4 for a status code, 1 for a
+//! flag) and rendered to JSON only when read. IDs only grow, so the ID column is
+//! sorted and `>ID` windows are found by binary search; deleted rows stay as
+//! tombstones so positions never shift.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value, json};
+
+use crate::schema::{Entity, FieldDef, ValueType, multifield_value_types};
+use crate::values::{
+    PortalClock, format_money, is_empty_input, parse_flag, parse_float, parse_int, parse_money,
+    parse_money_uf, scalar_text,
+};
+
+const NULL_INT: i64 = i64::MIN;
+const NULL_DAY: i32 = i32::MIN;
+const NULL_CODE: u32 = u32::MAX;
+const NULL_FLAG: u8 = 2;
+
+/// A value on its way into a column.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Stored {
+    Null,
+    Int(i64),
+    Float(f64),
+    Flag(bool),
+    Str(Box<str>),
+    Day(i32),
+    Time(i64),
+    /// Values of a multiple user field.
+    List(Box<[Stored]>),
+    /// Multi-field items as rendered.
+    Json(Box<Value>),
+}
+
+impl Stored {
+    pub fn cell(&self) -> Cell<'_> {
+        match self {
+            Stored::Null => Cell::Null,
+            Stored::Int(v) => Cell::Int(*v),
+            Stored::Float(v) => Cell::Float(*v),
+            Stored::Flag(v) => Cell::Flag(*v),
+            Stored::Str(v) => Cell::Str(v),
+            Stored::Day(v) => Cell::Day(*v),
+            Stored::Time(v) => Cell::Time(*v),
+            Stored::List(v) => Cell::List(v),
+            Stored::Json(v) => Cell::Json(v),
+        }
+    }
+}
+
+/// A value read from a column.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Cell<'a> {
+    Null,
+    Int(i64),
+    Float(f64),
+    Flag(bool),
+    Str(&'a str),
+    Day(i32),
+    Time(i64),
+    List(&'a [Stored]),
+    Json(&'a Value),
+}
+
+enum Column {
+    Int(Vec<i64>),
+    Float(Vec<f64>),
+    Flag(Vec<u8>),
+    Code(Vec<u32>),
+    Text(Vec<Option<Box<str>>>),
+    Day(Vec<i32>),
+    Time(Vec<i64>),
+    List(Vec<Option<Box<[Stored]>>>),
+    Json(Vec<Option<Box<Value>>>),
+}
+
+impl Column {
+    fn for_field(field: &FieldDef) -> Column {
+        if field.multiple && field.value_type != ValueType::Multifield {
+            return Column::List(Vec::new());
+        }
+        match field.value_type {
+            ValueType::Integer | ValueType::Enumeration | ValueType::Money | ValueType::File => {
+                Column::Int(Vec::new())
+            }
+            ValueType::Double => Column::Float(Vec::new()),
+            ValueType::Char | ValueType::Boolean => Column::Flag(Vec::new()),
+            ValueType::Code => Column::Code(Vec::new()),
+            ValueType::Text | ValueType::MoneyUf => Column::Text(Vec::new()),
+            ValueType::Date => Column::Day(Vec::new()),
+            ValueType::DateTime => Column::Time(Vec::new()),
+            ValueType::Multifield => Column::Json(Vec::new()),
+        }
+    }
+
+    fn push(&mut self, value: Stored, codes: &mut Interner) {
+        match self {
+            Column::Int(v) => v.push(NULL_INT),
+            Column::Float(v) => v.push(f64::NAN),
+            Column::Flag(v) => v.push(NULL_FLAG),
+            Column::Code(v) => v.push(NULL_CODE),
+            Column::Text(v) => v.push(None),
+            Column::Day(v) => v.push(NULL_DAY),
+            Column::Time(v) => v.push(NULL_INT),
+            Column::List(v) => v.push(None),
+            Column::Json(v) => v.push(None),
+        }
+        let row = self.len() - 1;
+        self.set(row, value, codes);
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Column::Int(v) | Column::Time(v) => v.len(),
+            Column::Float(v) => v.len(),
+            Column::Flag(v) => v.len(),
+            Column::Code(v) => v.len(),
+            Column::Text(v) => v.len(),
+            Column::Day(v) => v.len(),
+            Column::List(v) => v.len(),
+            Column::Json(v) => v.len(),
+        }
+    }
+
+    /// Stores a value; a value of another kind than the column's is stored as null
+    /// (parsing per field type makes that impossible for input).
+    fn set(&mut self, row: usize, value: Stored, codes: &mut Interner) {
+        match (self, value) {
+            (Column::Int(v), Stored::Int(x)) | (Column::Time(v), Stored::Time(x)) => v[row] = x,
+            (Column::Int(v) | Column::Time(v), _) => v[row] = NULL_INT,
+            (Column::Float(v), Stored::Float(x)) => v[row] = x,
+            (Column::Float(v), _) => v[row] = f64::NAN,
+            (Column::Flag(v), Stored::Flag(x)) => v[row] = u8::from(x),
+            (Column::Flag(v), _) => v[row] = NULL_FLAG,
+            (Column::Code(v), Stored::Str(x)) => v[row] = codes.intern(&x),
+            (Column::Code(v), _) => v[row] = NULL_CODE,
+            (Column::Text(v), Stored::Str(x)) => v[row] = Some(x),
+            (Column::Text(v), _) => v[row] = None,
+            (Column::Day(v), Stored::Day(x)) => v[row] = x,
+            (Column::Day(v), _) => v[row] = NULL_DAY,
+            (Column::List(v), Stored::List(x)) => v[row] = (!x.is_empty()).then_some(x),
+            (Column::List(v), _) => v[row] = None,
+            (Column::Json(v), Stored::Json(x)) => {
+                v[row] = x.as_array().is_some_and(|a| !a.is_empty()).then_some(x)
+            }
+            (Column::Json(v), _) => v[row] = None,
+        }
+    }
+
+    fn get<'a>(&'a self, row: usize, codes: &'a Interner) -> Cell<'a> {
+        match self {
+            Column::Int(v) => match v[row] {
+                NULL_INT => Cell::Null,
+                x => Cell::Int(x),
+            },
+            Column::Time(v) => match v[row] {
+                NULL_INT => Cell::Null,
+                x => Cell::Time(x),
+            },
+            Column::Float(v) => match v[row] {
+                x if x.is_nan() => Cell::Null,
+                x => Cell::Float(x),
+            },
+            Column::Flag(v) => match v[row] {
+                NULL_FLAG => Cell::Null,
+                x => Cell::Flag(x == 1),
+            },
+            Column::Code(v) => match v[row] {
+                NULL_CODE => Cell::Null,
+                x => Cell::Str(codes.get(x)),
+            },
+            Column::Text(v) => v[row].as_deref().map_or(Cell::Null, Cell::Str),
+            Column::Day(v) => match v[row] {
+                NULL_DAY => Cell::Null,
+                x => Cell::Day(x),
+            },
+            Column::List(v) => v[row].as_deref().map_or(Cell::Null, Cell::List),
+            Column::Json(v) => v[row].as_deref().map_or(Cell::Null, Cell::Json),
+        }
+    }
+}
+
+/// Status codes and currencies repeat a lot: keep each once.
+#[derive(Default)]
+struct Interner {
+    ids: HashMap<Box<str>, u32>,
+    strings: Vec<Box<str>>,
+}
+
+impl Interner {
+    fn intern(&mut self, text: &str) -> u32 {
+        if let Some(&id) = self.ids.get(text) {
+            return id;
+        }
+        let id = self.strings.len() as u32;
+        self.strings.push(text.into());
+        self.ids.insert(text.into(), id);
+        id
+    }
+
+    fn get(&self, id: u32) -> &str {
+        self.strings.get(id as usize).map_or("", |s| s)
+    }
+}
+
+/// Every record of one entity.
+pub(crate) struct Table {
+    pub entity: Entity,
+    pub fields: Vec<FieldDef>,
+    columns: Vec<Column>,
+    index: HashMap<String, usize>,
+    live: Vec<bool>,
+    live_count: usize,
+    pub next_id: u64,
+    pub ids: IdCounters,
+    codes: Interner,
+}
+
+/// IDs the portal hands out for multi-field items and uploaded files.
+pub(crate) struct IdCounters {
+    next_multifield_id: u64,
+    next_file_id: u64,
+}
+
+impl IdCounters {
+    pub fn file(&mut self) -> i64 {
+        let id = self.next_file_id;
+        self.next_file_id += 1;
+        id as i64
+    }
+
+    pub fn multifield(&mut self) -> u64 {
+        let id = self.next_multifield_id;
+        self.next_multifield_id += 1;
+        id
+    }
+}
+
+/// Column 0 of every table is `ID`.
+pub(crate) const ID_COLUMN: usize = 0;
+
+impl Table {
+    pub fn new(entity: Entity, fields: Vec<FieldDef>) -> Table {
+        let columns = fields.iter().map(Column::for_field).collect();
+        let index = fields
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name.clone(), i))
+            .collect();
+        Table {
+            entity,
+            fields,
+            columns,
+            index,
+            live: Vec::new(),
+            live_count: 0,
+            next_id: 1,
+            ids: IdCounters {
+                next_multifield_id: 1,
+                next_file_id: 1,
+            },
+            codes: Interner::default(),
+        }
+    }
+
+    /// The column of a field name: exact, else upper-cased (the portal's codes are upper-case).
+    pub fn column(&self, name: &str) -> Option<usize> {
+        self.index
+            .get(name)
+            .or_else(|| self.index.get(&name.to_ascii_uppercase()))
+            .copied()
+    }
+
+    pub fn rows(&self) -> usize {
+        self.live.len()
+    }
+
+    pub fn live_count(&self) -> usize {
+        self.live_count
+    }
+
+    pub fn is_live(&self, row: usize) -> bool {
+        self.live[row]
+    }
+
+    pub fn id_at(&self, row: usize) -> u64 {
+        match &self.columns[ID_COLUMN] {
+            Column::Int(ids) => ids[row] as u64,
+            _ => 0,
+        }
+    }
+
+    /// The first row whose ID is greater than `id` (or equal, with `inclusive`).
+    pub fn first_row_after(&self, id: i64, inclusive: bool) -> usize {
+        match &self.columns[ID_COLUMN] {
+            Column::Int(ids) => ids.partition_point(|&x| if inclusive { x < id } else { x <= id }),
+            _ => 0,
+        }
+    }
+
+    /// The live row holding `id`.
+    pub fn row_of(&self, id: u64) -> Option<usize> {
+        let id = i64::try_from(id).ok()?;
+        let row = self.first_row_after(id, true);
+        (row < self.rows() && self.id_at(row) == id as u64 && self.live[row]).then_some(row)
+    }
+
+    pub fn cell(&self, row: usize, column: usize) -> Cell<'_> {
+        self.columns[column].get(row, &self.codes)
+    }
+
+    pub fn live_ids(&self) -> Vec<u64> {
+        (0..self.rows())
+            .filter(|&r| self.live[r])
+            .map(|r| self.id_at(r))
+            .collect()
+    }
+
+    /// Appends a record; `values` is aligned with `fields` and starts with the ID.
+    pub fn push(&mut self, values: Vec<Stored>) {
+        for (column, value) in self.columns.iter_mut().zip(values) {
+            column.push(value, &mut self.codes);
+        }
+        self.live.push(true);
+        self.live_count += 1;
+    }
+
+    pub fn set(&mut self, row: usize, column: usize, value: Stored) {
+        self.columns[column].set(row, value, &mut self.codes);
+    }
+
+    pub fn delete(&mut self, row: usize) {
+        if std::mem::replace(&mut self.live[row], false) {
+            self.live_count -= 1;
+        }
+    }
+
+    /// Adds a field; `value_for_row` gives every existing record its value.
+    pub fn add_field(&mut self, field: FieldDef, mut value_for_row: impl FnMut(usize) -> Stored) {
+        let mut column = Column::for_field(&field);
+        for row in 0..self.rows() {
+            column.push(value_for_row(row), &mut self.codes);
+        }
+        self.index.insert(field.name.clone(), self.fields.len());
+        self.fields.push(field);
+        self.columns.push(column);
+    }
+
+    /// The schema and the ID counters at once, for generating records.
+    pub fn fields_and_ids(&mut self) -> (&[FieldDef], &mut IdCounters) {
+        (&self.fields, &mut self.ids)
+    }
+
+    /// The JSON the portal returns for one field of one record; `None` when the
+    /// portal leaves the key out (empty multi-fields and empty single file fields).
+    pub fn render(&self, row: usize, column: usize, clock: &PortalClock) -> Option<Value> {
+        let field = &self.fields[column];
+        let cell = self.cell(row, column);
+        match (field.value_type, cell) {
+            (ValueType::Multifield, Cell::Null) => None,
+            (ValueType::File, Cell::Null) if !field.multiple => None,
+            (_, Cell::List(items)) => Some(Value::Array(
+                items
+                    .iter()
+                    .map(|item| self.render_scalar(field, row, item.cell(), clock))
+                    .collect(),
+            )),
+            (_, Cell::Null) if field.multiple => Some(Value::Array(Vec::new())),
+            _ => Some(self.render_scalar(field, row, cell, clock)),
+        }
+    }
+
+    fn render_scalar(
+        &self,
+        field: &FieldDef,
+        row: usize,
+        cell: Cell<'_>,
+        clock: &PortalClock,
+    ) -> Value {
+        match (field.value_type, cell) {
+            (_, Cell::Null) => Value::Null,
+            (ValueType::Money, Cell::Int(cents)) => Value::String(format_money(cents)),
+            (ValueType::File, Cell::Int(file_id)) => self.file_object(field, row, file_id),
+            (_, Cell::Int(v)) => Value::String(v.to_string()),
+            (_, Cell::Float(v)) => Value::String(v.to_string()),
+            (ValueType::Boolean, Cell::Flag(v)) => Value::from(if v { "1" } else { "0" }),
+            (_, Cell::Flag(v)) => Value::from(if v { "Y" } else { "N" }),
+            (_, Cell::Str(v)) => Value::from(v),
+            (_, Cell::Day(v)) => Value::String(clock.format_day(v)),
+            (_, Cell::Time(v)) => Value::String(clock.format_secs(v)),
+            (_, Cell::List(_)) => Value::Null,
+            (_, Cell::Json(v)) => v.clone(),
+        }
+    }
+
+    fn file_object(&self, field: &FieldDef, row: usize, file_id: i64) -> Value {
+        let owner = self.id_at(row);
+        let field_name: String = form_urlencoded::byte_serialize(field.name.as_bytes()).collect();
+        let page = format!(
+            "/bitrix/components/bitrix/crm.{}.show/show_file.php",
+            self.entity.as_str()
+        );
+        let query = format!("ownerId={owner}&fieldName={field_name}&dynamic=Y&fileId={file_id}");
+        json!({
+            "id": file_id,
+            "showUrl": format!("{page}?{query}"),
+            "downloadUrl": format!("{page}?auth=&{query}"),
+        })
+    }
+
+    /// Parses a client's value for a field. `row` is the record being updated
+    /// (multi-fields merge into what it holds).
+    pub fn parse_input(
+        &mut self,
+        column: usize,
+        row: Option<usize>,
+        input: &Value,
+        clock: &PortalClock,
+    ) -> Result<Stored, String> {
+        let field = &self.fields[column];
+        let name = field.name.clone();
+        let result = if field.value_type == ValueType::Multifield {
+            self.merge_multifield(column, row, input)
+        } else if field.multiple {
+            let items = list_items(input);
+            let mut parsed = Vec::with_capacity(items.len());
+            for item in items {
+                match self.parse_single(column, item, clock)? {
+                    Stored::Null => {}
+                    value => parsed.push(value),
+                }
+            }
+            Ok(Stored::List(parsed.into_boxed_slice()))
+        } else {
+            self.parse_single(column, input, clock)
+        };
+        result.map_err(|problem| format!("Field '{name}': {problem}"))
+    }
+
+    fn parse_single(
+        &mut self,
+        column: usize,
+        input: &Value,
+        clock: &PortalClock,
+    ) -> Result<Stored, String> {
+        let field = &self.fields[column];
+        let shown = || compact(input);
+        if field.value_type == ValueType::File {
+            return self.parse_file(input);
+        }
+        if is_empty_input(input) {
+            return Ok(Stored::Null);
+        }
+        let stored = match field.value_type {
+            ValueType::Integer => parse_int(input)
+                .map(Stored::Int)
+                .ok_or_else(|| format!("{} is not an integer", shown()))?,
+            ValueType::Enumeration => {
+                let id =
+                    parse_int(input).ok_or_else(|| format!("{} is not a list item ID", shown()))?;
+                let items = field
+                    .user_field
+                    .as_ref()
+                    .map(|uf| uf.items.as_slice())
+                    .unwrap_or_default();
+                if !items.iter().any(|(item, _)| *item == id) {
+                    let known: Vec<String> = items.iter().map(|(i, _)| i.to_string()).collect();
+                    return Err(format!(
+                        "{id} is not one of the list items ({})",
+                        known.join(", ")
+                    ));
+                }
+                Stored::Int(id)
+            }
+            ValueType::Money => parse_money(input)
+                .map(Stored::Int)
+                .ok_or_else(|| format!("{} is not an amount", shown()))?,
+            ValueType::Double => parse_float(input)
+                .map(Stored::Float)
+                .ok_or_else(|| format!("{} is not a number", shown()))?,
+            ValueType::Char | ValueType::Boolean => parse_flag(input)
+                .map(Stored::Flag)
+                .ok_or_else(|| format!("{} is not Y/N", shown()))?,
+            ValueType::Code | ValueType::Text => scalar_text(input)
+                .map(|s| Stored::Str(s.into()))
+                .ok_or_else(|| format!("{} is not a string", shown()))?,
+            ValueType::MoneyUf => scalar_text(input)
+                .and_then(|s| parse_money_uf(&s))
+                .map(|s| Stored::Str(s.into()))
+                .ok_or_else(|| {
+                    format!("{} is not an amount|currency pair such as 300|RUB", shown())
+                })?,
+            ValueType::Date => scalar_text(input)
+                .and_then(|s| clock.parse_date(&s))
+                .map(Stored::Day)
+                .ok_or_else(|| format!("{} is not a date (YYYY-MM-DD)", shown()))?,
+            ValueType::DateTime => scalar_text(input)
+                .and_then(|s| clock.parse_datetime(&s))
+                .map(Stored::Time)
+                .ok_or_else(|| {
+                    format!("{} is not a datetime (YYYY-MM-DDThh:mm:ss+hh:mm)", shown())
+                })?,
+            ValueType::File | ValueType::Multifield => Stored::Null,
+        };
+        Ok(stored)
+    }
+
+    /// `{"fileData": ["name.ext", "<base64>"]}` uploads a file; `{"id": N}` keeps one.
+    fn parse_file(&mut self, input: &Value) -> Result<Stored, String> {
+        if is_empty_input(input) {
+            return Ok(Stored::Null);
+        }
+        if let Some(id) = input
+            .get("id")
+            .or_else(|| input.get("ID"))
+            .and_then(parse_int)
+        {
+            return Ok(Stored::Int(id));
+        }
+        let data = input.get("fileData").map(list_items).unwrap_or_default();
+        let content = data.get(1).and_then(|v| v.as_str()).unwrap_or_default();
+        let base64 =
+            |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'\r' | b'\n');
+        if content.is_empty() || !content.bytes().all(base64) {
+            return Err(
+                "expected {\"fileData\": [\"name.ext\", \"<base64 content>\"]} or {\"id\": N}"
+                    .to_string(),
+            );
+        }
+        Ok(Stored::Int(self.ids.file()))
+    }
+
+    /// Applies the documented multi-field update rules: an item with `ID` changes
+    /// that item (or deletes it with `DELETE=Y` or an empty `VALUE`), an item
+    /// without `ID` is added, items not mentioned stay.
+    fn merge_multifield(
+        &mut self,
+        column: usize,
+        row: Option<usize>,
+        input: &Value,
+    ) -> Result<Stored, String> {
+        let code = self.fields[column].name.clone();
+        let mut current: Vec<Value> = match row.map(|r| self.cell(r, column)) {
+            Some(Cell::Json(Value::Array(items))) => items.clone(),
+            _ => Vec::new(),
+        };
+        if !(input.is_array() || input.is_object()) {
+            return Err("expected an array of {VALUE, VALUE_TYPE} items".to_string());
+        }
+        for item in list_items(input) {
+            let Some(item) = item.as_object() else {
+                return Err(format!("item {} is not an object", compact(item)));
+            };
+            let get = |key: &str| {
+                item.iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                    .map(|(_, v)| v)
+            };
+            let value = get("VALUE").and_then(scalar_text).unwrap_or_default();
+            let delete = get("DELETE").and_then(parse_flag).unwrap_or(false);
+            let value_type = match get("VALUE_TYPE").and_then(scalar_text) {
+                Some(t) => {
+                    let t = t.to_ascii_uppercase();
+                    if !multifield_value_types(&code).contains(&t.as_str()) {
+                        return Err(format!(
+                            "VALUE_TYPE '{t}' is not one of {}",
+                            multifield_value_types(&code).join(", ")
+                        ));
+                    }
+                    Some(t)
+                }
+                None => None,
+            };
+            match get("ID").and_then(parse_int) {
+                Some(id) => {
+                    let id_text = id.to_string();
+                    let position = current
+                        .iter()
+                        .position(|c| c["ID"].as_str() == Some(id_text.as_str()));
+                    match position {
+                        Some(p) if delete || value.is_empty() => {
+                            current.remove(p);
+                        }
+                        Some(p) => {
+                            current[p]["VALUE"] = Value::String(value);
+                            if let Some(t) = value_type {
+                                current[p]["VALUE_TYPE"] = Value::String(t);
+                            }
+                        }
+                        None => return Err(format!("item ID {id} does not belong to this record")),
+                    }
+                }
+                None if value.is_empty() || delete => {}
+                None => {
+                    let id = self.ids.multifield();
+                    current.push(json!({
+                        "ID": id.to_string(),
+                        "VALUE_TYPE": value_type.unwrap_or_else(|| "WORK".to_string()),
+                        "VALUE": value,
+                        "TYPE_ID": code,
+                    }));
+                }
+            }
+        }
+        Ok(Stored::Json(Box::new(Value::Array(current))))
+    }
+}
+
+/// The elements of a list as PHP sees them: a JSON array, the values of an object
+/// with numeric keys (form encoding), or a single scalar.
+pub(crate) fn list_items(value: &Value) -> Vec<&Value> {
+    match value {
+        Value::Array(items) => items.iter().collect(),
+        Value::Object(map) => map.values().collect(),
+        Value::Null => Vec::new(),
+        other => vec![other],
+    }
+}
+
+/// A short rendering of a bad input value for an error message.
+fn compact(value: &Value) -> String {
+    let text = value.to_string();
+    if text.chars().count() > 60 {
+        format!("{}...", text.chars().take(60).collect::<String>())
+    } else {
+        text
+    }
+}
+
+/// The row as an object of every field (for `get` and the dump).
+pub(crate) fn render_row(
+    table: &Table,
+    row: usize,
+    columns: &[usize],
+    clock: &PortalClock,
+) -> Map<String, Value> {
+    let mut out = Map::with_capacity(columns.len());
+    for &column in columns {
+        if let Some(value) = table.render(row, column, clock) {
+            out.insert(table.fields[column].name.clone(), value);
+        }
+    }
+    out
+}

@@ -1,0 +1,225 @@
+//! The leaky bucket (503), the operating-time budget (429), the cost model and the
+//! `time` block, over plain HTTP.
+
+mod common;
+
+use std::time::Duration;
+
+use b24_sim::{LimitConfig, LimitsUpdate, SimConfig};
+use common::*;
+use serde_json::json;
+
+fn limited(burst: f64, drain: f64, budget: f64, window: f64) -> LimitConfig {
+    LimitConfig {
+        enabled: true,
+        burst,
+        drain_per_sec: drain,
+        operating_budget_secs: budget,
+        operating_window_secs: window,
+    }
+}
+
+#[tokio::test]
+async fn leaky_bucket_refuses_with_503_and_refusals_do_not_fill_it() {
+    let sim = sim(SimConfig {
+        deals: 3,
+        limits: limited(5.0, 0.001, 480.0, 600.0),
+        ..SimConfig::default()
+    })
+    .await;
+    for _ in 0..5 {
+        ok(&sim, "crm.deal.get", json!({"id": 1})).await;
+    }
+    for _ in 0..3 {
+        let (status, body) = call(&sim, "crm.deal.get", json!({"id": 1})).await;
+        assert_eq!(
+            (status, body),
+            (
+                503,
+                json!({"error":"QUERY_LIMIT_EXCEEDED","error_description":"Too many requests"})
+            )
+        );
+    }
+    let stats = sim.stats().await.unwrap();
+    assert_eq!(stats.status_503, 3);
+    assert_eq!(
+        stats.requests_by_method["crm.deal.get"], 5,
+        "refused requests do not run"
+    );
+    // Drain 10/s: after 150 ms one slot is free again (refusals added nothing).
+    sim.set_limits(&LimitsUpdate {
+        drain: Some(10.0),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    for _ in 0..5 {
+        ok(&sim, "crm.deal.get", json!({"id": 1})).await;
+    }
+    assert_eq!(call(&sim, "crm.deal.get", json!({"id": 1})).await.0, 503);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    ok(&sim, "crm.deal.get", json!({"id": 1})).await;
+}
+
+#[tokio::test]
+async fn defaults_are_the_documented_plan_and_no_limits_switches_both_off() {
+    let sim = sim(SimConfig {
+        deals: 1,
+        ..SimConfig::default()
+    })
+    .await;
+    let limits = sim.set_limits(&LimitsUpdate::default()).await.unwrap();
+    assert_eq!(limits, limited(50.0, 2.0, 480.0, 600.0));
+    let mut statuses = Vec::new();
+    for _ in 0..52 {
+        statuses.push(call(&sim, "crm.deal.get", json!({"id": 1})).await.0);
+    }
+    assert!(statuses[..50].iter().all(|s| *s == 200), "burst 50 allowed");
+    assert_eq!(statuses[51], 503);
+    sim.set_limits(&LimitsUpdate {
+        enabled: Some(false),
+        operating_budget: Some(0.001),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    for _ in 0..120 {
+        ok(&sim, "crm.deal.get", json!({"id": 1})).await;
+    }
+    let bad = sim
+        .set_limits(&LimitsUpdate {
+            drain: Some(0.0),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(bad.to_string().contains("drain"), "{bad}");
+}
+
+#[tokio::test]
+async fn operating_budget_blocks_the_method_with_429_until_the_window_passes() {
+    let sim = sim(SimConfig {
+        deals: 3,
+        limits: limited(1000.0, 100.0, 0.01, 2.0),
+        ..SimConfig::default()
+    })
+    .await;
+    let mut reset_at = Vec::new();
+    // 0.004 s per get: after three calls the sum (0.012) exceeds 0.01.
+    for _ in 0..3 {
+        let answer = ok(&sim, "crm.deal.get", json!({"id": 1})).await;
+        reset_at.push(answer["time"]["operating_reset_at"].as_i64().unwrap());
+    }
+    let (status, body) = call(&sim, "crm.deal.get", json!({"id": 1})).await;
+    assert_eq!(
+        (status, body),
+        (
+            429,
+            json!({"error":"OPERATION_TIME_LIMIT","error_description":"Method is blocked due to operation time limit"})
+        )
+    );
+    let now = chrono::Utc::now().timestamp();
+    assert!(
+        reset_at
+            .iter()
+            .all(|r| *r == reset_at[0] && *r > now - 1 && *r <= now + 3),
+        "{reset_at:?} vs {now}"
+    );
+    // Other methods keep working, in batches the blocked method fails per command.
+    ok(
+        &sim,
+        "crm.deal.list",
+        json!({"select": ["ID"], "start": -1}),
+    )
+    .await;
+    let answer = ok(
+        &sim,
+        "batch",
+        json!({"cmd": {"g": "crm.deal.get?id=1", "l": "crm.deal.fields"}}),
+    )
+    .await;
+    assert_eq!(
+        answer["result"]["result_error"]["g"]["error"],
+        "OPERATION_TIME_LIMIT"
+    );
+    assert!(answer["result"]["result"]["l"].is_object());
+    assert_eq!(sim.stats().await.unwrap().status_429, 1);
+    // The block lifts when the window has passed.
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    ok(&sim, "crm.deal.get", json!({"id": 1})).await;
+}
+
+#[tokio::test]
+async fn cost_model_makes_counting_expensive_and_width_cost_per_row() {
+    let sim = sim_with(1_000, 0).await;
+    let fields = 44.0; // the standard deal fields, ID .. LAST_ACTIVITY_TIME
+    let counted = ok(&sim, "crm.deal.list", json!({"start": 0})).await;
+    let expected = 0.004 + 2e-6 * 50.0 * fields + 20.9e-6 * 1_000.0;
+    let operating = counted["time"]["operating"].as_f64().unwrap();
+    assert!(
+        (operating - expected).abs() < 1e-9,
+        "{operating} vs {expected}"
+    );
+    let uncounted = ok(
+        &sim,
+        "crm.deal.list",
+        json!({"start": -1, "filter": {">ID": 10}}),
+    )
+    .await;
+    let expected = 0.004 + 2e-6 * 50.0 * fields;
+    assert!((uncounted["time"]["operating"].as_f64().unwrap() - expected).abs() < 1e-9);
+    let narrow = ok(
+        &sim,
+        "crm.deal.list",
+        json!({"start": -1, "select": ["ID", "TITLE"]}),
+    )
+    .await;
+    assert!(
+        (narrow["time"]["operating"].as_f64().unwrap() - (0.004 + 2e-6 * 50.0 * 2.0)).abs() < 1e-9
+    );
+    // A filter beyond ID pays per row it scans (here all 1,000: no row matches).
+    let scanned = ok(
+        &sim,
+        "crm.deal.list",
+        json!({"start": -1, "select": ["ID"], "filter": {"TITLE": "nothing"}}),
+    )
+    .await;
+    assert!(
+        (scanned["time"]["operating"].as_f64().unwrap() - (0.004 + 1e-6 * 1_000.0)).abs() < 1e-9
+    );
+    let get = ok(&sim, "crm.deal.get", json!({"id": 1})).await;
+    assert!((get["time"]["operating"].as_f64().unwrap() - (0.004 + 2e-6 * fields)).abs() < 1e-9);
+    let stats = sim.stats().await.unwrap();
+    let total: f64 = stats.operating_seconds_by_method["crm.deal.list"];
+    let sum = (0.004 + 2e-6 * 50.0 * fields + 20.9e-6 * 1_000.0)
+        + (0.004 + 2e-6 * 50.0 * fields)
+        + (0.004 + 2e-6 * 100.0)
+        + 0.005;
+    assert!((total - sum).abs() < 1e-9, "{total} vs {sum}");
+    assert_eq!(stats.rows_returned, 50 + 50 + 50);
+}
+
+#[tokio::test]
+async fn every_answer_carries_the_full_time_block() {
+    let sim = sim_with(3, 0).await;
+    for (method, body) in [
+        ("crm.deal.get", json!({"id": 1})),
+        ("crm.deal.list", json!({})),
+        ("crm.deal.fields", json!({})),
+        ("crm.deal.add", json!({"fields": {}})),
+        (
+            "crm.deal.update",
+            json!({"id": 1, "fields": {"TITLE": "x"}}),
+        ),
+        ("crm.deal.delete", json!({"id": 2})),
+        ("batch", json!({"cmd": {"a": "crm.deal.get?id=1"}})),
+    ] {
+        let answer = ok(&sim, method, body).await;
+        assert_time_block(&answer["time"]);
+        let time = &answer["time"];
+        assert!(
+            time["finish"].as_f64() >= time["start"].as_f64(),
+            "{method}"
+        );
+    }
+}
