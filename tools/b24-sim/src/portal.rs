@@ -120,8 +120,9 @@ impl Portal {
         for entity in Entity::ALL {
             for i in 0..plan.user_fields {
                 let field_type = UserFieldType::ALL[i % UserFieldType::ALL.len()];
-                // Every fifth field is multiple (booleans cannot be).
-                let multiple = i % 5 == 4 && field_type != UserFieldType::Boolean;
+                // The first round of types is single-valued, every later round multiple
+                // (booleans cannot be multiple on a real portal).
+                let multiple = i >= UserFieldType::ALL.len() && field_type != UserFieldType::Boolean;
                 let code = format!("UF_CRM_{}", 1_721_244_482_000 + i as u64);
                 let id = portal.take_user_field_id();
                 portal

@@ -146,7 +146,7 @@ async fn chained_batches_return_every_row_exactly_once() {
 
 #[tokio::test]
 async fn select_masks_and_named_fields() {
-    let sim = sim_with(5, 10).await;
+    let sim = sim_with(5, 20).await;
     let fields = ok(&sim, "crm.contact.fields", json!({})).await["result"].clone();
     let multiple_uf = fields
         .as_object()

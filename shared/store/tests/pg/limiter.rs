@@ -31,7 +31,7 @@ async fn send(limiter: Arc<PgRateLimiter>, count: usize, start: Instant) -> Vec<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_stay_inside_one_budget() {
     let db = TestDb::create().await;
-    db.store().await;
+    store(&db).await;
     // Two stores = two connections, as two Lambda functions would have.
     let a = Store::connect(&db.url, SCHEMA).await.unwrap();
     let b = Store::connect(&db.url, SCHEMA).await.unwrap();
@@ -61,7 +61,7 @@ async fn two_processes_stay_inside_one_budget() {
 #[tokio::test]
 async fn separate_portals_have_separate_budgets() {
     let db = TestDb::create().await;
-    let store = db.store().await;
+    let store = store(&db).await;
     let s = settings();
     let start = Instant::now();
     let a = Arc::new(PgRateLimiter::new(&store, "a.bitrix24.com", s));
@@ -77,7 +77,7 @@ async fn separate_portals_have_separate_budgets() {
 #[tokio::test]
 async fn a_503_fills_the_bucket() {
     let db = TestDb::create().await;
-    let store = db.store().await;
+    let store = store(&db).await;
     let limiter = PgRateLimiter::new(&store, "p", settings());
     limiter.on_query_limit().await;
     let start = Instant::now();
@@ -92,7 +92,7 @@ async fn a_503_fills_the_bucket() {
 #[tokio::test]
 async fn operating_time_blocks_only_the_spent_method() {
     let db = TestDb::create().await;
-    let store = db.store().await;
+    let store = store(&db).await;
     let limiter = PgRateLimiter::new(
         &store,
         "p",

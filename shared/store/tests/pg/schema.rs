@@ -66,7 +66,7 @@ fn deal_row() -> Value {
 #[tokio::test]
 async fn every_column_type_round_trips() {
     let db = TestDb::create().await;
-    let store = db.store().await;
+    let store = store(&db).await;
     let layout = store
         .ensure_table("a.bitrix24.com", Entity::Deal, &deal_fields())
         .await
@@ -208,7 +208,7 @@ async fn every_column_type_round_trips() {
 #[tokio::test]
 async fn phone_and_email_multifields_are_queryable_jsonb() {
     let db = TestDb::create().await;
-    let store = db.store().await;
+    let store = store(&db).await;
     // Straight from a crm.contact.fields answer.
     let fields = parse_fields(&json!({
         "ID": {"type": "integer", "isReadOnly": true, "isMultiple": false, "isDynamic": false, "title": "ID"},
@@ -282,7 +282,7 @@ async fn column_type(c: &tokio_postgres::Client, column: &str) -> Option<String>
 #[tokio::test]
 async fn new_fields_become_backfilled_columns_and_nothing_is_ever_lost() {
     let db = TestDb::create().await;
-    let store = db.store().await;
+    let store = store(&db).await;
     let c = db.client().await;
     let portal = "a.bitrix24.com";
     let v1 = vec![
@@ -463,7 +463,7 @@ async fn new_fields_become_backfilled_columns_and_nothing_is_ever_lost() {
 #[tokio::test]
 async fn hostile_field_names_are_rejected_and_keywords_are_quoted() {
     let db = TestDb::create().await;
-    let store = db.store().await;
+    let store = store(&db).await;
     let hostile = [
         "UF_CRM_X\"; DROP TABLE b24.deal; --",
         "UF_CRM_Y) ; DELETE FROM b24._fields; --",
@@ -549,7 +549,7 @@ async fn hostile_field_names_are_rejected_and_keywords_are_quoted() {
 #[tokio::test]
 async fn portals_share_tables_but_not_metadata() {
     let db = TestDb::create().await;
-    let store = db.store().await;
+    let store = store(&db).await;
     let a = store
         .ensure_table(
             "a.bitrix24.com",

@@ -29,7 +29,7 @@ async fn migrations_are_idempotent_and_safe_to_run_concurrently() {
 #[tokio::test]
 async fn sync_state_round_trips_per_portal_and_entity() {
     let db = TestDb::create().await;
-    let store = db.store().await;
+    let store = store(&db).await;
     assert_eq!(
         store.load_state("p", Entity::Deal).await.unwrap(),
         SyncState::default()
@@ -64,7 +64,7 @@ async fn sync_state_round_trips_per_portal_and_entity() {
 #[tokio::test]
 async fn sync_runs_are_recorded() {
     let db = TestDb::create().await;
-    let store = db.store().await;
+    let store = store(&db).await;
     let ok = store.start_run("p", Entity::Deal, "full").await.unwrap();
     let failed = store
         .start_run("p", Entity::Contact, "incremental")
@@ -133,7 +133,7 @@ async fn sync_runs_are_recorded() {
 #[tokio::test]
 async fn a_closed_connection_is_reopened() {
     let db = TestDb::create().await;
-    let store = db.store().await;
+    let store = store(&db).await;
     store
         .save_state(
             "p",

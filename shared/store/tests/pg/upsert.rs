@@ -52,7 +52,7 @@ async fn titles(c: &tokio_postgres::Client) -> Vec<(i64, String, bool)> {
 #[tokio::test]
 async fn upsert_skips_rows_whose_date_modify_did_not_change() {
     let db = TestDb::create().await;
-    let store = db.store().await;
+    let store = store(&db).await;
     let layout = deal_table(&store).await;
     let t0 = "2024-08-30T14:29:00+02:00";
     let rows = vec![deal(1, "one", t0), deal(2, "two", t0), deal(3, "three", t0)];
@@ -149,7 +149,7 @@ async fn upsert_skips_rows_whose_date_modify_did_not_change() {
 #[tokio::test]
 async fn soft_delete_keeps_data_and_upsert_brings_rows_back() {
     let db = TestDb::create().await;
-    let store = db.store().await;
+    let store = store(&db).await;
     // Before any table exists there is nothing to delete or list.
     assert_eq!(
         store.soft_delete(PORTAL, Entity::Deal, &[1]).await.unwrap(),
@@ -235,7 +235,7 @@ async fn soft_delete_keeps_data_and_upsert_brings_rows_back() {
 #[tokio::test]
 async fn unconvertible_values_become_null_and_stay_in_raw() {
     let db = TestDb::create().await;
-    let store = db.store().await;
+    let store = store(&db).await;
     let layout = deal_table(&store).await;
     let bad = row(
         json!({"ID": "1", "TITLE": "t", "DATE_MODIFY": "not a date", "OPPORTUNITY": "1,5", "UF_CRM_INT": "C_12"}),
@@ -262,7 +262,7 @@ async fn unconvertible_values_become_null_and_stay_in_raw() {
 #[tokio::test]
 async fn text_survives_copy_special_characters_and_nul() {
     let db = TestDb::create().await;
-    let store = db.store().await;
+    let store = store(&db).await;
     let layout = deal_table(&store).await;
     let nasty = "tab\there\nnewline\r\\N \\ backslash \u{0} nul ' \" ; -- ünï 😀";
     let r = row(
@@ -285,7 +285,7 @@ async fn text_survives_copy_special_characters_and_nul() {
 #[tokio::test]
 async fn bad_input_is_a_clear_error() {
     let db = TestDb::create().await;
-    let store = db.store().await;
+    let store = store(&db).await;
     let layout = deal_table(&store).await;
     let rows = [
         deal(1, "ok", "2024-08-30T14:29:00+02:00"),
@@ -334,7 +334,7 @@ async fn bad_input_is_a_clear_error() {
 #[tokio::test]
 async fn large_batches_span_several_copy_chunks() {
     let db = TestDb::create().await;
-    let store = db.store().await;
+    let store = store(&db).await;
     let layout = deal_table(&store).await;
     let rows: Vec<Row> = (1..=4_500)
         .map(|i| deal(i, &format!("d{i}"), "2024-08-30T14:29:00+02:00"))

@@ -4,7 +4,6 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use b24_client::{Client, ClientOptions};
@@ -12,47 +11,11 @@ use b24_domain::entity::Entity;
 use b24_domain::webhook::WebhookUrl;
 use b24_sim::{RunningSim, SimConfig};
 use b24_store::Store;
+pub use b24_testkit::TestDb;
 use serde_json::{Value, json};
 
 pub const PORTAL: &str = "test";
 pub const SCHEMA: &str = "b24";
-
-/// A database created for one test and dropped when the value goes away.
-pub struct TestDb {
-    pub name: String,
-    pub url: String,
-}
-
-impl TestDb {
-    pub async fn create() -> TestDb {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let name = format!("b24sync_test_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
-        let (admin, connection) =
-            tokio_postgres::connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", tokio_postgres::NoTls)
-                .await
-                .expect("PostgreSQL at 127.0.0.1:5432 (scripts/test.sh starts it)");
-        tokio::spawn(connection);
-        admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}")).await.unwrap();
-        let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
-        TestDb { name, url }
-    }
-
-    pub async fn connect(&self) -> tokio_postgres::Client {
-        let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await.unwrap();
-        tokio::spawn(connection);
-        client
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        // Drop runs outside async context; psql needs none.
-        let _ = std::process::Command::new("psql")
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-q", "-c"])
-            .arg(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
-            .output();
-    }
-}
 
 pub async fn store(db: &TestDb) -> Store {
     let store = Store::connect(&db.url, SCHEMA).await.unwrap();
@@ -108,7 +71,7 @@ fn id_of(record: &serde_json::Map<String, Value>) -> u64 {
 
 /// Every live mirror row's `raw`, by ID.
 pub async fn mirror_records(db: &TestDb, entity: Entity) -> BTreeMap<u64, serde_json::Map<String, Value>> {
-    let client = db.connect().await;
+    let client = db.client().await;
     let sql = format!("SELECT id, raw FROM {SCHEMA}.{} WHERE portal = $1 AND deleted_at IS NULL", entity.as_str());
     client
         .query(&sql, &[&PORTAL])
@@ -142,7 +105,7 @@ pub async fn assert_mirror_equals_portal(sim: &RunningSim, db: &TestDb, entity: 
 /// Asserts every typed column holds its field's value from `raw`, converted the way the
 /// README documents (so a broken conversion of any type fails here).
 pub async fn assert_typed_columns_match_raw(db: &TestDb, entity: Entity) -> BTreeMap<String, String> {
-    let client = db.connect().await;
+    let client = db.client().await;
     let columns = client
         .query(
             "SELECT column_name, data_type FROM information_schema.columns \
