@@ -94,33 +94,46 @@ pub struct IdDiff {
     pub missing_in_mirror: Vec<u64>,
     /// Live in the mirror, gone from the portal: soft-delete.
     pub gone_from_portal: Vec<u64>,
+    /// In both, with a different version (for `diff_sorted` with versions).
+    pub different: Vec<u64>,
+}
+
+impl IdDiff {
+    pub fn is_empty(&self) -> bool {
+        self.missing_in_mirror.is_empty() && self.gone_from_portal.is_empty() && self.different.is_empty()
+    }
 }
 
 /// Compares two ascending, duplicate-free ID lists.
 pub fn diff_sorted_ids(portal: &[u64], mirror: &[u64]) -> IdDiff {
+    let with_unit = |ids: &[u64]| ids.iter().map(|&id| (id, ())).collect::<Vec<_>>();
+    diff_sorted(&with_unit(portal), &with_unit(mirror))
+}
+
+/// Compares two lists of `(id, version)` sorted by ascending, duplicate-free ID.
+pub fn diff_sorted<V: PartialEq>(portal: &[(u64, V)], mirror: &[(u64, V)]) -> IdDiff {
     let mut diff = IdDiff::default();
     let (mut p, mut m) = (0, 0);
     while p < portal.len() || m < mirror.len() {
         match (portal.get(p), mirror.get(m)) {
-            (Some(a), Some(b)) if a == b => {
+            (Some((a, va)), Some((b, vb))) if a == b => {
+                if va != vb {
+                    diff.different.push(*a);
+                }
                 p += 1;
                 m += 1;
             }
-            (Some(a), Some(b)) if a < b => {
+            (Some((a, _)), Some((b, _))) if a < b => {
                 diff.missing_in_mirror.push(*a);
                 p += 1;
             }
-            (Some(_), Some(b)) => {
+            (Some(_), Some((b, _))) | (None, Some((b, _))) => {
                 diff.gone_from_portal.push(*b);
                 m += 1;
             }
-            (Some(a), None) => {
+            (Some((a, _)), None) => {
                 diff.missing_in_mirror.push(*a);
                 p += 1;
-            }
-            (None, Some(b)) => {
-                diff.gone_from_portal.push(*b);
-                m += 1;
             }
             (None, None) => unreachable!("loop condition"),
         }
@@ -159,6 +172,8 @@ mod tests {
         assert_eq!(d.missing_in_mirror, vec![1, 7]);
         assert_eq!(d.gone_from_portal, vec![3, 8, 10]);
         assert_eq!(diff_sorted_ids(&[], &[]), IdDiff::default());
+        let d = diff_sorted(&[(1, "a"), (2, "b"), (3, "c")], &[(1, "a"), (2, "x"), (4, "d")]);
+        assert_eq!((d.missing_in_mirror, d.gone_from_portal, d.different), (vec![3], vec![4], vec![2]));
     }
 
     #[test]

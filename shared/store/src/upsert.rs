@@ -20,8 +20,8 @@ use crate::{Context, Row, Store, StoreError, TableLayout, check_portal, quote_id
 pub struct UpsertStats {
     pub inserted: u64,
     pub updated: u64,
-    /// Rows already stored with the same `DATE_MODIFY` (and not deleted), plus
-    /// earlier copies of an ID given more than once in the call.
+    /// Rows already stored with the same or a later `DATE_MODIFY`, plus earlier
+    /// copies of an ID given more than once in the call.
     pub unchanged: u64,
     /// Values that did not fit their column's type: stored as NULL, kept in `raw`.
     pub invalid_values: u64,
@@ -37,8 +37,8 @@ struct Pending<'a> {
 impl Store {
     /// Writes `rows` (as returned by `crm.<entity>.list` / `get`, keyed by Bitrix24
     /// codes, with `ID` and `DATE_MODIFY`) in a few statements. A row is rewritten
-    /// only when its `DATE_MODIFY` differs from the stored one, it is missing, or the
-    /// stored row is soft-deleted (an upsert brings a row back). When an ID appears
+    /// only when it is missing or its `DATE_MODIFY` is later than the stored one (see
+    /// [`supersedes`]); a soft-deleted row comes back. When an ID appears
     /// more than once, its last copy wins. Calls for one portal's entity take turns.
     pub async fn upsert(
         &self,
@@ -93,7 +93,7 @@ impl Store {
             match stored.get(&p.id) {
                 None => new.push(p),
                 Some((stored_modify, deleted)) => {
-                    if *deleted || !same_instant(*stored_modify, p.date_modify.as_deref()) {
+                    if supersedes(*stored_modify, *deleted, p.date_modify.as_deref()) {
                         changed.push(p);
                     }
                 }
@@ -177,7 +177,7 @@ impl Store {
         Ok(deleted)
     }
 
-    /// IDs of live (not deleted) rows with `after < id <= up_to`, ascending.
+    /// The live (not soft-deleted) IDs in `(after, up_to]`, ascending.
     pub async fn live_ids(
         &self,
         portal: &str,
@@ -185,21 +185,33 @@ impl Store {
         after: u64,
         up_to: Option<u64>,
     ) -> Result<Vec<u64>, StoreError> {
+        let versions = self.live_versions(portal, entity, after, up_to).await?;
+        Ok(versions.into_iter().map(|(id, _)| id).collect())
+    }
+
+    /// The live rows in `(after, up_to]` with their `date_modify`, ascending by ID.
+    pub async fn live_versions(
+        &self,
+        portal: &str,
+        entity: Entity,
+        after: u64,
+        up_to: Option<u64>,
+    ) -> Result<Vec<(u64, Option<DateTime<Utc>>)>, StoreError> {
         check_portal(portal)?;
         let after = to_db_id(after)?;
         let up_to = up_to.map(to_db_id).transpose()?;
         let client = self.client().await?;
         let sql = format!(
-            "SELECT id FROM {} WHERE portal = $1 AND deleted_at IS NULL AND id > $2 AND ($3::bigint IS NULL OR id <= $3)
+            "SELECT id, date_modify FROM {} WHERE portal = $1 AND deleted_at IS NULL AND id > $2 AND ($3::bigint IS NULL OR id <= $3)
              ORDER BY id",
             self.mirror_table(entity)
         );
         match client.query(&sql, &[&portal, &after, &up_to]).await {
             Err(e) if is_undefined_table(&e) => Ok(Vec::new()),
             result => Ok(result
-                .context(format_args!("listing live {entity} IDs"))?
+                .context(format_args!("listing live {entity} rows"))?
                 .iter()
-                .map(|r| r.get::<_, i64>(0) as u64)
+                .map(|r| (r.get::<_, i64>(0) as u64, r.get(1)))
                 .collect()),
         }
     }
@@ -235,15 +247,18 @@ async fn lock_rows(tx: &Transaction<'_>, table: &str, portal: &str) -> Result<()
     Ok(())
 }
 
-/// Whether the stored `date_modify` is the instant of the incoming one (at the
-/// microsecond precision PostgreSQL keeps). Without an incoming value nothing tells
-/// the versions apart, so the row is rewritten.
-fn same_instant(stored: Option<DateTime<Utc>>, incoming: Option<&str>) -> bool {
+/// Whether an incoming version replaces the stored one. Only a strictly later
+/// `DATE_MODIFY` does (at the microsecond precision PostgreSQL keeps), so redelivered,
+/// duplicated and reordered reads leave the newest version in place; a soft-deleted row
+/// comes back with the same or a later version. Without a time on either side nothing
+/// tells the versions apart, so the row is rewritten.
+fn supersedes(stored: Option<DateTime<Utc>>, deleted: bool, incoming: Option<&str>) -> bool {
     match (stored, incoming.map(DateTime::parse_from_rfc3339)) {
         (Some(stored), Some(Ok(incoming))) => {
-            stored.timestamp_micros() == incoming.timestamp_micros()
+            let (stored, incoming) = (stored.timestamp_micros(), incoming.timestamp_micros());
+            incoming > stored || (deleted && incoming == stored)
         }
-        _ => false,
+        _ => true,
     }
 }
 
@@ -286,9 +301,9 @@ async fn update_from_stage(
              SELECT portal, id, raw, date_modify, now(), NULL{list} FROM b24_stage
              ON CONFLICT (portal, id) DO UPDATE SET raw = EXCLUDED.raw, date_modify = EXCLUDED.date_modify,
                  synced_at = EXCLUDED.synced_at, deleted_at = NULL{assignments}
-             WHERE cur.date_modify IS DISTINCT FROM EXCLUDED.date_modify
-                OR EXCLUDED.date_modify IS NULL
-                OR cur.deleted_at IS NOT NULL"
+             WHERE cur.date_modify IS NULL OR EXCLUDED.date_modify IS NULL
+                OR EXCLUDED.date_modify > cur.date_modify
+                OR (cur.deleted_at IS NOT NULL AND EXCLUDED.date_modify = cur.date_modify)"
         ),
         &[],
     )

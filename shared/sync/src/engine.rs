@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use b24_client::{B24Error, Client, ListQuery, Row};
 use b24_domain::entity::Entity;
 use b24_domain::schema::{self, FieldMeta};
-use b24_domain::sync::{Mode, diff_sorted_ids, incremental_since, later_time};
+use b24_domain::sync::{Mode, diff_sorted, diff_sorted_ids, incremental_since, later_time, parse_portal_time};
 use b24_store::{RunStats, Store, SyncState, TableLayout};
 use futures::StreamExt;
 use serde::Serialize;
@@ -68,6 +68,36 @@ pub struct SyncSummary {
     pub cursor: Option<String>,
     pub skipped_fields: Vec<String>,
     pub seconds: f64,
+}
+
+/// How the mirror compares with the portal, row by row (ID and `DATE_MODIFY`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct CheckReport {
+    pub portal: String,
+    pub entity: String,
+    pub portal_rows: u64,
+    pub mirror_rows: u64,
+    pub missing_in_mirror: u64,
+    pub gone_from_portal: u64,
+    pub different_version: u64,
+    /// Up to ten IDs that differ, for a closer look.
+    pub examples: Vec<u64>,
+    pub in_sync: bool,
+    pub http_requests: u64,
+}
+
+impl CheckReport {
+    /// Adds one ID window: `(id, DATE_MODIFY in microseconds)` from each side.
+    fn add(&mut self, listed: &[(u64, Option<i64>)], mirror: &[(u64, Option<i64>)]) {
+        let diff = diff_sorted(listed, mirror);
+        self.portal_rows += listed.len() as u64;
+        self.mirror_rows += mirror.len() as u64;
+        self.missing_in_mirror += diff.missing_in_mirror.len() as u64;
+        self.gone_from_portal += diff.gone_from_portal.len() as u64;
+        self.different_version += diff.different.len() as u64;
+        let room = 10usize.saturating_sub(self.examples.len());
+        self.examples.extend(diff.missing_in_mirror.iter().chain(&diff.gone_from_portal).chain(&diff.different).take(room));
+    }
 }
 
 /// Syncs the entities of one portal into the mirror.
@@ -260,6 +290,52 @@ impl Syncer<'_> {
         self.delete_gone(entity, window_start, None, &[], summary).await?;
         summary.completed = true;
         Ok(())
+    }
+
+    /// Compares the portal's IDs and modification times (2,500 per request) with the
+    /// mirror's live rows, writing nothing.
+    pub async fn check(&self, entity: Entity) -> Result<CheckReport, SyncError> {
+        let requests_before = self.client.stats().http_requests;
+        let mut report =
+            CheckReport { portal: self.portal.to_string(), entity: entity.to_string(), ..CheckReport::default() };
+        let query = ListQuery {
+            method: entity.method("list"),
+            select: vec!["ID".into(), "DATE_MODIFY".into()],
+            filter: serde_json::Map::new(),
+            after_id: None,
+        };
+        let mut rows = self.client.list_stream(query).chunks(CHUNK_ROWS).boxed();
+        let mut window_start = 0;
+        while let Some(chunk) = rows.next().await {
+            let listed = chunk
+                .into_iter()
+                .map(|row| {
+                    let row = row?;
+                    let modified = row.get("DATE_MODIFY").and_then(Value::as_str);
+                    let modified = modified.map(|t| parse_portal_time("DATE_MODIFY", t)).transpose()?;
+                    Ok((row_id(&row)?, modified.map(|t| t.timestamp_micros())))
+                })
+                .collect::<Result<Vec<_>, SyncError>>()?;
+            let window_end = listed.last().expect("chunks are never empty").0;
+            let mirror = self.mirror_versions(entity, window_start, Some(window_end)).await?;
+            report.add(&listed, &mirror);
+            window_start = window_end;
+        }
+        let rest = self.mirror_versions(entity, window_start, None).await?;
+        report.add(&[], &rest);
+        report.in_sync = report.missing_in_mirror + report.gone_from_portal + report.different_version == 0;
+        report.http_requests = self.client.stats().http_requests - requests_before;
+        Ok(report)
+    }
+
+    async fn mirror_versions(
+        &self,
+        entity: Entity,
+        after: u64,
+        up_to: Option<u64>,
+    ) -> Result<Vec<(u64, Option<i64>)>, SyncError> {
+        let versions = self.store.live_versions(self.portal, entity, after, up_to).await?;
+        Ok(versions.into_iter().map(|(id, t)| (id, t.map(|t| t.timestamp_micros()))).collect())
     }
 
     /// Soft-deletes the mirror's live rows in `(after, up_to]` that the portal did not

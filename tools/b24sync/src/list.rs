@@ -55,7 +55,7 @@ enum Format {
 /// A bad combination of options (exit code 2).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct UsageError(String);
+pub struct UsageError(pub String);
 
 /// The line printed on stderr when the listing ends.
 #[derive(Serialize)]

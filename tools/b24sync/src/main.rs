@@ -2,6 +2,9 @@
 //! lives in its own module.
 
 mod list;
+mod migrate;
+mod sync;
+mod target;
 
 use std::process::ExitCode;
 
@@ -29,6 +32,14 @@ enum Command {
     /// Stream every row of an entity as NDJSON on stdout (or only count them); a JSON
     /// summary line goes to stderr at the end.
     List(list::ListArgs),
+    /// Prepare a database: create the schema and service tables (idempotent).
+    Migrate(migrate::MigrateArgs),
+    /// Sync entities into the mirror (the scheduled function's code); one JSON summary
+    /// line per entity on stdout.
+    Sync(sync::SyncArgs),
+    /// Compare the mirror with the portal (IDs and modification times) without writing;
+    /// exit code 1 when they differ.
+    Check(sync::CheckArgs),
 }
 
 /// Exit codes: 1 other failures, 2 usage or configuration, 3 authentication or
@@ -65,6 +76,9 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::List(args) => list::run(cli.config.as_deref(), args).await,
+        Command::Migrate(args) => migrate::run(cli.config.as_deref(), args).await,
+        Command::Sync(args) => sync::sync(cli.config.as_deref(), args).await,
+        Command::Check(args) => sync::check(cli.config.as_deref(), args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -82,6 +82,13 @@ async fn upsert_skips_rows_whose_date_modify_did_not_change() {
         stats(0, 0, 1)
     );
 
+    // An older version arriving late (a reordered or redelivered read) never
+    // replaces a newer one.
+    let newer = vec![deal(1, "one v2", "2024-08-30T14:40:00+02:00")];
+    let older = vec![deal(1, "one v1.5", "2024-08-30T14:35:00+02:00")];
+    assert_eq!(store.upsert(PORTAL, Entity::Deal, &layout, &newer).await.unwrap(), stats(0, 1, 0));
+    assert_eq!(store.upsert(PORTAL, Entity::Deal, &layout, &older).await.unwrap(), stats(0, 0, 1));
+
     let changed = vec![
         deal(2, "two v2", "2024-08-30T15:00:00+02:00"),
         deal(4, "four", t0),
@@ -98,7 +105,7 @@ async fn upsert_skips_rows_whose_date_modify_did_not_change() {
     assert_eq!(
         titles(&c).await,
         [
-            (1, "one".into(), false),
+            (1, "one v2".into(), false),
             (2, "two v2".into(), false),
             (3, "three".into(), false),
             (4, "four".into(), false)
