@@ -18,13 +18,18 @@ pub fn parse_request(payload: Value) -> Result<SyncRequest, String> {
 
 /// The invocation's deadline as an `Instant`.
 pub fn deadline(context: &Context) -> Instant {
-    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     Instant::now() + Duration::from_millis(context.deadline.saturating_sub(now_ms))
 }
 
 pub async fn handle(service: &SyncService, event: LambdaEvent<Value>) -> Result<Value, Error> {
     let request = parse_request(event.payload)?;
-    match service.handle(&request, Some(deadline(&event.context))).await {
+    match service
+        .handle(&request, Some(deadline(&event.context)))
+        .await
+    {
         Ok(outcomes) => Ok(serde_json::json!({ "runs": outcomes })),
         // Failing the invocation makes the failure visible (Errors metric, retry policy,
         // the schedule's dead-letter queue); the log line above it carries the details.
@@ -41,8 +46,10 @@ mod tests {
 
     #[test]
     fn parses_a_schedule_input() {
-        let request =
-            parse_request(json!({"portal": "acme", "entities": ["deal", "contact"], "mode": "incremental"})).unwrap();
+        let request = parse_request(
+            json!({"portal": "acme", "entities": ["deal", "contact"], "mode": "incremental"}),
+        )
+        .unwrap();
         assert_eq!(request.portal, "acme");
         assert_eq!(request.entities, Some(vec![Entity::Deal, Entity::Contact]));
         assert_eq!(request.mode, Mode::Incremental);
@@ -56,7 +63,8 @@ mod tests {
         let mut seen = 0;
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
-            let payload: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let payload: Value =
+                serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
             parse_request(payload).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             seen += 1;
         }
@@ -67,19 +75,26 @@ mod tests {
     fn names_what_is_wrong() {
         let err = parse_request(json!({"portal": "acme", "mode": "hourly"})).unwrap_err();
         assert!(err.contains("hourly"), "{err}");
-        let err = parse_request(json!({"portal": "acme", "mode": "full", "entity": "deal"})).unwrap_err();
+        let err =
+            parse_request(json!({"portal": "acme", "mode": "full", "entity": "deal"})).unwrap_err();
         assert!(err.contains("entity"), "{err}");
-        let err = parse_request(json!({"portal": "acme", "entities": ["invoice"], "mode": "full"})).unwrap_err();
-        assert!(err.contains("invoice"), "{err}");
-        let err = parse_request(json!({"detail-type": "Scheduled Event", "source": "aws.scheduler", "detail": "{}"}))
+        let err = parse_request(json!({"portal": "acme", "entities": ["invoice"], "mode": "full"}))
             .unwrap_err();
+        assert!(err.contains("invoice"), "{err}");
+        let err = parse_request(
+            json!({"detail-type": "Scheduled Event", "source": "aws.scheduler", "detail": "{}"}),
+        )
+        .unwrap_err();
         assert!(err.contains("Input"), "{err}");
     }
 
     #[test]
     fn deadline_is_in_the_future_by_the_remaining_time() {
         let mut context = Context::default();
-        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
         context.deadline = now_ms + 900_000;
         let remaining = deadline(&context) - Instant::now();
         assert!(remaining > Duration::from_secs(890) && remaining <= Duration::from_secs(900));

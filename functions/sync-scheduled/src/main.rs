@@ -7,7 +7,9 @@ use b24_config::Config;
 use b24_sync::SyncService;
 use lambda_runtime::{Error, run, service_fn};
 
-#[tokio::main]
+// One thread: a sync is sequential, and a single thread keeps the allocator to one
+// arena, which keeps a full sync well inside a 128 MB function.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let config = Config::load(None)?;

@@ -26,12 +26,21 @@ pub struct LimitSettings {
 impl LimitSettings {
     /// Every plan but Enterprise: burst 50, 2 requests/s, 480 s per 10 minutes.
     pub fn standard() -> Self {
-        LimitSettings { burst: 50.0, drain_per_sec: 2.0, operating_budget_secs: 480.0, operating_window_secs: 600.0 }
+        LimitSettings {
+            burst: 50.0,
+            drain_per_sec: 2.0,
+            operating_budget_secs: 480.0,
+            operating_window_secs: 600.0,
+        }
     }
 
     /// Enterprise: burst 250, 5 requests/s, 480 s per 10 minutes.
     pub fn enterprise() -> Self {
-        LimitSettings { burst: 250.0, drain_per_sec: 5.0, ..Self::standard() }
+        LimitSettings {
+            burst: 250.0,
+            drain_per_sec: 5.0,
+            ..Self::standard()
+        }
     }
 }
 
@@ -50,7 +59,10 @@ pub struct LeakyBucket {
 
 impl LeakyBucket {
     pub fn new(now: f64) -> Self {
-        LeakyBucket { level: 0.0, updated_at: now }
+        LeakyBucket {
+            level: 0.0,
+            updated_at: now,
+        }
     }
 
     fn drained(&self, now: f64, drain_per_sec: f64) -> f64 {
@@ -62,7 +74,11 @@ impl LeakyBucket {
     /// by concurrent callers queue up behind each other.
     pub fn reserve(&mut self, now: f64, capacity: f64, drain_per_sec: f64) -> f64 {
         let level = self.drained(now, drain_per_sec) + 1.0;
-        let wait = if level > capacity { (level - capacity) / drain_per_sec } else { 0.0 };
+        let wait = if level > capacity {
+            (level - capacity) / drain_per_sec
+        } else {
+            0.0
+        };
         self.level = level;
         self.updated_at = now;
         wait
@@ -101,7 +117,11 @@ impl OperatingWindow {
     }
 
     pub fn used(&self, now: f64, window: f64) -> f64 {
-        self.samples.iter().filter(|(t, _)| now - t < window).map(|(_, s)| s).sum()
+        self.samples
+            .iter()
+            .filter(|(t, _)| now - t < window)
+            .map(|(_, s)| s)
+            .sum()
     }
 
     /// Seconds to wait before calling the method again so that its usage, plus the
@@ -146,14 +166,21 @@ mod tests {
         assert!((b.reserve(0.0, s.burst, s.drain_per_sec) - 0.5).abs() < 1e-9);
         assert!((b.reserve(0.0, s.burst, s.drain_per_sec) - 1.0).abs() < 1e-9);
         // Ten seconds later twenty requests have drained.
-        let mut b = LeakyBucket { level: 50.0, updated_at: 0.0 };
+        let mut b = LeakyBucket {
+            level: 50.0,
+            updated_at: 0.0,
+        };
         assert_eq!(b.reserve(10.0, s.burst, s.drain_per_sec), 0.0);
         assert!((b.level - 31.0).abs() < 1e-9);
     }
 
     #[test]
     fn operating_window_waits_for_old_samples_to_expire() {
-        let s = LimitSettings { operating_budget_secs: 10.0, operating_window_secs: 60.0, ..LimitSettings::standard() };
+        let s = LimitSettings {
+            operating_budget_secs: 10.0,
+            operating_window_secs: 60.0,
+            ..LimitSettings::standard()
+        };
         let mut w = OperatingWindow::default();
         w.record(0.0, 6.0, 60.0);
         w.record(10.0, 5.0, 60.0);

@@ -57,15 +57,23 @@ impl FromStr for Mode {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{field}: {value:?} is not an ISO-8601 date-time with an offset (like 2024-08-30T14:29:00+03:00)")]
+#[error(
+    "{field}: {value:?} is not an ISO-8601 date-time with an offset (like 2024-08-30T14:29:00+03:00)"
+)]
 pub struct BadPortalTime {
     pub field: &'static str,
     pub value: String,
 }
 
 /// Parses a Bitrix24 date-time (`2024-08-30T14:29:00+03:00`), keeping the portal's offset.
-pub fn parse_portal_time(field: &'static str, value: &str) -> Result<DateTime<FixedOffset>, BadPortalTime> {
-    DateTime::parse_from_rfc3339(value.trim()).map_err(|_| BadPortalTime { field, value: value.to_string() })
+pub fn parse_portal_time(
+    field: &'static str,
+    value: &str,
+) -> Result<DateTime<FixedOffset>, BadPortalTime> {
+    DateTime::parse_from_rfc3339(value.trim()).map_err(|_| BadPortalTime {
+        field,
+        value: value.to_string(),
+    })
 }
 
 /// The `>=DATE_MODIFY` bound of an incremental pass: the cursor minus `overlap`, written
@@ -100,7 +108,9 @@ pub struct IdDiff {
 
 impl IdDiff {
     pub fn is_empty(&self) -> bool {
-        self.missing_in_mirror.is_empty() && self.gone_from_portal.is_empty() && self.different.is_empty()
+        self.missing_in_mirror.is_empty()
+            && self.gone_from_portal.is_empty()
+            && self.different.is_empty()
     }
 }
 
@@ -158,7 +168,10 @@ mod tests {
     #[test]
     fn later_time_compares_instants_not_strings() {
         // 10:00+00:00 is later than 12:00+03:00 (09:00 UTC).
-        let c = later_time(Some("2024-01-01T12:00:00+03:00".into()), "2024-01-01T10:00:00+00:00");
+        let c = later_time(
+            Some("2024-01-01T12:00:00+03:00".into()),
+            "2024-01-01T10:00:00+00:00",
+        );
         assert_eq!(c.as_deref(), Some("2024-01-01T10:00:00+00:00"));
         let c = later_time(c, "2024-01-01T12:30:00+03:00");
         assert_eq!(c.as_deref(), Some("2024-01-01T10:00:00+00:00"));
@@ -172,13 +185,25 @@ mod tests {
         assert_eq!(d.missing_in_mirror, vec![1, 7]);
         assert_eq!(d.gone_from_portal, vec![3, 8, 10]);
         assert_eq!(diff_sorted_ids(&[], &[]), IdDiff::default());
-        let d = diff_sorted(&[(1, "a"), (2, "b"), (3, "c")], &[(1, "a"), (2, "x"), (4, "d")]);
-        assert_eq!((d.missing_in_mirror, d.gone_from_portal, d.different), (vec![3], vec![4], vec![2]));
+        let d = diff_sorted(
+            &[(1, "a"), (2, "b"), (3, "c")],
+            &[(1, "a"), (2, "x"), (4, "d")],
+        );
+        assert_eq!(
+            (d.missing_in_mirror, d.gone_from_portal, d.different),
+            (vec![3], vec![4], vec![2])
+        );
     }
 
     #[test]
     fn modes_parse() {
         assert_eq!("FULL".parse::<Mode>(), Ok(Mode::Full));
-        assert!("nightly".parse::<Mode>().unwrap_err().to_string().contains("reconcile"));
+        assert!(
+            "nightly"
+                .parse::<Mode>()
+                .unwrap_err()
+                .to_string()
+                .contains("reconcile")
+        );
     }
 }

@@ -80,7 +80,14 @@ impl Store {
         let ids: Vec<i64> = pending.iter().map(|p| p.id).collect();
         let stored: HashMap<i64, (Option<DateTime<Utc>>, bool)> = tx
             .query(
-                &format!("SELECT id, date_modify, deleted_at IS NOT NULL FROM {table} WHERE portal = $1 AND id = ANY($2)"),
+                // A join on the unnested IDs keeps the plan on the primary key whatever
+                // the table's statistics say: `id = ANY($2)` with hundreds of IDs and no
+                // statistics yet (a fresh table during its first big load) is estimated
+                // as the whole table and scanned sequentially, per chunk.
+                &format!(
+                    "SELECT t.id, t.date_modify, t.deleted_at IS NOT NULL
+                     FROM unnest($2::bigint[]) AS k(id) JOIN {table} t ON t.portal = $1 AND t.id = k.id"
+                ),
                 &[&portal, &ids],
             )
             .await

@@ -4,10 +4,12 @@
 
 use std::time::{Duration, Instant};
 
-use b24_client::{B24Error, Client, ListQuery, Row};
+use b24_client::{B24Error, Client, Command, CommandResult, ListQuery, Row};
 use b24_domain::entity::Entity;
 use b24_domain::schema::{self, FieldMeta};
-use b24_domain::sync::{Mode, diff_sorted, diff_sorted_ids, incremental_since, later_time, parse_portal_time};
+use b24_domain::sync::{
+    Mode, diff_sorted, diff_sorted_ids, incremental_since, later_time, parse_portal_time,
+};
 use b24_store::{RunStats, Store, SyncState, TableLayout};
 use futures::StreamExt;
 use serde::Serialize;
@@ -16,8 +18,10 @@ use tokio::sync::mpsc;
 
 use crate::SyncError;
 
-/// Rows written per store round trip: one chained batch's worth.
-const CHUNK_ROWS: usize = 2_500;
+/// Rows written per store round trip. Small enough that the rows in flight (this chunk
+/// plus the client's current batch of 2,500) stay within a 128 MB Lambda; large enough
+/// for a few statements per thousand rows.
+const CHUNK_ROWS: usize = 500;
 
 /// How a run is bounded and how far back an incremental pass looks.
 #[derive(Clone, Debug)]
@@ -33,7 +37,10 @@ pub struct SyncOptions {
 
 impl Default for SyncOptions {
     fn default() -> Self {
-        SyncOptions { overlap: chrono::Duration::minutes(5), stop_after: None }
+        SyncOptions {
+            overlap: chrono::Duration::minutes(5),
+            stop_after: None,
+        }
     }
 }
 
@@ -41,7 +48,10 @@ impl SyncOptions {
     /// Options for a run that must end before `deadline`, keeping `margin` for the last
     /// chunk, the state write and the response.
     pub fn until(deadline: Instant, margin: Duration) -> Self {
-        SyncOptions { stop_after: Some(deadline.checked_sub(margin).unwrap_or_else(Instant::now)), ..Self::default() }
+        SyncOptions {
+            stop_after: Some(deadline.checked_sub(margin).unwrap_or_else(Instant::now)),
+            ..Self::default()
+        }
     }
 
     fn out_of_time(&self) -> bool {
@@ -96,7 +106,13 @@ impl CheckReport {
         self.gone_from_portal += diff.gone_from_portal.len() as u64;
         self.different_version += diff.different.len() as u64;
         let room = 10usize.saturating_sub(self.examples.len());
-        self.examples.extend(diff.missing_in_mirror.iter().chain(&diff.gone_from_portal).chain(&diff.different).take(room));
+        self.examples.extend(
+            diff.missing_in_mirror
+                .iter()
+                .chain(&diff.gone_from_portal)
+                .chain(&diff.different)
+                .take(room),
+        );
     }
 }
 
@@ -109,10 +125,18 @@ pub struct Syncer<'a> {
 
 impl Syncer<'_> {
     /// Runs `mode` for `entity`, recording the run (and its error, if any) in the store.
-    pub async fn run(&self, entity: Entity, mode: Mode, options: &SyncOptions) -> Result<SyncSummary, SyncError> {
+    pub async fn run(
+        &self,
+        entity: Entity,
+        mode: Mode,
+        options: &SyncOptions,
+    ) -> Result<SyncSummary, SyncError> {
         let started = Instant::now();
         let requests_before = self.client.stats().http_requests;
-        let run_id = self.store.start_run(self.portal, entity, mode.as_str()).await?;
+        let run_id = self
+            .store
+            .start_run(self.portal, entity, mode.as_str())
+            .await?;
         let mut summary = SyncSummary {
             portal: self.portal.to_string(),
             entity: entity.to_string(),
@@ -146,15 +170,17 @@ impl Syncer<'_> {
             summary.cursor = state.cursor;
             return Ok(());
         }
-        let (layout, select) = self.prepare_table(entity, summary).await?;
+        let prepared = self.prepare(entity, summary).await?;
         match mode {
             Mode::Incremental if state.cursor.is_some() => {
-                self.incremental(entity, &layout, &select, options, &mut state, summary).await?
+                self.incremental(entity, &prepared, options, &mut state, summary)
+                    .await?
             }
-            Mode::Reconcile => self.reconcile(entity, &layout, &select, summary).await?,
+            Mode::Reconcile => self.reconcile(entity, &prepared, summary).await?,
             // The first incremental pass has no cursor: it is a full sync.
             Mode::Incremental | Mode::Full | Mode::Resume => {
-                self.full(entity, &layout, &select, options, &mut state, summary).await?
+                self.full(entity, &prepared, options, &mut state, summary)
+                    .await?
             }
         }
         summary.cursor = state.cursor;
@@ -162,45 +188,85 @@ impl Syncer<'_> {
         Ok(())
     }
 
-    /// Reads the entity's field metadata, brings the table up to date and returns the
-    /// layout plus the `select` that fetches every field. `*` and `UF_*` leave out
-    /// multi-value fields (PHONE, EMAIL, multiple user fields), so those are named.
-    async fn prepare_table(
+    /// One request for the entity's field metadata and its newest modification time;
+    /// brings the table up to date with the fields.
+    async fn prepare(
         &self,
         entity: Entity,
         summary: &mut SyncSummary,
-    ) -> Result<(TableLayout, Vec<String>), SyncError> {
-        let answer = self.client.call(&entity.method("fields"), &json!({})).await?;
-        let fields = schema::parse_fields(&answer.result)?;
-        let layout = self.store.ensure_table(self.portal, entity, &fields).await?;
+    ) -> Result<Prepared, SyncError> {
+        // The newest DATE_MODIFY is read from the data itself, so the cursor lives on the
+        // portal's clock and in its time zone. One row, no COUNT.
+        let newest = json!({
+            "order": {"DATE_MODIFY": "DESC", "ID": "DESC"},
+            "select": ["ID", "DATE_MODIFY"],
+            "start": -1,
+        });
+        let commands = vec![
+            Command::new("fields", entity.method("fields"), json!({})),
+            Command::new("newest", entity.method("list"), newest),
+        ];
+        let [fields, newest]: [CommandResult; 2] = self
+            .client
+            .batch(commands, true)
+            .await?
+            .try_into()
+            .map_err(|results: Vec<CommandResult>| {
+                SyncError::BadAnswer(format!(
+                    "the batch answered {} results for 2 commands",
+                    results.len()
+                ))
+            })?;
+        let fields = schema::parse_fields(&fields.outcome?.result)?;
+        let newest = newest
+            .outcome?
+            .result
+            .as_array()
+            .and_then(|rows| rows.first())
+            .and_then(|row| row.get("DATE_MODIFY"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let layout = self
+            .store
+            .ensure_table(self.portal, entity, &fields)
+            .await?;
         summary.skipped_fields = layout.skipped_fields().to_vec();
-        Ok((layout, select_all(&fields)))
+        Ok(Prepared {
+            layout,
+            select: select_all(&fields),
+            newest,
+        })
     }
 
     async fn incremental(
         &self,
         entity: Entity,
-        layout: &TableLayout,
-        select: &[String],
+        prepared: &Prepared,
         options: &SyncOptions,
         state: &mut SyncState,
         summary: &mut SyncSummary,
     ) -> Result<(), SyncError> {
         let cursor = state.cursor.clone().unwrap_or_default();
         let since = incremental_since(&cursor, options.overlap)?;
-        // Anything modified after this probe gets a later DATE_MODIFY on the portal's own
-        // clock, so the next pass starting from it cannot miss a row this pass passed by.
-        let newest = self.newest_modification(entity).await?;
         let mut filter = serde_json::Map::new();
         filter.insert(">=DATE_MODIFY".into(), Value::String(since));
-        let query = ListQuery { method: entity.method("list"), select: select.to_vec(), filter, after_id: None };
+        let query = ListQuery {
+            method: entity.method("list"),
+            select: prepared.select.clone(),
+            filter,
+            after_id: None,
+        };
         let mut rows = self.client.list_stream(query).chunks(CHUNK_ROWS).boxed();
         while let Some(chunk) = rows.next().await {
             let chunk = chunk.into_iter().collect::<Result<Vec<Row>, B24Error>>()?;
-            self.write_chunk(entity, layout, &chunk, summary).await?;
+            self.write_chunk(entity, &prepared.layout, &chunk, summary)
+                .await?;
         }
-        if let Some(newest) = newest {
-            state.cursor = later_time(state.cursor.take(), &newest);
+        // Anything modified after the newest time read before this pass gets a later
+        // DATE_MODIFY on the portal's own clock, so the next pass starting from it cannot
+        // miss a row this pass went by.
+        if let Some(newest) = &prepared.newest {
+            state.cursor = later_time(state.cursor.take(), newest);
         }
         self.store.save_state(self.portal, entity, state).await?;
         summary.completed = true;
@@ -213,15 +279,14 @@ impl Syncer<'_> {
     async fn full(
         &self,
         entity: Entity,
-        layout: &TableLayout,
-        select: &[String],
+        prepared: &Prepared,
         options: &SyncOptions,
         state: &mut SyncState,
         summary: &mut SyncSummary,
     ) -> Result<(), SyncError> {
         if state.full_checkpoint.is_none() {
-            if let Some(newest) = self.newest_modification(entity).await? {
-                state.cursor = later_time(state.cursor.take(), &newest);
+            if let Some(newest) = &prepared.newest {
+                state.cursor = later_time(state.cursor.take(), newest);
             }
             state.full_checkpoint = Some(0);
             state.full_started_at = Some(chrono::Utc::now());
@@ -230,7 +295,7 @@ impl Syncer<'_> {
         let start_after = state.full_checkpoint.unwrap_or(0);
         let query = ListQuery {
             method: entity.method("list"),
-            select: select.to_vec(),
+            select: prepared.select.clone(),
             filter: serde_json::Map::new(),
             after_id: (start_after > 0).then_some(start_after),
         };
@@ -239,9 +304,11 @@ impl Syncer<'_> {
         while let Some(chunk) = chunks.recv().await {
             let chunk = chunk?;
             let window_end = row_id(chunk.last().expect("chunks are never empty"))?;
-            self.write_chunk(entity, layout, &chunk, summary).await?;
+            self.write_chunk(entity, &prepared.layout, &chunk, summary)
+                .await?;
             let listed = chunk.iter().map(row_id).collect::<Result<Vec<u64>, _>>()?;
-            self.delete_gone(entity, window_start, Some(window_end), &listed, summary).await?;
+            self.delete_gone(entity, window_start, Some(window_end), &listed, summary)
+                .await?;
             window_start = window_end;
             state.full_checkpoint = Some(window_end);
             self.store.save_state(self.portal, entity, state).await?;
@@ -249,7 +316,8 @@ impl Syncer<'_> {
                 return Ok(());
             }
         }
-        self.delete_gone(entity, window_start, None, &[], summary).await?;
+        self.delete_gone(entity, window_start, None, &[], summary)
+            .await?;
         state.full_checkpoint = None;
         state.full_started_at = None;
         self.store.save_state(self.portal, entity, state).await?;
@@ -262,8 +330,7 @@ impl Syncer<'_> {
     async fn reconcile(
         &self,
         entity: Entity,
-        layout: &TableLayout,
-        select: &[String],
+        prepared: &Prepared,
         summary: &mut SyncSummary,
     ) -> Result<(), SyncError> {
         let query = ListQuery {
@@ -280,14 +347,21 @@ impl Syncer<'_> {
                 .map(|row| row.map_err(SyncError::from).and_then(|r| row_id(&r)))
                 .collect::<Result<Vec<u64>, SyncError>>()?;
             let window_end = *listed.last().expect("chunks are never empty");
-            let missing = self.delete_gone(entity, window_start, Some(window_end), &listed, summary).await?;
+            let missing = self
+                .delete_gone(entity, window_start, Some(window_end), &listed, summary)
+                .await?;
             if !missing.is_empty() {
-                let rows = self.client.fetch_by_ids(&entity.method("list"), &missing, select).await?;
-                self.write_chunk(entity, layout, &rows, summary).await?;
+                let rows = self
+                    .client
+                    .fetch_by_ids(&entity.method("list"), &missing, &prepared.select)
+                    .await?;
+                self.write_chunk(entity, &prepared.layout, &rows, summary)
+                    .await?;
             }
             window_start = window_end;
         }
-        self.delete_gone(entity, window_start, None, &[], summary).await?;
+        self.delete_gone(entity, window_start, None, &[], summary)
+            .await?;
         summary.completed = true;
         Ok(())
     }
@@ -296,8 +370,11 @@ impl Syncer<'_> {
     /// mirror's live rows, writing nothing.
     pub async fn check(&self, entity: Entity) -> Result<CheckReport, SyncError> {
         let requests_before = self.client.stats().http_requests;
-        let mut report =
-            CheckReport { portal: self.portal.to_string(), entity: entity.to_string(), ..CheckReport::default() };
+        let mut report = CheckReport {
+            portal: self.portal.to_string(),
+            entity: entity.to_string(),
+            ..CheckReport::default()
+        };
         let query = ListQuery {
             method: entity.method("list"),
             select: vec!["ID".into(), "DATE_MODIFY".into()],
@@ -312,18 +389,23 @@ impl Syncer<'_> {
                 .map(|row| {
                     let row = row?;
                     let modified = row.get("DATE_MODIFY").and_then(Value::as_str);
-                    let modified = modified.map(|t| parse_portal_time("DATE_MODIFY", t)).transpose()?;
+                    let modified = modified
+                        .map(|t| parse_portal_time("DATE_MODIFY", t))
+                        .transpose()?;
                     Ok((row_id(&row)?, modified.map(|t| t.timestamp_micros())))
                 })
                 .collect::<Result<Vec<_>, SyncError>>()?;
             let window_end = listed.last().expect("chunks are never empty").0;
-            let mirror = self.mirror_versions(entity, window_start, Some(window_end)).await?;
+            let mirror = self
+                .mirror_versions(entity, window_start, Some(window_end))
+                .await?;
             report.add(&listed, &mirror);
             window_start = window_end;
         }
         let rest = self.mirror_versions(entity, window_start, None).await?;
         report.add(&[], &rest);
-        report.in_sync = report.missing_in_mirror + report.gone_from_portal + report.different_version == 0;
+        report.in_sync =
+            report.missing_in_mirror + report.gone_from_portal + report.different_version == 0;
         report.http_requests = self.client.stats().http_requests - requests_before;
         Ok(report)
     }
@@ -334,8 +416,14 @@ impl Syncer<'_> {
         after: u64,
         up_to: Option<u64>,
     ) -> Result<Vec<(u64, Option<i64>)>, SyncError> {
-        let versions = self.store.live_versions(self.portal, entity, after, up_to).await?;
-        Ok(versions.into_iter().map(|(id, t)| (id, t.map(|t| t.timestamp_micros()))).collect())
+        let versions = self
+            .store
+            .live_versions(self.portal, entity, after, up_to)
+            .await?;
+        Ok(versions
+            .into_iter()
+            .map(|(id, t)| (id, t.map(|t| t.timestamp_micros())))
+            .collect())
     }
 
     /// Soft-deletes the mirror's live rows in `(after, up_to]` that the portal did not
@@ -348,7 +436,10 @@ impl Syncer<'_> {
         listed: &[u64],
         summary: &mut SyncSummary,
     ) -> Result<Vec<u64>, SyncError> {
-        let mirror = self.store.live_ids(self.portal, entity, after, up_to).await?;
+        let mirror = self
+            .store
+            .live_ids(self.portal, entity, after, up_to)
+            .await?;
         let diff = diff_sorted_ids(listed, &mirror);
         if up_to.is_none() && after == 0 && !diff.gone_from_portal.is_empty() {
             // The portal listed nothing at all while the mirror holds rows: far more often
@@ -360,7 +451,10 @@ impl Syncer<'_> {
             )));
         }
         if !diff.gone_from_portal.is_empty() {
-            summary.rows_deleted += self.store.soft_delete(self.portal, entity, &diff.gone_from_portal).await?;
+            summary.rows_deleted += self
+                .store
+                .soft_delete(self.portal, entity, &diff.gone_from_portal)
+                .await?;
         }
         Ok(diff.missing_in_mirror)
     }
@@ -379,30 +473,25 @@ impl Syncer<'_> {
         summary.rows_unchanged += written.unchanged;
         Ok(())
     }
+}
 
-    /// The newest `DATE_MODIFY` on the portal, read from the data itself so the cursor
-    /// lives on the portal's clock and in its time zone. One row, no COUNT.
-    async fn newest_modification(&self, entity: Entity) -> Result<Option<String>, SyncError> {
-        let params = json!({
-            "order": {"DATE_MODIFY": "DESC", "ID": "DESC"},
-            "select": ["ID", "DATE_MODIFY"],
-            "start": -1,
-        });
-        let answer = self.client.call(&entity.method("list"), &params).await?;
-        Ok(answer
-            .result
-            .as_array()
-            .and_then(|rows| rows.first())
-            .and_then(|row| row.get("DATE_MODIFY"))
-            .and_then(Value::as_str)
-            .map(str::to_string))
-    }
+/// What every mode needs before it lists: the table layout, the `select` that fetches
+/// every field, and the portal's newest `DATE_MODIFY` before the run.
+struct Prepared {
+    layout: TableLayout,
+    select: Vec<String>,
+    newest: Option<String>,
 }
 
 /// `*` and `UF_*` plus every multi-value field by name.
 fn select_all(fields: &[FieldMeta]) -> Vec<String> {
     let mut select = vec!["*".to_string(), "UF_*".to_string()];
-    select.extend(fields.iter().filter(|f| f.is_multiple).map(|f| f.code.clone()));
+    select.extend(
+        fields
+            .iter()
+            .filter(|f| f.is_multiple)
+            .map(|f| f.code.clone()),
+    );
     select
 }
 
@@ -413,20 +502,26 @@ fn row_id(row: &Row) -> Result<u64, SyncError> {
         Value::Number(n) => n.as_u64(),
         _ => None,
     })
-    .ok_or_else(|| SyncError::BadRow(format!("a listed row has no numeric ID (ID = {id:?})")))
+    .ok_or_else(|| SyncError::BadAnswer(format!("a listed row has no numeric ID (ID = {id:?})")))
 }
 
-/// Reads the listing on its own task, a chunk ahead, so the portal's answer for the
-/// next chunk arrives while the store writes the current one. Memory stays bounded at
-/// two chunks.
-fn prefetched_chunks(client: &Client, query: ListQuery) -> mpsc::Receiver<Result<Vec<Row>, SyncError>> {
+/// Reads the listing on its own task, a chunk ahead, so the portal's next answer is
+/// read and parsed while the database works on the current chunk. Memory stays bounded:
+/// the client's current batch plus three chunks.
+fn prefetched_chunks(
+    client: &Client,
+    query: ListQuery,
+) -> mpsc::Receiver<Result<Vec<Row>, SyncError>> {
     let (tx, rx) = mpsc::channel(1);
-    let client = client.clone();
+    let mut chunks = client.list_stream(query).chunks(CHUNK_ROWS).boxed();
     tokio::spawn(async move {
-        let mut chunks = client.list_stream(query).chunks(CHUNK_ROWS).boxed();
         while let Some(chunk) = chunks.next().await {
-            let chunk = chunk.into_iter().collect::<Result<Vec<Row>, B24Error>>().map_err(SyncError::from);
+            let chunk = chunk
+                .into_iter()
+                .collect::<Result<Vec<Row>, B24Error>>()
+                .map_err(SyncError::from);
             let failed = chunk.is_err();
+            // A closed channel means the run stopped (time box or error): stop reading.
             if tx.send(chunk).await.is_err() || failed {
                 break;
             }

@@ -25,7 +25,7 @@ pub enum SyncError {
     #[error(transparent)]
     BadTime(#[from] BadPortalTime),
     #[error("{0}")]
-    BadRow(String),
+    BadAnswer(String),
     #[error("{0}")]
     Refused(String),
     #[error("configuration: {0}")]

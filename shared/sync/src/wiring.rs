@@ -36,7 +36,12 @@ pub struct SyncRequest {
 #[serde(untagged)]
 pub enum EntityOutcome {
     Done(SyncSummary),
-    Failed { portal: String, entity: String, mode: String, error: String },
+    Failed {
+        portal: String,
+        entity: String,
+        mode: String,
+        error: String,
+    },
 }
 
 /// The adapters, built once per process and reused across invocations.
@@ -50,15 +55,18 @@ impl SyncService {
     /// Connects to the mirror database, applying the migrations first when `migrate`
     /// is set (idempotent).
     pub async fn connect(config: Config, migrate: bool) -> Result<SyncService, SyncError> {
-        let database = config
-            .database
-            .as_ref()
-            .ok_or_else(|| SyncError::Config("the [database] section with url is required for a sync".into()))?;
+        let database = config.database.as_ref().ok_or_else(|| {
+            SyncError::Config("the [database] section with url is required for a sync".into())
+        })?;
         let store = Store::connect(database.url.expose(), &database.schema).await?;
         if migrate {
             store.migrate().await?;
         }
-        Ok(SyncService { config, store, clients: Mutex::new(HashMap::new()) })
+        Ok(SyncService {
+            config,
+            store,
+            clients: Mutex::new(HashMap::new()),
+        })
     }
 
     pub fn store(&self) -> &Store {
@@ -73,10 +81,16 @@ impl SyncService {
         }
         let portal_config = self.config.portals.get(portal).ok_or_else(|| {
             let known: Vec<&str> = self.config.portals.keys().map(String::as_str).collect();
-            SyncError::Config(format!("no portal named {portal:?} (configured: {})", known.join(", ")))
+            SyncError::Config(format!(
+                "no portal named {portal:?} (configured: {})",
+                known.join(", ")
+            ))
         })?;
         let limiter = PgRateLimiter::new(&self.store, portal, portal_config.limits);
-        let options = ClientOptions { limiter: Arc::new(limiter), ..ClientOptions::default() };
+        let options = ClientOptions {
+            limiter: Arc::new(limiter),
+            ..ClientOptions::default()
+        };
         let client = Client::new(portal_config.webhook_url.clone(), options)?;
         clients.insert(portal.to_string(), client.clone());
         Ok(client)
@@ -89,13 +103,22 @@ impl SyncService {
         request: &SyncRequest,
         deadline: Option<Instant>,
     ) -> Result<Vec<EntityOutcome>, (Vec<EntityOutcome>, SyncError)> {
-        let client = self.client(&request.portal).await.map_err(|e| (Vec::new(), e))?;
+        let client = self
+            .client(&request.portal)
+            .await
+            .map_err(|e| (Vec::new(), e))?;
         let entities = match &request.entities {
             Some(list) => list.clone(),
             None => self.config.portals[&request.portal].entities.clone(),
         };
-        let options = deadline.map_or_else(SyncOptions::default, |d| SyncOptions::until(d, DEADLINE_MARGIN));
-        let syncer = Syncer { client: &client, store: &self.store, portal: &request.portal };
+        let options = deadline.map_or_else(SyncOptions::default, |d| {
+            SyncOptions::until(d, DEADLINE_MARGIN)
+        });
+        let syncer = Syncer {
+            client: &client,
+            store: &self.store,
+            portal: &request.portal,
+        };
         let mut outcomes = Vec::new();
         let mut failed = Vec::new();
         for entity in entities {

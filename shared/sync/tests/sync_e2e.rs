@@ -12,7 +12,15 @@ use common::*;
 use serde_json::json;
 
 fn seeded(deals: usize, contacts: usize, user_fields: usize) -> SimConfig {
-    SimConfig { seed: 7, deals, contacts, leads: 300, companies: 200, user_fields, ..SimConfig::default() }
+    SimConfig {
+        seed: 7,
+        deals,
+        contacts,
+        leads: 300,
+        companies: 200,
+        user_fields,
+        ..SimConfig::default()
+    }
 }
 
 #[tokio::test]
@@ -22,11 +30,21 @@ async fn full_sync_mirrors_every_row_and_column_of_every_entity() {
     // 16 user fields: every type single, and multiple ones (every fifth is multiple).
     let sim = sim(seeded(6_000, 1_200, 16)).await;
     let client = client(&sim);
-    let syncer = Syncer { client: &client, store: &store, portal: PORTAL };
+    let syncer = Syncer {
+        client: &client,
+        store: &store,
+        portal: PORTAL,
+    };
     for entity in Entity::ALL {
-        let summary = syncer.run(entity, Mode::Full, &SyncOptions::default()).await.unwrap();
+        let summary = syncer
+            .run(entity, Mode::Full, &SyncOptions::default())
+            .await
+            .unwrap();
         assert!(summary.completed);
-        assert_eq!(summary.rows_read, summary.rows_inserted, "{entity}: first sync inserts every row");
+        assert_eq!(
+            summary.rows_read, summary.rows_inserted,
+            "{entity}: first sync inserts every row"
+        );
         assert_mirror_equals_portal(&sim, &db, entity).await;
         let types = assert_typed_columns_match_raw(&db, entity).await;
         if entity == Entity::Contact {
@@ -34,14 +52,37 @@ async fn full_sync_mirrors_every_row_and_column_of_every_entity() {
             assert_eq!(types.get("email").map(String::as_str), Some("jsonb"));
         }
         if entity == Entity::Deal {
-            assert_eq!(types.get("opportunity").map(String::as_str), Some("numeric"));
-            assert_eq!(types.get("date_modify").map(String::as_str), Some("timestamp with time zone"));
+            assert_eq!(
+                types.get("opportunity").map(String::as_str),
+                Some("numeric")
+            );
+            assert_eq!(
+                types.get("date_modify").map(String::as_str),
+                Some("timestamp with time zone")
+            );
             assert_eq!(types.get("opened").map(String::as_str), Some("boolean"));
-            assert_eq!(types.get("assigned_by_id").map(String::as_str), Some("bigint"));
-            let uf_types: std::collections::BTreeSet<&str> =
-                types.iter().filter(|(c, _)| c.starts_with("uf_crm_")).map(|(_, t)| t.as_str()).collect();
-            for expected in ["bigint", "numeric", "boolean", "date", "timestamp with time zone", "text", "jsonb"] {
-                assert!(uf_types.contains(expected), "no user field column of type {expected}: {uf_types:?}");
+            assert_eq!(
+                types.get("assigned_by_id").map(String::as_str),
+                Some("bigint")
+            );
+            let uf_types: std::collections::BTreeSet<&str> = types
+                .iter()
+                .filter(|(c, _)| c.starts_with("uf_crm_"))
+                .map(|(_, t)| t.as_str())
+                .collect();
+            for expected in [
+                "bigint",
+                "numeric",
+                "boolean",
+                "date",
+                "timestamp with time zone",
+                "text",
+                "jsonb",
+            ] {
+                assert!(
+                    uf_types.contains(expected),
+                    "no user field column of type {expected}: {uf_types:?}"
+                );
             }
         }
     }
@@ -50,8 +91,14 @@ async fn full_sync_mirrors_every_row_and_column_of_every_entity() {
     assert_eq!((stats.status_503, stats.status_429), (0, 0));
 
     // A second full sync writes nothing: every DATE_MODIFY is unchanged.
-    let again = syncer.run(Entity::Deal, Mode::Full, &SyncOptions::default()).await.unwrap();
-    assert_eq!((again.rows_inserted, again.rows_updated, again.rows_deleted), (0, 0, 0));
+    let again = syncer
+        .run(Entity::Deal, Mode::Full, &SyncOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.rows_inserted, again.rows_updated, again.rows_deleted),
+        (0, 0, 0)
+    );
     assert_eq!(again.rows_unchanged, 6_000);
 }
 
@@ -61,26 +108,52 @@ async fn incremental_and_reconcile_converge_after_random_changes() {
     let store = store(&db).await;
     let sim = sim(seeded(3_000, 500, 6)).await;
     let client = client(&sim);
-    let syncer = Syncer { client: &client, store: &store, portal: PORTAL };
+    let syncer = Syncer {
+        client: &client,
+        store: &store,
+        portal: PORTAL,
+    };
     for entity in [Entity::Deal, Entity::Contact] {
-        syncer.run(entity, Mode::Full, &SyncOptions::default()).await.unwrap();
+        syncer
+            .run(entity, Mode::Full, &SyncOptions::default())
+            .await
+            .unwrap();
     }
     for round in 0..3u64 {
         for entity in [Entity::Deal, Entity::Contact] {
             let changed = mutate(&sim, entity, 100 + round, 40, 120, 25).await;
             assert_eq!(changed["deleted"].as_array().unwrap().len(), 25);
-            let incremental = syncer.run(entity, Mode::Incremental, &SyncOptions::default()).await.unwrap();
-            assert!(incremental.rows_read >= 160, "{entity}: incremental read {} rows", incremental.rows_read);
-            assert!(incremental.rows_inserted >= 40, "{entity}: added rows arrive");
-            let reconcile = syncer.run(entity, Mode::Reconcile, &SyncOptions::default()).await.unwrap();
-            assert_eq!(reconcile.rows_deleted, 25, "{entity}: reconcile soft-deletes exactly the deleted rows");
+            let incremental = syncer
+                .run(entity, Mode::Incremental, &SyncOptions::default())
+                .await
+                .unwrap();
+            assert!(
+                incremental.rows_read >= 160,
+                "{entity}: incremental read {} rows",
+                incremental.rows_read
+            );
+            assert!(
+                incremental.rows_inserted >= 40,
+                "{entity}: added rows arrive"
+            );
+            let reconcile = syncer
+                .run(entity, Mode::Reconcile, &SyncOptions::default())
+                .await
+                .unwrap();
+            assert_eq!(
+                reconcile.rows_deleted, 25,
+                "{entity}: reconcile soft-deletes exactly the deleted rows"
+            );
             assert_mirror_equals_portal(&sim, &db, entity).await;
         }
     }
     // Deleted rows are kept, marked.
     let client = db.client().await;
     let deleted: i64 = client
-        .query_one("SELECT count(*) FROM b24.deal WHERE portal = $1 AND deleted_at IS NOT NULL", &[&PORTAL])
+        .query_one(
+            "SELECT count(*) FROM b24.deal WHERE portal = $1 AND deleted_at IS NOT NULL",
+            &[&PORTAL],
+        )
         .await
         .unwrap()
         .get(0);
@@ -93,17 +166,36 @@ async fn incremental_pass_costs_a_handful_of_requests() {
     let store = store(&db).await;
     let sim = sim(seeded(5_000, 0, 4)).await;
     let client = client(&sim);
-    let syncer = Syncer { client: &client, store: &store, portal: PORTAL };
-    syncer.run(Entity::Deal, Mode::Full, &SyncOptions::default()).await.unwrap();
+    let syncer = Syncer {
+        client: &client,
+        store: &store,
+        portal: PORTAL,
+    };
+    syncer
+        .run(Entity::Deal, Mode::Full, &SyncOptions::default())
+        .await
+        .unwrap();
     let changed = mutate(&sim, Entity::Deal, 5, 0, 1_000, 0).await;
-    let mut updated: Vec<u64> = changed["updated"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    let mut updated: Vec<u64> = changed["updated"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
     updated.sort_unstable();
     updated.dedup();
-    let pass = syncer.run(Entity::Deal, Mode::Incremental, &SyncOptions::default()).await.unwrap();
+    let pass = syncer
+        .run(Entity::Deal, Mode::Incremental, &SyncOptions::default())
+        .await
+        .unwrap();
     assert_eq!(pass.rows_updated, updated.len() as u64);
     // fields + newest-modification probe + the filtered listing, whose batches grow
     // 1, 10, 50 commands so a small pass does not pay for 49 empty commands.
-    assert!(pass.http_requests <= 5, "incremental pass used {} requests", pass.http_requests);
+    assert!(
+        pass.http_requests <= 5,
+        "incremental pass used {} requests",
+        pass.http_requests
+    );
 }
 
 #[tokio::test]
@@ -112,15 +204,38 @@ async fn a_new_user_field_becomes_a_column_without_losing_rows() {
     let store = store(&db).await;
     let sim = sim(seeded(1_000, 0, 3)).await;
     let client = client(&sim);
-    let syncer = Syncer { client: &client, store: &store, portal: PORTAL };
-    syncer.run(Entity::Deal, Mode::Full, &SyncOptions::default()).await.unwrap();
-    let added = control(&sim, "userfields", json!({"entity": "deal", "type": "double", "multiple": false})).await;
-    let code = added.as_str().or_else(|| added["FIELD_NAME"].as_str()).expect("field name").to_string();
+    let syncer = Syncer {
+        client: &client,
+        store: &store,
+        portal: PORTAL,
+    };
+    syncer
+        .run(Entity::Deal, Mode::Full, &SyncOptions::default())
+        .await
+        .unwrap();
+    let added = control(
+        &sim,
+        "userfields",
+        json!({"entity": "deal", "type": "double", "multiple": false}),
+    )
+    .await;
+    let code = added
+        .as_str()
+        .or_else(|| added["FIELD_NAME"].as_str())
+        .expect("field name")
+        .to_string();
     // The portal's existing records got a value without a DATE_MODIFY change: the
     // column is backfilled from what the next full pass reads.
-    syncer.run(Entity::Deal, Mode::Full, &SyncOptions::default()).await.unwrap();
+    syncer
+        .run(Entity::Deal, Mode::Full, &SyncOptions::default())
+        .await
+        .unwrap();
     let types = assert_typed_columns_match_raw(&db, Entity::Deal).await;
-    assert_eq!(types.get(&code.to_lowercase()).map(String::as_str), Some("numeric"), "{code} column");
+    assert_eq!(
+        types.get(&code.to_lowercase()).map(String::as_str),
+        Some("numeric"),
+        "{code} column"
+    );
     assert_eq!(mirror_records(&db, Entity::Deal).await.len(), 1_000);
 }
 
@@ -130,9 +245,16 @@ async fn a_full_sync_cut_by_its_deadline_resumes_without_gaps_or_duplicates() {
     let store = store(&db).await;
     let sim = sim(seeded(9_000, 0, 4)).await;
     let client = client(&sim);
-    let syncer = Syncer { client: &client, store: &store, portal: PORTAL };
+    let syncer = Syncer {
+        client: &client,
+        store: &store,
+        portal: PORTAL,
+    };
     // A deadline already passed: the run stops after its first chunk.
-    let cut = SyncOptions { stop_after: Some(Instant::now()), ..SyncOptions::default() };
+    let cut = SyncOptions {
+        stop_after: Some(Instant::now()),
+        ..SyncOptions::default()
+    };
     let first = syncer.run(Entity::Deal, Mode::Full, &cut).await.unwrap();
     assert!(!first.completed);
     assert_eq!(first.checkpoint, Some(2_500));
@@ -149,18 +271,32 @@ async fn a_full_sync_cut_by_its_deadline_resumes_without_gaps_or_duplicates() {
         }
         assert!(slices < 10, "resume never finished");
     }
-    assert!(slices >= 4, "9,010 rows in slices of 2,500 take four slices, took {slices}");
+    assert!(
+        slices >= 4,
+        "9,010 rows in slices of 2,500 take four slices, took {slices}"
+    );
     // Resume with nothing to do is a no-op.
     let idle = syncer.run(Entity::Deal, Mode::Resume, &cut).await.unwrap();
     assert!(idle.completed && idle.rows_read == 0 && idle.http_requests == 0);
     // The deletion behind the checkpoint is for reconcile (or the next full); after it
     // the mirror is exact.
-    syncer.run(Entity::Deal, Mode::Incremental, &SyncOptions::default()).await.unwrap();
-    syncer.run(Entity::Deal, Mode::Reconcile, &SyncOptions::default()).await.unwrap();
+    syncer
+        .run(Entity::Deal, Mode::Incremental, &SyncOptions::default())
+        .await
+        .unwrap();
+    syncer
+        .run(Entity::Deal, Mode::Reconcile, &SyncOptions::default())
+        .await
+        .unwrap();
     assert_mirror_equals_portal(&sim, &db, Entity::Deal).await;
     // Every run is recorded.
-    let runs: i64 =
-        db.client().await.query_one("SELECT count(*) FROM b24._sync_runs", &[]).await.unwrap().get(0);
+    let runs: i64 = db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM b24._sync_runs", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert!(runs >= slices + 3);
 }
 
@@ -169,14 +305,37 @@ async fn hostile_field_names_are_kept_out_of_sql() {
     let db = TestDb::create().await;
     let store = store(&db).await;
     let sim = sim(seeded(200, 0, 2)).await;
-    for code in [r#"UF_CRM_X"; DROP TABLE b24.deal; --"#, "UF_CRM_Y') OR 1=1 --", "RAW", "DELETED_AT"] {
-        control(&sim, "userfields", json!({"entity": "deal", "type": "string", "code": code, "unchecked": true}))
-            .await;
+    for code in [
+        r#"UF_CRM_X"; DROP TABLE b24.deal; --"#,
+        "UF_CRM_Y') OR 1=1 --",
+        "RAW",
+        "DELETED_AT",
+    ] {
+        control(
+            &sim,
+            "userfields",
+            json!({"entity": "deal", "type": "string", "code": code, "unchecked": true}),
+        )
+        .await;
     }
     let client = client(&sim);
-    let syncer = Syncer { client: &client, store: &store, portal: PORTAL };
-    let summary = syncer.run(Entity::Deal, Mode::Full, &SyncOptions::default()).await.unwrap();
-    assert!(summary.skipped_fields.iter().any(|f| f.contains("DROP TABLE")), "{:?}", summary.skipped_fields);
+    let syncer = Syncer {
+        client: &client,
+        store: &store,
+        portal: PORTAL,
+    };
+    let summary = syncer
+        .run(Entity::Deal, Mode::Full, &SyncOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        summary
+            .skipped_fields
+            .iter()
+            .any(|f| f.contains("DROP TABLE")),
+        "{:?}",
+        summary.skipped_fields
+    );
     assert_mirror_equals_portal(&sim, &db, Entity::Deal).await;
     let tables: i64 = db
         .client()
@@ -193,17 +352,37 @@ async fn injected_faults_delay_but_never_corrupt_the_mirror() {
     let db = TestDb::create().await;
     let store = store(&db).await;
     let sim = sim(seeded(4_000, 600, 5)).await;
-    control(&sim, "faults", json!({"spec": "503=0.1,500=0.1,timeout=0.03,truncate=0.05,drop_before=0.05,seed=11"}))
-        .await;
+    control(
+        &sim,
+        "faults",
+        json!({"spec": "503=0.1,500=0.1,timeout=0.03,truncate=0.05,drop_before=0.05,seed=11"}),
+    )
+    .await;
     let client = client(&sim);
-    let syncer = Syncer { client: &client, store: &store, portal: PORTAL };
+    let syncer = Syncer {
+        client: &client,
+        store: &store,
+        portal: PORTAL,
+    };
     for entity in [Entity::Deal, Entity::Contact] {
-        syncer.run(entity, Mode::Full, &SyncOptions::default()).await.unwrap();
+        syncer
+            .run(entity, Mode::Full, &SyncOptions::default())
+            .await
+            .unwrap();
         mutate(&sim, entity, 9, 20, 50, 15).await;
-        syncer.run(entity, Mode::Incremental, &SyncOptions::default()).await.unwrap();
-        syncer.run(entity, Mode::Reconcile, &SyncOptions::default()).await.unwrap();
+        syncer
+            .run(entity, Mode::Incremental, &SyncOptions::default())
+            .await
+            .unwrap();
+        syncer
+            .run(entity, Mode::Reconcile, &SyncOptions::default())
+            .await
+            .unwrap();
     }
-    assert!(client.stats().retries > 0, "faults were injected and retried");
+    assert!(
+        client.stats().retries > 0,
+        "faults were injected and retried"
+    );
     control(&sim, "faults", json!({"spec": ""})).await;
     for entity in [Entity::Deal, Entity::Contact] {
         assert_mirror_equals_portal(&sim, &db, entity).await;
@@ -216,10 +395,20 @@ async fn an_empty_listing_never_soft_deletes_the_whole_mirror() {
     let store = store(&db).await;
     let sim = sim(seeded(300, 0, 0)).await;
     let client = client(&sim);
-    let syncer = Syncer { client: &client, store: &store, portal: PORTAL };
-    syncer.run(Entity::Deal, Mode::Full, &SyncOptions::default()).await.unwrap();
+    let syncer = Syncer {
+        client: &client,
+        store: &store,
+        portal: PORTAL,
+    };
+    syncer
+        .run(Entity::Deal, Mode::Full, &SyncOptions::default())
+        .await
+        .unwrap();
     mutate(&sim, Entity::Deal, 1, 0, 0, 300).await;
-    let err = syncer.run(Entity::Deal, Mode::Reconcile, &SyncOptions::default()).await.unwrap_err();
+    let err = syncer
+        .run(Entity::Deal, Mode::Reconcile, &SyncOptions::default())
+        .await
+        .unwrap_err();
     assert!(matches!(err, SyncError::Refused(_)), "{err}");
     assert_eq!(mirror_records(&db, Entity::Deal).await.len(), 300);
 }

@@ -122,7 +122,8 @@ impl Portal {
                 let field_type = UserFieldType::ALL[i % UserFieldType::ALL.len()];
                 // The first round of types is single-valued, every later round multiple
                 // (booleans cannot be multiple on a real portal).
-                let multiple = i >= UserFieldType::ALL.len() && field_type != UserFieldType::Boolean;
+                let multiple =
+                    i >= UserFieldType::ALL.len() && field_type != UserFieldType::Boolean;
                 let code = format!("UF_CRM_{}", 1_721_244_482_000 + i as u64);
                 let id = portal.take_user_field_id();
                 portal

@@ -20,6 +20,9 @@ pub async fn run(config_path: Option<&str>, args: MigrateArgs) -> anyhow::Result
         .ok_or_else(|| UsageError("pass --database-url URL or configure [database] url".into()))?;
     let store = Store::connect(database.url.expose(), &database.schema).await?;
     store.migrate().await?;
-    println!("{}", serde_json::json!({"migrated": database.url.to_string(), "schema": database.schema}));
+    println!(
+        "{}",
+        serde_json::json!({"migrated": database.url.to_string(), "schema": database.schema})
+    );
     Ok(())
 }

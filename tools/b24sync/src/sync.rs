@@ -54,7 +54,9 @@ pub async fn sync(config_path: Option<&str>, args: SyncArgs) -> anyhow::Result<(
         entities: (!args.entity.is_empty()).then_some(args.entity),
         mode: args.mode,
     };
-    let deadline = args.time_box.map(|s| Instant::now() + Duration::from_secs(s));
+    let deadline = args
+        .time_box
+        .map(|s| Instant::now() + Duration::from_secs(s));
     let (outcomes, failure) = match service.handle(&request, deadline).await {
         Ok(outcomes) => (outcomes, None),
         Err((outcomes, error)) => (outcomes, Some(error)),
@@ -71,10 +73,18 @@ pub async fn sync(config_path: Option<&str>, args: SyncArgs) -> anyhow::Result<(
 
 pub async fn check(config_path: Option<&str>, args: CheckArgs) -> anyhow::Result<()> {
     let (config, portal) = resolve(config_path, &args.target)?;
-    let entities = if args.entity.is_empty() { config.portal(&portal)?.entities.clone() } else { args.entity };
+    let entities = if args.entity.is_empty() {
+        config.portal(&portal)?.entities.clone()
+    } else {
+        args.entity
+    };
     let service = SyncService::connect(config, false).await?;
     let client = service.client(&portal).await?;
-    let syncer = Syncer { client: &client, store: service.store(), portal: &portal };
+    let syncer = Syncer {
+        client: &client,
+        store: service.store(),
+        portal: &portal,
+    };
     let mut differing = Vec::new();
     for entity in entities {
         let report = syncer.check(entity).await?;
@@ -86,6 +96,10 @@ pub async fn check(config_path: Option<&str>, args: CheckArgs) -> anyhow::Result
     if differing.is_empty() {
         Ok(())
     } else {
-        Err(RunFailed(format!("the mirror differs from the portal for {}", differing.join(", "))).into())
+        Err(RunFailed(format!(
+            "the mirror differs from the portal for {}",
+            differing.join(", ")
+        ))
+        .into())
     }
 }

@@ -17,7 +17,12 @@ pub struct TargetArgs {
     pub portal: Option<String>,
     /// Webhook URL https://HOST/rest/USER_ID/SECRET/ for a one-off run. Prefer
     /// $B24SYNC_WEBHOOK: the command line is visible to other users.
-    #[arg(long, value_name = "URL", env = "B24SYNC_WEBHOOK", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "B24SYNC_WEBHOOK",
+        hide_env_values = true
+    )]
     pub webhook: Option<String>,
     #[command(flatten)]
     pub database: DatabaseArgs,
@@ -27,7 +32,12 @@ pub struct TargetArgs {
 pub struct DatabaseArgs {
     /// postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?sslmode=...] replacing [database] url.
     /// Prefer $B24SYNC_DATABASE_URL when it holds a password.
-    #[arg(long, value_name = "URL", env = "B24SYNC_DATABASE_URL", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "B24SYNC_DATABASE_URL",
+        hide_env_values = true
+    )]
     pub database_url: Option<String>,
     /// The schema of the mirror tables (default: the configuration's, else b24).
     #[arg(long, value_name = "NAME")]
@@ -35,7 +45,11 @@ pub struct DatabaseArgs {
 }
 
 /// The configuration with the command line's replacements applied.
-pub fn config_with_database(config_path: Option<&str>, database: &DatabaseArgs, need_document: bool) -> anyhow::Result<Config> {
+pub fn config_with_database(
+    config_path: Option<&str>,
+    database: &DatabaseArgs,
+    need_document: bool,
+) -> anyhow::Result<Config> {
     let mut config = if need_document || database.database_url.is_none() {
         Config::load(config_path)?
     } else {
@@ -48,7 +62,9 @@ pub fn config_with_database(config_path: Option<&str>, database: &DatabaseArgs, 
             .or_else(|| config.database.as_ref().map(|d| d.schema.clone()))
             .unwrap_or_else(|| "b24".into());
         let document = json!({"database": {"url": url, "schema": schema}}).to_string();
-        config.database = Config::from_json_str(&document).map_err(|e| UsageError(format!("--database-url: {e}")))?.database;
+        config.database = Config::from_json_str(&document)
+            .map_err(|e| UsageError(format!("--database-url: {e}")))?
+            .database;
     } else if let (Some(schema), Some(db)) = (&database.schema, config.database.as_mut()) {
         db.schema = schema.clone();
     }
@@ -68,9 +84,13 @@ pub fn resolve(config_path: Option<&str>, target: &TargetArgs) -> anyhow::Result
     };
     let parsed = WebhookUrl::parse(webhook).map_err(|e| UsageError(format!("--webhook: {e}")))?;
     let mut config = config_with_database(config_path, &target.database, false)?;
-    let portal = target.portal.clone().unwrap_or_else(|| parsed.domain().to_string());
+    let portal = target
+        .portal
+        .clone()
+        .unwrap_or_else(|| parsed.domain().to_string());
     let document = json!({"portals": {&portal: {"webhook_url": webhook}}}).to_string();
-    let mut overrides = Config::from_json_str(&document).map_err(|e| UsageError(format!("--webhook: {e}")))?;
+    let mut overrides =
+        Config::from_json_str(&document).map_err(|e| UsageError(format!("--webhook: {e}")))?;
     config.portals.append(&mut overrides.portals);
     Ok((config, portal))
 }
@@ -79,6 +99,9 @@ fn only_portal(config: &Config) -> anyhow::Result<String> {
     let mut names = config.portals.keys();
     match (names.next(), names.next()) {
         (Some(only), None) => Ok(only.clone()),
-        _ => Err(UsageError("pass --portal NAME (the configuration does not hold exactly one portal)".into()).into()),
+        _ => Err(UsageError(
+            "pass --portal NAME (the configuration does not hold exactly one portal)".into(),
+        )
+        .into()),
     }
 }

@@ -86,8 +86,20 @@ async fn upsert_skips_rows_whose_date_modify_did_not_change() {
     // replaces a newer one.
     let newer = vec![deal(1, "one v2", "2024-08-30T14:40:00+02:00")];
     let older = vec![deal(1, "one v1.5", "2024-08-30T14:35:00+02:00")];
-    assert_eq!(store.upsert(PORTAL, Entity::Deal, &layout, &newer).await.unwrap(), stats(0, 1, 0));
-    assert_eq!(store.upsert(PORTAL, Entity::Deal, &layout, &older).await.unwrap(), stats(0, 0, 1));
+    assert_eq!(
+        store
+            .upsert(PORTAL, Entity::Deal, &layout, &newer)
+            .await
+            .unwrap(),
+        stats(0, 1, 0)
+    );
+    assert_eq!(
+        store
+            .upsert(PORTAL, Entity::Deal, &layout, &older)
+            .await
+            .unwrap(),
+        stats(0, 0, 1)
+    );
 
     let changed = vec![
         deal(2, "two v2", "2024-08-30T15:00:00+02:00"),

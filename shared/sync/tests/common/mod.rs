@@ -30,23 +30,40 @@ pub async fn sim(config: SimConfig) -> RunningSim {
 /// A client with short timeouts so injected hangs cost seconds, not minutes.
 pub fn client(sim: &RunningSim) -> Client {
     let webhook = WebhookUrl::parse(&sim.webhook_url()).unwrap();
-    let options = ClientOptions { timeout: Duration::from_secs(3), ..ClientOptions::default() };
+    let options = ClientOptions {
+        timeout: Duration::from_secs(3),
+        ..ClientOptions::default()
+    };
     Client::new(webhook, options).unwrap()
 }
 
 /// POSTs to the simulator's control surface.
 pub async fn control(sim: &RunningSim, path: &str, body: Value) -> Value {
     let response = reqwest::Client::new()
-        .post(format!("{}_sim/{path}", sim.base_url().trim_end_matches('/').to_string() + "/"))
+        .post(format!(
+            "{}_sim/{path}",
+            sim.base_url().trim_end_matches('/').to_string() + "/"
+        ))
         .json(&body)
         .send()
         .await
         .unwrap();
-    assert!(response.status().is_success(), "control {path}: {}", response.status());
+    assert!(
+        response.status().is_success(),
+        "control {path}: {}",
+        response.status()
+    );
     response.json().await.unwrap_or(Value::Null)
 }
 
-pub async fn mutate(sim: &RunningSim, entity: Entity, seed: u64, adds: u64, updates: u64, deletes: u64) -> Value {
+pub async fn mutate(
+    sim: &RunningSim,
+    entity: Entity,
+    seed: u64,
+    adds: u64,
+    updates: u64,
+    deletes: u64,
+) -> Value {
     control(
         sim,
         "mutate",
@@ -56,9 +73,17 @@ pub async fn mutate(sim: &RunningSim, entity: Entity, seed: u64, adds: u64, upda
 }
 
 /// Every live record on the portal, by ID.
-pub async fn portal_records(sim: &RunningSim, entity: Entity) -> BTreeMap<u64, serde_json::Map<String, Value>> {
-    let url = format!("{}/_sim/dump/{}", sim.base_url().trim_end_matches('/'), entity.as_str());
-    let records: Vec<serde_json::Map<String, Value>> = reqwest::get(url).await.unwrap().json().await.unwrap();
+pub async fn portal_records(
+    sim: &RunningSim,
+    entity: Entity,
+) -> BTreeMap<u64, serde_json::Map<String, Value>> {
+    let url = format!(
+        "{}/_sim/dump/{}",
+        sim.base_url().trim_end_matches('/'),
+        entity.as_str()
+    );
+    let records: Vec<serde_json::Map<String, Value>> =
+        reqwest::get(url).await.unwrap().json().await.unwrap();
     records.into_iter().map(|r| (id_of(&r), r)).collect()
 }
 
@@ -70,9 +95,15 @@ fn id_of(record: &serde_json::Map<String, Value>) -> u64 {
 }
 
 /// Every live mirror row's `raw`, by ID.
-pub async fn mirror_records(db: &TestDb, entity: Entity) -> BTreeMap<u64, serde_json::Map<String, Value>> {
+pub async fn mirror_records(
+    db: &TestDb,
+    entity: Entity,
+) -> BTreeMap<u64, serde_json::Map<String, Value>> {
     let client = db.client().await;
-    let sql = format!("SELECT id, raw FROM {SCHEMA}.{} WHERE portal = $1 AND deleted_at IS NULL", entity.as_str());
+    let sql = format!(
+        "SELECT id, raw FROM {SCHEMA}.{} WHERE portal = $1 AND deleted_at IS NULL",
+        entity.as_str()
+    );
     client
         .query(&sql, &[&PORTAL])
         .await
@@ -92,19 +123,30 @@ pub async fn assert_mirror_equals_portal(sim: &RunningSim, db: &TestDb, entity: 
     let mirror = mirror_records(db, entity).await;
     let portal_ids: Vec<&u64> = portal.keys().collect();
     let mirror_ids: Vec<&u64> = mirror.keys().collect();
-    assert_eq!(portal_ids.len(), mirror_ids.len(), "{entity}: live row counts differ");
+    assert_eq!(
+        portal_ids.len(),
+        mirror_ids.len(),
+        "{entity}: live row counts differ"
+    );
     assert_eq!(portal_ids, mirror_ids, "{entity}: live ID sets differ");
     for (id, record) in &portal {
         let raw = &mirror[id];
         for (field, value) in record {
-            assert_eq!(raw.get(field), Some(value), "{entity} {id}: field {field} differs");
+            assert_eq!(
+                raw.get(field),
+                Some(value),
+                "{entity} {id}: field {field} differs"
+            );
         }
     }
 }
 
 /// Asserts every typed column holds its field's value from `raw`, converted the way the
 /// README documents (so a broken conversion of any type fails here).
-pub async fn assert_typed_columns_match_raw(db: &TestDb, entity: Entity) -> BTreeMap<String, String> {
+pub async fn assert_typed_columns_match_raw(
+    db: &TestDb,
+    entity: Entity,
+) -> BTreeMap<String, String> {
     let client = db.client().await;
     let columns = client
         .query(
@@ -120,8 +162,14 @@ pub async fn assert_typed_columns_match_raw(db: &TestDb, entity: Entity) -> BTre
         let name: String = column.get(0);
         let data_type: String = column.get(1);
         let code = name.to_uppercase();
-        let (code, expected) = if let Some(base) = code.strip_suffix("_CURRENCY").filter(|_| name.starts_with("uf_")) {
-            (base.to_string(), format!("nullif(split_part(raw->>'{base}', '|', 2), '')"))
+        let (code, expected) = if let Some(base) = code
+            .strip_suffix("_CURRENCY")
+            .filter(|_| name.starts_with("uf_"))
+        {
+            (
+                base.to_string(),
+                format!("nullif(split_part(raw->>'{base}', '|', 2), '')"),
+            )
         } else {
             let text = format!("nullif(raw->>'{code}', '')");
             let expected = match data_type.as_str() {
@@ -135,13 +183,24 @@ pub async fn assert_typed_columns_match_raw(db: &TestDb, entity: Entity) -> BTre
             };
             (code, expected)
         };
-        let actual = if data_type == "jsonb" { format!("nullif(\"{name}\", '[]'::jsonb)") } else { format!("\"{name}\"") };
+        let actual = if data_type == "jsonb" {
+            format!("nullif(\"{name}\", '[]'::jsonb)")
+        } else {
+            format!("\"{name}\"")
+        };
         let sql = format!(
             "SELECT count(*) FROM {SCHEMA}.{} WHERE portal = $1 AND raw ? '{code}' AND {actual} IS DISTINCT FROM {expected}",
             entity.as_str()
         );
-        let mismatches: i64 = client.query_one(&sql, &[&PORTAL]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get(0);
-        assert_eq!(mismatches, 0, "{entity}.{name} ({data_type}) differs from raw in {mismatches} rows");
+        let mismatches: i64 = client
+            .query_one(&sql, &[&PORTAL])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .get(0);
+        assert_eq!(
+            mismatches, 0,
+            "{entity}.{name} ({data_type}) differs from raw in {mismatches} rows"
+        );
         types.insert(name, data_type);
     }
     types

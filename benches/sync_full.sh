@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Benchmark of the scheduled sync's code path (`b24sync sync`, release build): a full
+# sync of N deals with 20 user fields from the simulator with its DEFAULT limits into a
+# fresh database on the local PostgreSQL, then an incremental pass after 1,000 deals
+# changed on the portal. Prints each run's summary line, rows per HTTP request, rows/s
+# into Postgres and the CLI's peak RSS.
+# Usage: benches/sync_full.sh [DEALS]   (default 100000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+deals="${1:-100000}"
+db=b24sync_bench
+ensure_rust
+ensure_postgres
+if [ ! -x /usr/bin/time ]; then
+    say "GNU time is needed for the peak RSS: installing it with apt"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null
+fi
+
+say "Building release binaries (b24-sim, b24sync)"
+cargo build --release -q -p b24-sim -p b24sync
+
+work=$(mktemp -d)
+sim_pid=""
+cleanup() {
+    if [ -n "$sim_pid" ]; then kill "$sim_pid" 2>/dev/null || true; fi
+    psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+say "Creating the database $db"
+psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
+export B24SYNC_DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db"
+
+say "Starting the simulator with $deals deals and 20 user fields (default limits)"
+target/release/b24-sim --deals "$deals" --user-fields 20 >"$work/sim.out" 2>"$work/sim.err" &
+sim_pid=$!
+for _ in $(seq 1 1200); do
+    grep -q '^B24_WEBHOOK_URL=' "$work/sim.out" 2>/dev/null && break
+    kill -0 "$sim_pid" 2>/dev/null || { cat "$work/sim.err" >&2; exit 1; }
+    sleep 0.5
+done
+export B24SYNC_WEBHOOK=$(sed -n 's/^B24_WEBHOOK_URL=//p' "$work/sim.out" | head -1)
+[ -n "$B24SYNC_WEBHOOK" ] || { say "the simulator did not print its webhook URL"; exit 1; }
+sim_base=${B24SYNC_WEBHOOK%%/rest/*}
+target/release/b24sync migrate >/dev/null
+
+report() { # $1 = label, $2 = file with the summary line and time -v output
+    local line kb
+    line=$(grep '^{' "$2" | tail -1)
+    kb=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$2")
+    echo "$1: $line"
+    printf '%s' "$line" | python3 -c '
+import json, sys
+s = json.loads(sys.stdin.read())
+written = s["rows_inserted"] + s["rows_updated"]
+print("  rows_read %d, http_requests %d, rows/request %.1f, seconds %.2f, rows/s %.0f, peak RSS %.1f MB" % (
+    s["rows_read"], s["http_requests"], s["rows_read"] / max(s["http_requests"], 1), s["seconds"],
+    written / s["seconds"], int(sys.argv[1]) / 1024))
+' "$kb"
+}
+
+say "Full sync: b24sync sync --portal bench --entity deal --mode full"
+/usr/bin/time -v env ${BENCH_ENV:-} target/release/b24sync sync --portal bench --entity deal --mode full >"$work/full.out" 2>"$work/full.err"
+cat "$work/full.out" "$work/full.err" >"$work/full.all"
+report "full" "$work/full.all"
+
+say "Changing 1,000 deals on the portal"
+curl -sf -X POST "$sim_base/_sim/mutate" -H 'content-type: application/json' \
+    -d '{"entity":"deal","seed":1,"adds":0,"updates":1000,"deletes":0}' >/dev/null
+say "Incremental pass: b24sync sync --portal bench --entity deal --mode incremental"
+/usr/bin/time -v target/release/b24sync sync --portal bench --entity deal --mode incremental >"$work/inc.out" 2>"$work/inc.err"
+cat "$work/inc.out" "$work/inc.err" >"$work/inc.all"
+report "incremental" "$work/inc.all"
+
+say "Portal-side totals (simulator statistics)"
+curl -sf "$sim_base/_sim/stats"; echo

@@ -1,0 +1,247 @@
+//! `b24sync migrate`, `sync` and `check` as an operator runs them: a simulated portal,
+//! a throw-away database, one-off flags and a configuration file.
+
+use std::process::Output;
+
+use b24_sim::{MutateRequest, RunningSim, SimConfig};
+use b24_testkit::TestDb;
+use serde_json::Value;
+
+async fn b24sync(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_b24sync"));
+    command
+        .args(args)
+        .env_remove("B24SYNC_CONFIG")
+        .env_remove("B24SYNC_WEBHOOK")
+        .env_remove("B24SYNC_DATABASE_URL");
+    for (key, value) in envs {
+        command.env(key, value);
+    }
+    command.output().await.unwrap()
+}
+
+fn lines(output: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+async fn sim() -> RunningSim {
+    let config = SimConfig {
+        deals: 3_000,
+        contacts: 400,
+        user_fields: 4,
+        ..SimConfig::default()
+    };
+    b24_sim::start(config).await.unwrap()
+}
+
+#[tokio::test]
+async fn one_off_flags_migrate_sync_and_check_without_a_configuration_file() {
+    let sim = sim().await;
+    let db = TestDb::create().await;
+    let env = [
+        ("B24SYNC_WEBHOOK", sim.webhook_url()),
+        ("B24SYNC_DATABASE_URL", db.url.clone()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+
+    let migrated = b24sync(&["migrate"], &env).await;
+    assert!(migrated.status.success(), "{}", stderr(&migrated));
+
+    let synced = b24sync(
+        &[
+            "sync",
+            "--portal",
+            "acme",
+            "--entity",
+            "deal,contact",
+            "--mode",
+            "full",
+        ],
+        &env,
+    )
+    .await;
+    assert!(synced.status.success(), "{}", stderr(&synced));
+    let summaries = lines(&synced);
+    assert_eq!(summaries.len(), 2);
+    assert_eq!(
+        (
+            summaries[0]["entity"].as_str(),
+            summaries[0]["rows_inserted"].as_u64()
+        ),
+        (Some("deal"), Some(3_000))
+    );
+    assert_eq!(
+        (
+            summaries[1]["entity"].as_str(),
+            summaries[1]["rows_inserted"].as_u64()
+        ),
+        (Some("contact"), Some(400))
+    );
+    let rows: i64 = db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM b24.deal WHERE portal = 'acme'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 3_000);
+
+    let check = b24sync(&["check", "--portal", "acme", "--entity", "deal"], &env).await;
+    assert!(check.status.success(), "{}", stderr(&check));
+    assert_eq!(lines(&check)[0]["in_sync"], true);
+
+    // The portal changes: check says so (exit 1) until an incremental pass and a
+    // reconcile bring the mirror back.
+    sim.mutate(&MutateRequest {
+        entity: b24_sim::Entity::Deal,
+        seed: 3,
+        adds: 5,
+        updates: 7,
+        deletes: 4,
+    })
+    .await
+    .unwrap();
+    let check = b24sync(&["check", "--portal", "acme", "--entity", "deal"], &env).await;
+    assert_eq!(check.status.code(), Some(1));
+    let report = &lines(&check)[0];
+    assert_eq!(
+        (
+            report["missing_in_mirror"].as_u64(),
+            report["gone_from_portal"].as_u64()
+        ),
+        (Some(5), Some(4))
+    );
+    assert!(report["different_version"].as_u64().unwrap() >= 1);
+    for mode in ["incremental", "reconcile"] {
+        let run = b24sync(
+            &[
+                "sync", "--portal", "acme", "--entity", "deal", "--mode", mode,
+            ],
+            &env,
+        )
+        .await;
+        assert!(run.status.success(), "{mode}: {}", stderr(&run));
+    }
+    let check = b24sync(&["check", "--portal", "acme", "--entity", "deal"], &env).await;
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+
+    // Nothing printed anywhere holds the webhook's secret.
+    for output in [&migrated, &synced, &check] {
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            stderr(output)
+        );
+        assert!(!all.contains("simsecret"), "secret leaked: {all}");
+    }
+}
+
+#[tokio::test]
+async fn a_time_box_leaves_a_checkpoint_that_resume_finishes() {
+    let sim = sim().await;
+    let db = TestDb::create().await;
+    let config = format!(
+        "[database]\nurl = \"{}\"\n\n[portals.acme]\nwebhook_url = \"{}\"\nentities = [\"deal\"]\n",
+        db.url,
+        sim.webhook_url()
+    );
+    let path = std::env::temp_dir().join(format!("b24sync-test-{}.toml", std::process::id()));
+    std::fs::write(&path, config).unwrap();
+    let path = path.to_str().unwrap();
+
+    let cut = b24sync(
+        &[
+            "--config",
+            path,
+            "sync",
+            "--migrate",
+            "--mode",
+            "full",
+            "--time-box",
+            "0",
+        ],
+        &[],
+    )
+    .await;
+    assert!(cut.status.success(), "{}", stderr(&cut));
+    let first = &lines(&cut)[0];
+    assert_eq!(
+        (first["completed"].as_bool(), first["checkpoint"].as_u64()),
+        (Some(false), Some(2_500))
+    );
+
+    let resumed = b24sync(&["--config", path, "sync", "--mode", "resume"], &[]).await;
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    let rest = &lines(&resumed)[0];
+    assert_eq!(
+        (rest["completed"].as_bool(), rest["rows_inserted"].as_u64()),
+        (Some(true), Some(500))
+    );
+    std::fs::remove_file(path).unwrap();
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_error_and_a_usage_exit_code() {
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &[
+                "sync",
+                "--mode",
+                "hourly",
+                "--webhook",
+                "https://x.bitrix24.com/rest/1/abc/",
+            ],
+            "hourly",
+        ),
+        (
+            &[
+                "sync",
+                "--mode",
+                "full",
+                "--entity",
+                "invoice",
+                "--webhook",
+                "https://x.bitrix24.com/rest/1/abc/",
+            ],
+            "invoice",
+        ),
+        (&["migrate"], "B24SYNC_CONFIG"),
+        (
+            &[
+                "sync",
+                "--mode",
+                "full",
+                "--webhook",
+                "https://x.bitrix24.com/rest/1/abc/",
+                "--database-url",
+                "mysql://x",
+            ],
+            "database",
+        ),
+    ];
+    for (args, expected) in cases {
+        let output = b24sync(args, &[]).await;
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains(expected),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
+}
