@@ -21,7 +21,7 @@ use crate::SyncError;
 /// Rows written per store round trip. Small enough that the rows in flight (this chunk
 /// plus the client's current batch of 2,500) stay within a 128 MB Lambda; large enough
 /// for a few statements per thousand rows.
-const CHUNK_ROWS: usize = 500;
+pub const CHUNK_ROWS: usize = 500;
 
 /// How a run is bounded and how far back an incremental pass looks.
 #[derive(Clone, Debug)]
@@ -301,7 +301,8 @@ impl Syncer<'_> {
         };
         let mut chunks = prefetched_chunks(self.client, query);
         let mut window_start = start_after;
-        while let Some(chunk) = chunks.recv().await {
+        let mut next = chunks.recv().await;
+        while let Some(chunk) = next {
             let chunk = chunk?;
             let window_end = row_id(chunk.last().expect("chunks are never empty"))?;
             self.write_chunk(entity, &prepared.layout, &chunk, summary)
@@ -312,7 +313,10 @@ impl Syncer<'_> {
             window_start = window_end;
             state.full_checkpoint = Some(window_end);
             self.store.save_state(self.portal, entity, state).await?;
-            if options.out_of_time() {
+            // Looking one chunk ahead (already prefetched, as a rule) lets a slice that
+            // reached the end complete instead of leaving an empty slice for later.
+            next = chunks.recv().await;
+            if next.is_some() && options.out_of_time() {
                 return Ok(());
             }
         }

@@ -5,7 +5,7 @@
 mod engine;
 mod wiring;
 
-pub use engine::{CheckReport, SyncOptions, SyncSummary, Syncer};
+pub use engine::{CHUNK_ROWS, CheckReport, SyncOptions, SyncSummary, Syncer};
 pub use wiring::{EntityOutcome, SyncRequest, SyncService};
 
 use b24_client::B24Error;

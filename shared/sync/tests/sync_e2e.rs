@@ -7,7 +7,7 @@ use std::time::Instant;
 use b24_domain::entity::Entity;
 use b24_domain::sync::Mode;
 use b24_sim::SimConfig;
-use b24_sync::{SyncError, SyncOptions, Syncer};
+use b24_sync::{CHUNK_ROWS, SyncError, SyncOptions, Syncer};
 use common::*;
 use serde_json::json;
 
@@ -243,7 +243,8 @@ async fn a_new_user_field_becomes_a_column_without_losing_rows() {
 async fn a_full_sync_cut_by_its_deadline_resumes_without_gaps_or_duplicates() {
     let db = TestDb::create().await;
     let store = store(&db).await;
-    let sim = sim(seeded(9_000, 0, 4)).await;
+    // Three full chunks and part of a fourth.
+    let sim = sim(seeded(3 * CHUNK_ROWS + 200, 0, 4)).await;
     let client = client(&sim);
     let syncer = Syncer {
         client: &client,
@@ -257,8 +258,8 @@ async fn a_full_sync_cut_by_its_deadline_resumes_without_gaps_or_duplicates() {
     };
     let first = syncer.run(Entity::Deal, Mode::Full, &cut).await.unwrap();
     assert!(!first.completed);
-    assert_eq!(first.checkpoint, Some(2_500));
-    assert_eq!(first.rows_read, 2_500);
+    assert_eq!(first.checkpoint, Some(CHUNK_ROWS as u64));
+    assert_eq!(first.rows_read, CHUNK_ROWS as u64);
     // Changes between slices: a deletion behind the checkpoint and ahead of it.
     mutate(&sim, Entity::Deal, 3, 10, 10, 10).await;
     let mut slices = 1;
@@ -271,10 +272,7 @@ async fn a_full_sync_cut_by_its_deadline_resumes_without_gaps_or_duplicates() {
         }
         assert!(slices < 10, "resume never finished");
     }
-    assert!(
-        slices >= 4,
-        "9,010 rows in slices of 2,500 take four slices, took {slices}"
-    );
+    assert_eq!(slices, 4, "3 chunks + 210 rows take four slices");
     // Resume with nothing to do is a no-op.
     let idle = syncer.run(Entity::Deal, Mode::Resume, &cut).await.unwrap();
     assert!(idle.completed && idle.rows_read == 0 && idle.http_requests == 0);

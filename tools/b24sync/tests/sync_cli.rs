@@ -176,9 +176,30 @@ async fn a_time_box_leaves_a_checkpoint_that_resume_finishes() {
     .await;
     assert!(cut.status.success(), "{}", stderr(&cut));
     let first = &lines(&cut)[0];
+    let chunk = b24_sync::CHUNK_ROWS as u64;
     assert_eq!(
         (first["completed"].as_bool(), first["checkpoint"].as_u64()),
-        (Some(false), Some(2_500))
+        (Some(false), Some(chunk))
+    );
+
+    let resumed = b24sync(
+        &[
+            "--config",
+            path,
+            "sync",
+            "--mode",
+            "resume",
+            "--time-box",
+            "0",
+        ],
+        &[],
+    )
+    .await;
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    let second = &lines(&resumed)[0];
+    assert_eq!(
+        (second["completed"].as_bool(), second["checkpoint"].as_u64()),
+        (Some(false), Some(2 * chunk))
     );
 
     let resumed = b24sync(&["--config", path, "sync", "--mode", "resume"], &[]).await;
@@ -186,7 +207,7 @@ async fn a_time_box_leaves_a_checkpoint_that_resume_finishes() {
     let rest = &lines(&resumed)[0];
     assert_eq!(
         (rest["completed"].as_bool(), rest["rows_inserted"].as_u64()),
-        (Some(true), Some(500))
+        (Some(true), Some(3_000 - 2 * chunk))
     );
     std::fs::remove_file(path).unwrap();
 }

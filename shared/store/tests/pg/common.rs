@@ -4,7 +4,7 @@ use b24_domain::schema::{EnumItem, FieldMeta};
 use b24_store::{Row, Store};
 use serde_json::Value;
 
-pub use b24_testkit::{TestDb, connect};
+pub use b24_testkit::TestDb;
 
 pub const SCHEMA: &str = "b24";
 
