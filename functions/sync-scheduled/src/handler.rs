@@ -99,4 +99,57 @@ mod tests {
         let remaining = deadline(&context) - Instant::now();
         assert!(remaining > Duration::from_secs(890) && remaining <= Duration::from_secs(900));
     }
+
+    /// The whole adapter: a schedule input in, summaries out, the mirror written, and a
+    /// failing entity failing the invocation without stopping the others.
+    #[tokio::test]
+    async fn handles_a_schedule_input_end_to_end() {
+        let sim = b24_sim::start(b24_sim::SimConfig {
+            deals: 700,
+            contacts: 300,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let db = b24_testkit::TestDb::create().await;
+        let config = json!({
+            "database": {"url": db.url},
+            "portals": {"acme": {"webhook_url": sim.webhook_url(), "entities": ["deal", "contact"]}},
+        });
+        let config = b24_config::Config::from_json_str(&config.to_string()).unwrap();
+        let service = SyncService::connect(config, true).await.unwrap();
+        let mut context = Context::default();
+        context.deadline = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+            + 900_000;
+
+        let event = LambdaEvent::new(json!({"portal": "acme", "mode": "full"}), context.clone());
+        let answer = handle(&service, event).await.unwrap();
+        let runs = answer["runs"].as_array().unwrap();
+        assert_eq!(runs.len(), 2);
+        assert_eq!(
+            (
+                runs[0]["entity"].as_str(),
+                runs[0]["rows_inserted"].as_u64()
+            ),
+            (Some("deal"), Some(700))
+        );
+        assert_eq!(
+            (
+                runs[1]["entity"].as_str(),
+                runs[1]["rows_inserted"].as_u64()
+            ),
+            (Some("contact"), Some(300))
+        );
+
+        // An unknown portal and bad input fail the invocation with a clear message.
+        let event = LambdaEvent::new(json!({"portal": "nope", "mode": "full"}), context.clone());
+        let error = handle(&service, event).await.unwrap_err().to_string();
+        assert!(error.contains("nope") && error.contains("acme"), "{error}");
+        let event = LambdaEvent::new(json!({"portal": "acme"}), context);
+        let error = handle(&service, event).await.unwrap_err().to_string();
+        assert!(error.contains("mode"), "{error}");
+    }
 }
