@@ -16,20 +16,32 @@ pub fn parse_request(payload: Value) -> Result<SyncRequest, String> {
     serde_json::from_value(payload).map_err(|e| format!("invalid sync request: {e}"))
 }
 
-/// The invocation's deadline as an `Instant`.
+/// Deadlines before this (2001-09-09 in unix milliseconds) are not timestamps.
+const EPOCH_MS_FLOOR: u64 = 1_000_000_000_000;
+
+/// The invocation's deadline as an `Instant`. AWS sends unix milliseconds; the local
+/// emulator (`cargo lambda watch`) sends the timeout itself (600000), which is read as
+/// milliseconds from now instead of as a deadline 56 years ago.
 pub fn deadline(context: &Context) -> Instant {
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    Instant::now() + Duration::from_millis(context.deadline.saturating_sub(now_ms))
+    let remaining_ms = if context.deadline < EPOCH_MS_FLOOR {
+        context.deadline
+    } else {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        context.deadline.saturating_sub(now_ms)
+    };
+    Instant::now() + Duration::from_millis(remaining_ms)
 }
 
 pub async fn handle(service: &SyncService, event: LambdaEvent<Value>) -> Result<Value, Error> {
     let request = parse_request(event.payload)?;
-    match service
-        .handle(&request, Some(deadline(&event.context)))
-        .await
-    {
+    let deadline = deadline(&event.context);
+    let remaining_ms = deadline
+        .saturating_duration_since(Instant::now())
+        .as_millis() as u64;
+    tracing::info!(portal = %request.portal, mode = %request.mode, remaining_ms, "sync request");
+    match service.handle(&request, Some(deadline)).await {
         Ok(outcomes) => Ok(serde_json::json!({ "runs": outcomes })),
         // Failing the invocation makes the failure visible (Errors metric, retry policy,
         // the schedule's dead-letter queue); the log line above it carries the details.
@@ -98,6 +110,10 @@ mod tests {
         context.deadline = now_ms + 900_000;
         let remaining = deadline(&context) - Instant::now();
         assert!(remaining > Duration::from_secs(890) && remaining <= Duration::from_secs(900));
+        // The local emulator's relative value.
+        context.deadline = 600_000;
+        let remaining = deadline(&context) - Instant::now();
+        assert!(remaining > Duration::from_secs(590) && remaining <= Duration::from_secs(600));
     }
 
     /// The whole adapter: a schedule input in, summaries out, the mirror written, and a

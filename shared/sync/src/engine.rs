@@ -46,8 +46,10 @@ impl Default for SyncOptions {
 
 impl SyncOptions {
     /// Options for a run that must end before `deadline`, keeping `margin` for the last
-    /// chunk, the state write and the response.
+    /// chunk, the state write and the response, but never more than a quarter of the
+    /// time left, so a function with a short timeout still gets work done.
     pub fn until(deadline: Instant, margin: Duration) -> Self {
+        let margin = margin.min(deadline.saturating_duration_since(Instant::now()) / 4);
         SyncOptions {
             stop_after: Some(deadline.checked_sub(margin).unwrap_or_else(Instant::now)),
             ..Self::default()
@@ -532,4 +534,27 @@ fn prefetched_chunks(
         }
     });
     rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_margin_is_at_most_a_quarter_of_the_time_left() {
+        let now = Instant::now();
+        let long = SyncOptions::until(now + Duration::from_secs(900), Duration::from_secs(60));
+        let left = long.stop_after.unwrap() - now;
+        assert!(
+            left > Duration::from_secs(839) && left < Duration::from_secs(841),
+            "{left:?}"
+        );
+        let short = SyncOptions::until(now + Duration::from_secs(20), Duration::from_secs(60));
+        let left = short.stop_after.unwrap() - now;
+        assert!(
+            left > Duration::from_secs(14) && left < Duration::from_secs(16),
+            "{left:?}"
+        );
+        assert!(!short.out_of_time());
+    }
 }
