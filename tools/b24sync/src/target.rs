@@ -12,7 +12,7 @@ use crate::list::UsageError;
 #[derive(Args)]
 pub struct TargetArgs {
     /// Portal name from the configuration; with --webhook, the name its rows are kept
-    /// under in the mirror (default: the webhook's host).
+    /// under in the mirror (default: the webhook's host, dots as dashes).
     #[arg(long, value_name = "NAME")]
     pub portal: Option<String>,
     /// Webhook URL https://HOST/rest/USER_ID/SECRET/ for a one-off run. Prefer
@@ -87,7 +87,8 @@ pub fn resolve(config_path: Option<&str>, target: &TargetArgs) -> anyhow::Result
     let portal = target
         .portal
         .clone()
-        .unwrap_or_else(|| parsed.domain().to_string());
+        // Portal names are letters, digits, `_` and `-`: the host with dots as dashes.
+        .unwrap_or_else(|| parsed.domain().replace('.', "-"));
     let document = json!({"portals": {&portal: {"webhook_url": webhook}}}).to_string();
     let mut overrides =
         Config::from_json_str(&document).map_err(|e| UsageError(format!("--webhook: {e}")))?;
