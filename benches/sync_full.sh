@@ -13,18 +13,15 @@ deals="${1:-100000}"
 db=b24sync_bench
 ensure_rust
 ensure_postgres
-if [ ! -x /usr/bin/time ]; then
-    say "GNU time is needed for the peak RSS: installing it with apt"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null
-fi
+ensure_gnu_time
 
 say "Building release binaries (b24-sim, b24sync)"
 cargo build --release -q -p b24-sim -p b24sync
 
 work=$(mktemp -d)
-sim_pid=""
+SIM_PID=""
 cleanup() {
-    if [ -n "$sim_pid" ]; then kill "$sim_pid" 2>/dev/null || true; fi
+    if [ -n "$SIM_PID" ]; then kill "$SIM_PID" 2>/dev/null || true; fi
     psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" || true
     rm -rf "$work"
 }
@@ -35,15 +32,8 @@ psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $db WIT
 export B24SYNC_DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db"
 
 say "Starting the simulator with $deals deals and 20 user fields (default limits)"
-target/release/b24-sim --deals "$deals" --user-fields 20 >"$work/sim.out" 2>"$work/sim.err" &
-sim_pid=$!
-for _ in $(seq 1 1200); do
-    grep -q '^B24_WEBHOOK_URL=' "$work/sim.out" 2>/dev/null && break
-    kill -0 "$sim_pid" 2>/dev/null || { cat "$work/sim.err" >&2; exit 1; }
-    sleep 0.5
-done
-export B24SYNC_WEBHOOK=$(sed -n 's/^B24_WEBHOOK_URL=//p' "$work/sim.out" | head -1)
-[ -n "$B24SYNC_WEBHOOK" ] || { say "the simulator did not print its webhook URL"; exit 1; }
+start_sim "$work" target/release/b24-sim --deals "$deals" --user-fields 20
+export B24SYNC_WEBHOOK=$WEBHOOK
 sim_base=${B24SYNC_WEBHOOK%%/rest/*}
 target/release/b24sync migrate >/dev/null
 

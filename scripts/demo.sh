@@ -28,16 +28,9 @@ say "Recreating the demo database $DB"
 psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
 
 say "Starting a simulated portal: $DEALS deals, contacts, leads, companies, 12 user fields"
-"$SIM" --listen 127.0.0.1:0 --seed 42 --deals "$DEALS" --contacts 5000 --leads 5000 --companies 2000 \
-    --user-fields 12 >"$WORK/sim.out" 2>"$WORK/sim.log" &
-SIM_PID=$!
+start_sim "$WORK" "$SIM" --listen 127.0.0.1:0 --seed 42 --deals "$DEALS" --contacts 5000 --leads 5000 \
+    --companies 2000 --user-fields 12
 [ -n "${KEEP:-}" ] || trap 'kill $SIM_PID 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do
-    grep -q '^B24_WEBHOOK_URL=' "$WORK/sim.out" 2>/dev/null && break
-    sleep 0.1
-done
-WEBHOOK=$(sed -n 's/^B24_WEBHOOK_URL=//p' "$WORK/sim.out" | head -1)
-[ -n "$WEBHOOK" ] || { say "the simulator did not start: see $WORK/sim.log"; exit 1; }
 SIM_BASE=${WEBHOOK%%/rest/*}
 say "Simulator up (its webhook URL is in $WORK/sim.out)"
 

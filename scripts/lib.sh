@@ -38,3 +38,28 @@ ensure_postgres() {
     say "PostgreSQL did not come up on 127.0.0.1:5432"
     exit 1
 }
+
+# GNU time reports a command's peak memory (benchmarks).
+ensure_gnu_time() {
+    if [ ! -x /usr/bin/time ]; then
+        say "GNU time is needed for the peak RSS: installing it with apt"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null
+    fi
+}
+
+# start_sim DIR SIM_BINARY ARGS...: starts the simulator in the background (stdout in
+# DIR/sim.out, stderr in DIR/sim.err), waits for its `B24_WEBHOOK_URL=` line and sets
+# SIM_PID and WEBHOOK. Fails with the simulator's error output if it exits first.
+start_sim() {
+    local dir=$1
+    shift
+    "$@" >"$dir/sim.out" 2>"$dir/sim.err" &
+    SIM_PID=$!
+    for _ in $(seq 1 1200); do
+        grep -q '^B24_WEBHOOK_URL=' "$dir/sim.out" 2>/dev/null && break
+        kill -0 "$SIM_PID" 2>/dev/null || { cat "$dir/sim.err" >&2; exit 1; }
+        sleep 0.5
+    done
+    WEBHOOK=$(sed -n 's/^B24_WEBHOOK_URL=//p' "$dir/sim.out" | head -1)
+    [ -n "$WEBHOOK" ] || { say "the simulator did not print its webhook URL: see $dir/sim.err"; exit 1; }
+}

@@ -6,10 +6,9 @@ use std::time::Instant;
 
 use b24_domain::entity::Entity;
 use b24_domain::sync::Mode;
-use b24_sim::SimConfig;
+use b24_sim::{SimConfig, UserFieldType};
 use b24_sync::{CHUNK_ROWS, SyncError, SyncOptions, Syncer};
 use common::*;
-use serde_json::json;
 
 fn seeded(deals: usize, contacts: usize, user_fields: usize) -> SimConfig {
     SimConfig {
@@ -122,7 +121,7 @@ async fn incremental_and_reconcile_converge_after_random_changes() {
     for round in 0..3u64 {
         for entity in [Entity::Deal, Entity::Contact] {
             let changed = mutate(&sim, entity, 100 + round, 40, 120, 25).await;
-            assert_eq!(changed["deleted"].as_array().unwrap().len(), 25);
+            assert_eq!(changed.deleted.len(), 25);
             let incremental = syncer
                 .run(entity, Mode::Incremental, &SyncOptions::default())
                 .await
@@ -176,12 +175,7 @@ async fn incremental_pass_costs_a_handful_of_requests() {
         .await
         .unwrap();
     let changed = mutate(&sim, Entity::Deal, 5, 0, 1_000, 0).await;
-    let mut updated: Vec<u64> = changed["updated"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap())
-        .collect();
+    let mut updated = changed.updated;
     updated.sort_unstable();
     updated.dedup();
     let pass = syncer
@@ -213,17 +207,7 @@ async fn a_new_user_field_becomes_a_column_without_losing_rows() {
         .run(Entity::Deal, Mode::Full, &SyncOptions::default())
         .await
         .unwrap();
-    let added = control(
-        &sim,
-        "userfields",
-        json!({"entity": "deal", "type": "double", "multiple": false}),
-    )
-    .await;
-    let code = added
-        .as_str()
-        .or_else(|| added["FIELD_NAME"].as_str())
-        .expect("field name")
-        .to_string();
+    let code = add_deal_field(&sim, UserFieldType::Double, None).await;
     // The portal's existing records got a value without a DATE_MODIFY change: the
     // column is backfilled from what the next full pass reads.
     syncer
@@ -309,12 +293,7 @@ async fn hostile_field_names_are_kept_out_of_sql() {
         "RAW",
         "DELETED_AT",
     ] {
-        control(
-            &sim,
-            "userfields",
-            json!({"entity": "deal", "type": "string", "code": code, "unchecked": true}),
-        )
-        .await;
+        add_deal_field(&sim, UserFieldType::String, Some(code)).await;
     }
     let client = client(&sim);
     let syncer = Syncer {
@@ -350,12 +329,9 @@ async fn injected_faults_delay_but_never_corrupt_the_mirror() {
     let db = TestDb::create().await;
     let store = store(&db).await;
     let sim = sim(seeded(4_000, 600, 5)).await;
-    control(
-        &sim,
-        "faults",
-        json!({"spec": "503=0.1,500=0.1,timeout=0.03,truncate=0.05,drop_before=0.05,seed=11"}),
-    )
-    .await;
+    sim.set_faults("503=0.1,500=0.1,timeout=0.03,truncate=0.05,drop_before=0.05,seed=11")
+        .await
+        .unwrap();
     let client = client(&sim);
     let syncer = Syncer {
         client: &client,
@@ -381,7 +357,7 @@ async fn injected_faults_delay_but_never_corrupt_the_mirror() {
         client.stats().retries > 0,
         "faults were injected and retried"
     );
-    control(&sim, "faults", json!({"spec": ""})).await;
+    sim.set_faults("").await.unwrap();
     for entity in [Entity::Deal, Entity::Contact] {
         assert_mirror_equals_portal(&sim, &db, entity).await;
     }

@@ -14,6 +14,8 @@ use futures::TryStreamExt;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::target::only_portal;
+
 #[derive(Args)]
 pub struct ListArgs {
     /// Portal name from the configuration (wins over --webhook).
@@ -165,11 +167,8 @@ fn resolve_portal(
         return Ok((webhook, LimitSettings::standard()));
     }
     let config = Config::load(config_path)?;
-    let mut portals = config.portals.into_values();
-    match (portals.next(), portals.next()) {
-        (Some(only), None) => Ok((only.webhook_url, only.limits)),
-        _ => Err(UsageError("pass --portal NAME or --webhook URL (the configuration does not hold exactly one portal)".into()).into()),
-    }
+    let portal = config.portal(&only_portal(&config)?)?;
+    Ok((portal.webhook_url.clone(), portal.limits))
 }
 
 fn parse_filter(filter: Option<&str>) -> Result<Map<String, Value>, UsageError> {

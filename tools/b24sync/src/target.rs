@@ -96,12 +96,13 @@ pub fn resolve(config_path: Option<&str>, target: &TargetArgs) -> anyhow::Result
     Ok((config, portal))
 }
 
-fn only_portal(config: &Config) -> anyhow::Result<String> {
+/// The configuration's only portal; without `--portal`, anything else is a usage error.
+pub fn only_portal(config: &Config) -> anyhow::Result<String> {
     let mut names = config.portals.keys();
     match (names.next(), names.next()) {
         (Some(only), None) => Ok(only.clone()),
         _ => Err(UsageError(
-            "pass --portal NAME (the configuration does not hold exactly one portal)".into(),
+            "pass --portal NAME or --webhook URL (the configuration does not hold exactly one portal)".into(),
         )
         .into()),
     }

@@ -1,8 +1,11 @@
 //! `b24sync list` as an operator runs it, against the simulator started by each test.
 
+mod common;
+
 use std::process::Output;
 
 use b24_sim::{RunningSim, SimConfig};
+use common::{b24sync, stderr};
 use serde_json::Value;
 
 async fn sim(deals: usize, contacts: usize) -> RunningSim {
@@ -14,22 +17,6 @@ async fn sim(deals: usize, contacts: usize) -> RunningSim {
     })
     .await
     .unwrap()
-}
-
-async fn b24sync(args: &[&str], envs: &[(&str, &str)]) -> Output {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_b24sync"));
-    command
-        .args(args)
-        .env_remove("B24SYNC_CONFIG")
-        .env_remove("B24SYNC_WEBHOOK");
-    for (key, value) in envs {
-        command.env(key, value);
-    }
-    command.output().await.unwrap()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// The JSON summary: the last line on stderr.

@@ -1,34 +1,20 @@
 //! `b24sync migrate`, `sync` and `check` as an operator runs them: a simulated portal,
 //! a throw-away database, one-off flags and a configuration file.
 
+mod common;
+
 use std::process::Output;
 
 use b24_sim::{MutateRequest, RunningSim, SimConfig};
 use b24_testkit::TestDb;
+use common::{b24sync, stderr};
 use serde_json::Value;
-
-async fn b24sync(args: &[&str], envs: &[(&str, &str)]) -> Output {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_b24sync"));
-    command
-        .args(args)
-        .env_remove("B24SYNC_CONFIG")
-        .env_remove("B24SYNC_WEBHOOK")
-        .env_remove("B24SYNC_DATABASE_URL");
-    for (key, value) in envs {
-        command.env(key, value);
-    }
-    command.output().await.unwrap()
-}
 
 fn lines(output: &Output) -> Vec<Value> {
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
         .collect()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 async fn sim() -> RunningSim {

@@ -9,10 +9,12 @@ use std::time::Duration;
 use b24_client::{Client, ClientOptions};
 use b24_domain::entity::Entity;
 use b24_domain::webhook::WebhookUrl;
-use b24_sim::{RunningSim, SimConfig};
+use b24_sim::{
+    MutateOutcome, MutateRequest, RunningSim, SimConfig, UserFieldRequest, UserFieldType,
+};
 use b24_store::Store;
 pub use b24_testkit::TestDb;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 pub const PORTAL: &str = "test";
 pub const SCHEMA: &str = "b24";
@@ -37,39 +39,48 @@ pub fn client(sim: &RunningSim) -> Client {
     Client::new(webhook, options).unwrap()
 }
 
-/// POSTs to the simulator's control surface.
-pub async fn control(sim: &RunningSim, path: &str, body: Value) -> Value {
-    let response = reqwest::Client::new()
-        .post(format!(
-            "{}_sim/{path}",
-            sim.base_url().trim_end_matches('/').to_string() + "/"
-        ))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        response.status().is_success(),
-        "control {path}: {}",
-        response.status()
-    );
-    response.json().await.unwrap_or(Value::Null)
+/// The simulator's name for a domain entity.
+pub fn sim_entity(entity: Entity) -> b24_sim::Entity {
+    match entity {
+        Entity::Deal => b24_sim::Entity::Deal,
+        Entity::Contact => b24_sim::Entity::Contact,
+        Entity::Lead => b24_sim::Entity::Lead,
+        Entity::Company => b24_sim::Entity::Company,
+    }
 }
 
 pub async fn mutate(
     sim: &RunningSim,
     entity: Entity,
     seed: u64,
-    adds: u64,
-    updates: u64,
-    deletes: u64,
-) -> Value {
-    control(
-        sim,
-        "mutate",
-        json!({"entity": entity.as_str(), "seed": seed, "adds": adds, "updates": updates, "deletes": deletes}),
-    )
-    .await
+    adds: usize,
+    updates: usize,
+    deletes: usize,
+) -> MutateOutcome {
+    let request = MutateRequest {
+        entity: sim_entity(entity),
+        seed,
+        adds,
+        updates,
+        deletes,
+    };
+    sim.mutate(&request).await.unwrap()
+}
+
+/// Adds a user field to the portal's deals and returns its code.
+pub async fn add_deal_field(
+    sim: &RunningSim,
+    field_type: UserFieldType,
+    code: Option<&str>,
+) -> String {
+    let request = UserFieldRequest {
+        entity: b24_sim::Entity::Deal,
+        field_type,
+        multiple: false,
+        code: code.map(str::to_string),
+        unchecked: code.is_some(),
+    };
+    sim.add_user_field(&request).await.unwrap()
 }
 
 /// Every live record on the portal, by ID.
@@ -77,13 +88,7 @@ pub async fn portal_records(
     sim: &RunningSim,
     entity: Entity,
 ) -> BTreeMap<u64, serde_json::Map<String, Value>> {
-    let url = format!(
-        "{}/_sim/dump/{}",
-        sim.base_url().trim_end_matches('/'),
-        entity.as_str()
-    );
-    let records: Vec<serde_json::Map<String, Value>> =
-        reqwest::get(url).await.unwrap().json().await.unwrap();
+    let records = sim.dump(sim_entity(entity)).await.unwrap();
     records.into_iter().map(|r| (id_of(&r), r)).collect()
 }
 
