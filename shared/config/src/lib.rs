@@ -63,7 +63,14 @@ pub struct PortalConfig {
     pub application_tokens: Vec<String>,
     pub entities: Vec<Entity>,
     pub limits: LimitSettings,
+    /// The largest share (0 to 1) of an entity's live rows one run may soft-delete
+    /// without confirmation; default [`DEFAULT_MAX_DELETE_SHARE`].
+    pub max_delete_share: f64,
 }
+
+/// A role change or a filter that hides most records must not empty the mirror: by
+/// default a run may delete at most a tenth of the live rows unconfirmed.
+pub const DEFAULT_MAX_DELETE_SHARE: f64 = 0.10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -270,6 +277,7 @@ struct RawPortal {
     entities: Option<Vec<Entity>>,
     #[serde(default)]
     limits: RawLimits,
+    max_delete_share: Option<f64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -401,6 +409,16 @@ impl RawPortal {
             ));
         }
         let limits = self.limits.validate(&format!("{key}.limits"))?;
+        let max_delete_share = match self.max_delete_share {
+            None => DEFAULT_MAX_DELETE_SHARE,
+            Some(share) if (0.0..=1.0).contains(&share) => share,
+            Some(_) => {
+                return Err(invalid(
+                    format!("{key}.max_delete_share"),
+                    "expected a number from 0 to 1 (a share of the live rows, 0.1 = 10 %)",
+                ));
+            }
+        };
         Ok(PortalConfig {
             webhook_url: self.webhook_url,
             domain,
@@ -408,6 +426,7 @@ impl RawPortal {
             application_tokens: self.application_tokens,
             entities,
             limits,
+            max_delete_share,
         })
     }
 }
@@ -458,6 +477,7 @@ impl fmt::Debug for PortalConfig {
             )
             .field("entities", &self.entities)
             .field("limits", &self.limits)
+            .field("max_delete_share", &self.max_delete_share)
             .finish()
     }
 }

@@ -41,11 +41,13 @@ fn the_shipped_example_is_valid_and_complete() {
     );
     assert_eq!(acme.entities, Entity::ALL.to_vec());
     assert_eq!(acme.limits, LimitSettings::standard());
+    assert_eq!(acme.max_delete_share, 0.1);
     let partner = config.portal("partner").unwrap();
     assert_eq!(partner.domain, "partner.bitrix24.com");
     assert_eq!(partner.webhook_url.user_id(), 12);
     assert_eq!(partner.entities, vec![Entity::Deal]);
     assert_eq!(partner.limits, LimitSettings::enterprise());
+    assert_eq!(partner.max_delete_share, DEFAULT_MAX_DELETE_SHARE);
 }
 
 #[test]
@@ -85,6 +87,33 @@ fn defaults_fill_the_optional_keys() {
     assert!(acme.application_tokens.is_empty());
     assert_eq!(acme.entities, Entity::ALL.to_vec());
     assert_eq!(acme.limits, LimitSettings::standard());
+    assert_eq!(acme.max_delete_share, 0.10);
+}
+
+#[test]
+fn max_delete_share_accepts_the_closed_unit_interval() {
+    for (text, expected) in [("0", 0.0), ("0.25", 0.25), ("1", 1.0), ("1.0", 1.0)] {
+        let config =
+            Config::from_toml_str(&minimal(&format!("max_delete_share = {text}"))).unwrap();
+        assert_eq!(
+            config.portal("acme").unwrap().max_delete_share,
+            expected,
+            "{text}"
+        );
+    }
+    let json = format!(
+        r#"{{"portals": {{"acme": {{"webhook_url": "https://acme.bitrix24.com/rest/1/{SECRET}/", "max_delete_share": 1}}}}}}"#
+    );
+    let config = Config::from_json_str(&json).unwrap();
+    assert_eq!(config.portal("acme").unwrap().max_delete_share, 1.0);
+    for bad in ["-0.1", "1.5", "nan", "inf", "\"10%\""] {
+        let (key, message) = invalid_key(&minimal(&format!("max_delete_share = {bad}")));
+        assert_eq!(key, "portals.acme.max_delete_share", "{bad}");
+        assert!(
+            message.contains("0 to 1") || message.contains("number"),
+            "{bad}: {message}"
+        );
+    }
 }
 
 #[test]
