@@ -11,6 +11,11 @@ use serde::{Deserialize, Serialize};
 pub struct LimitConfig {
     /// Off: nothing is refused (operating time is still accounted and reported).
     pub enabled: bool,
+    /// The portal's operating-time limiter runs (cloud). Off, as on an on-premise
+    /// portal with the limiter off: no 429, and answers carry no `operating` or
+    /// `operating_reset_at`.
+    #[serde(default = "on")]
+    pub operating_limiter: bool,
     /// Requests the bucket holds before the portal refuses.
     pub burst: f64,
     /// Requests per second the bucket drains.
@@ -21,10 +26,15 @@ pub struct LimitConfig {
     pub operating_window_secs: f64,
 }
 
+fn on() -> bool {
+    true
+}
+
 impl Default for LimitConfig {
     fn default() -> Self {
         LimitConfig {
             enabled: true,
+            operating_limiter: true,
             burst: 50.0,
             drain_per_sec: 2.0,
             operating_budget_secs: 480.0,
@@ -39,6 +49,8 @@ impl Default for LimitConfig {
 pub struct LimitsUpdate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operating_limiter: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -68,6 +80,7 @@ impl LimitConfig {
     pub fn updated(&self, update: &LimitsUpdate) -> Result<LimitConfig, String> {
         let config = LimitConfig {
             enabled: update.enabled.unwrap_or(self.enabled),
+            operating_limiter: update.operating_limiter.unwrap_or(self.operating_limiter),
             burst: update.burst.unwrap_or(self.burst),
             drain_per_sec: update.drain.unwrap_or(self.drain_per_sec),
             operating_budget_secs: update
@@ -127,14 +140,21 @@ impl Limiter {
         buckets
     }
 
-    /// Whether the method has used more than its budget in the window (429 for the next call).
-    pub fn blocked(&mut self, method: &str, now: f64) -> bool {
-        let (enabled, budget) = (self.config.enabled, self.config.operating_budget_secs);
-        let used: f64 = self.buckets(method, now).iter().map(|(_, s)| s).sum();
-        enabled && used > budget
+    /// The method's operating seconds in the current window (its running total).
+    fn used(&mut self, method: &str, now: f64) -> f64 {
+        self.buckets(method, now).iter().map(|(_, s)| s).sum()
     }
 
-    pub fn charge(&mut self, method: &str, now: f64, seconds: f64) {
+    /// Whether the method has used more than its budget in the window (429 for the next call).
+    pub fn blocked(&mut self, method: &str, now: f64) -> bool {
+        let limiting = self.config.enabled && self.config.operating_limiter;
+        limiting && self.used(method, now) > self.config.operating_budget_secs
+    }
+
+    /// Adds a call's seconds to the method's window and returns what the answer
+    /// reports: the method's running total after the call and `operating_reset_at`,
+    /// or `None` when the operating limiter is off (the keys are absent then).
+    pub fn charge(&mut self, method: &str, now: f64, seconds: f64) -> Option<Operating> {
         let width = self.config.operating_window_secs / 10.0;
         let start = (now / width).floor() * width;
         let buckets = self.buckets(method, now);
@@ -142,10 +162,14 @@ impl Limiter {
             Some((last, used)) if *last == start => *used += seconds,
             _ => buckets.push_back((start, seconds)),
         }
+        self.config.operating_limiter.then(|| Operating {
+            total: self.used(method, now),
+            reset_at: self.reset_at(method, now),
+        })
     }
 
     /// When the oldest bucket of the method leaves the window (unix seconds).
-    pub fn reset_at(&mut self, method: &str, now: f64) -> i64 {
+    fn reset_at(&mut self, method: &str, now: f64) -> i64 {
         let window = self.config.operating_window_secs;
         let oldest = self
             .buckets(method, now)
@@ -155,6 +179,15 @@ impl Limiter {
     }
 }
 
+/// The operating keys of a `time` block.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Operating {
+    /// The method's operating seconds in the window after the call.
+    pub total: f64,
+    /// When the oldest part of that total leaves the window (unix seconds).
+    pub reset_at: i64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,6 +195,7 @@ mod tests {
     fn limiter(burst: f64, drain: f64, budget: f64, window: f64) -> Limiter {
         Limiter::new(LimitConfig {
             enabled: true,
+            operating_limiter: true,
             burst,
             drain_per_sec: drain,
             operating_budget_secs: budget,
@@ -184,15 +218,29 @@ mod tests {
     #[test]
     fn operating_budget_blocks_the_next_call_until_the_bucket_leaves() {
         let mut l = limiter(50.0, 2.0, 1.0, 100.0);
-        l.charge("crm.deal.list", 5.0, 0.6);
+        let first = l.charge("crm.deal.list", 5.0, 0.6).unwrap();
         assert!(!l.blocked("crm.deal.list", 6.0));
-        l.charge("crm.deal.list", 15.0, 0.6);
+        let second = l.charge("crm.deal.list", 15.0, 0.6).unwrap();
         assert!(l.blocked("crm.deal.list", 16.0));
         assert!(
             !l.blocked("crm.deal.get", 16.0),
             "other methods keep working"
         );
-        assert_eq!(l.reset_at("crm.deal.list", 16.0), 100);
+        assert_eq!(
+            first,
+            Operating {
+                total: 0.6,
+                reset_at: 100
+            }
+        );
+        assert_eq!(
+            second,
+            Operating {
+                total: 1.2,
+                reset_at: 100
+            },
+            "the answer reports the running total, not the call's charge"
+        );
         assert!(
             !l.blocked("crm.deal.list", 100.0),
             "the first bucket left the window"
@@ -206,6 +254,14 @@ mod tests {
         assert!((0..100).all(|_| l.admit(1.0)));
         l.charge("batch", 1.0, 10.0);
         assert!(!l.blocked("batch", 1.0));
+    }
+
+    #[test]
+    fn without_the_operating_limiter_nothing_is_reported_or_refused() {
+        let mut l = limiter(50.0, 2.0, 0.001, 100.0);
+        l.config.operating_limiter = false;
+        assert_eq!(l.charge("crm.deal.list", 1.0, 10.0), None);
+        assert!(!l.blocked("crm.deal.list", 1.0));
     }
 
     #[test]

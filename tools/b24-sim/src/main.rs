@@ -42,6 +42,10 @@ struct Args {
     /// Switch off both limits (operating time is still reported).
     #[arg(long)]
     no_limits: bool,
+    /// No operating-time limiter, as on an on-premise portal: no 429 and no
+    /// `operating` / `operating_reset_at` in answers.
+    #[arg(long)]
+    no_operating_limiter: bool,
     /// Operating seconds per method per window.
     #[arg(long, default_value_t = 480.0)]
     operating_budget: f64,
@@ -107,6 +111,7 @@ async fn main() -> anyhow::Result<()> {
         user_fields: args.user_fields,
         limits: LimitConfig {
             enabled: !args.no_limits,
+            operating_limiter: !args.no_operating_limiter,
             burst: args.burst,
             drain_per_sec: args.rate,
             operating_budget_secs: args.operating_budget,

@@ -4,6 +4,7 @@ use serde_json::{Map, Value, json};
 
 use crate::batch;
 use crate::error::ApiError;
+use crate::limits::Operating;
 use crate::list::ListQuery;
 use crate::params::param;
 use crate::schema::{Change, Entity};
@@ -156,11 +157,7 @@ pub(crate) fn execute(
     };
     let finish = shared.clock.now_f64();
     let charged = outcome.as_ref().map_or(cost::BASE, |done| done.cost);
-    let reset_at = {
-        let mut limiter = shared.limiter.lock();
-        limiter.charge(&name, finish, charged);
-        limiter.reset_at(&name, finish)
-    };
+    let operating = shared.limiter.lock().charge(&name, finish, charged);
     {
         let mut stats = shared.stats.lock();
         *stats.requests_by_method.entry(name.clone()).or_default() += 1;
@@ -177,29 +174,27 @@ pub(crate) fn execute(
         result: done.result,
         total: done.total,
         next: done.next,
-        time: time_block(&shared.clock, start, finish, charged, reset_at),
+        time: time_block(&shared.clock, start, finish, operating),
     })
 }
 
-/// The full `time` block every answer carries.
-pub(crate) fn time_block(
-    clock: &PortalClock,
-    start: f64,
-    finish: f64,
-    operating: f64,
-    reset_at: i64,
-) -> Value {
+/// The `time` block every answer carries; `operating` is the method's running
+/// total in the window, and both operating keys are absent without the limiter.
+fn time_block(clock: &PortalClock, start: f64, finish: f64, operating: Option<Operating>) -> Value {
     let duration = (finish - start).max(0.0);
-    json!({
+    let mut time = json!({
         "start": start,
         "finish": finish,
         "duration": duration,
         "processing": duration,
         "date_start": clock.format_secs(start.floor() as i64),
         "date_finish": clock.format_secs(finish.floor() as i64),
-        "operating_reset_at": reset_at,
-        "operating": operating,
-    })
+    });
+    if let Some(operating) = operating {
+        time["operating_reset_at"] = json!(operating.reset_at);
+        time["operating"] = json!(operating.total);
+    }
+    time
 }
 
 fn required_id(params: &Map<String, Value>) -> Result<u64, ApiError> {

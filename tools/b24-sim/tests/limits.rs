@@ -12,6 +12,7 @@ use serde_json::json;
 fn limited(burst: f64, drain: f64, budget: f64, window: f64) -> LimitConfig {
     LimitConfig {
         enabled: true,
+        operating_limiter: true,
         burst,
         drain_per_sec: drain,
         operating_budget_secs: budget,
@@ -149,13 +150,33 @@ async fn operating_budget_blocks_the_method_with_429_until_the_window_passes() {
     ok(&sim, "crm.deal.get", json!({"id": 1})).await;
 }
 
+/// The operating seconds one call added to its method's running total.
+struct Charges {
+    totals: std::collections::HashMap<String, f64>,
+}
+
+impl Charges {
+    fn new() -> Charges {
+        Charges {
+            totals: Default::default(),
+        }
+    }
+
+    fn of(&mut self, method: &str, answer: &serde_json::Value) -> f64 {
+        let total = answer["time"]["operating"].as_f64().unwrap();
+        let before = self.totals.insert(method.to_string(), total).unwrap_or(0.0);
+        total - before
+    }
+}
+
 #[tokio::test]
 async fn cost_model_makes_counting_expensive_and_width_cost_per_row() {
     let sim = sim_with(1_000, 0).await;
+    let mut charges = Charges::new();
     let fields = 44.0; // the standard deal fields, ID .. LAST_ACTIVITY_TIME
     let counted = ok(&sim, "crm.deal.list", json!({"start": 0})).await;
     let expected = 0.004 + 2e-6 * 50.0 * fields + 20.9e-6 * 1_000.0;
-    let operating = counted["time"]["operating"].as_f64().unwrap();
+    let operating = charges.of("list", &counted);
     assert!(
         (operating - expected).abs() < 1e-9,
         "{operating} vs {expected}"
@@ -167,16 +188,14 @@ async fn cost_model_makes_counting_expensive_and_width_cost_per_row() {
     )
     .await;
     let expected = 0.004 + 2e-6 * 50.0 * fields;
-    assert!((uncounted["time"]["operating"].as_f64().unwrap() - expected).abs() < 1e-9);
+    assert!((charges.of("list", &uncounted) - expected).abs() < 1e-9);
     let narrow = ok(
         &sim,
         "crm.deal.list",
         json!({"start": -1, "select": ["ID", "TITLE"]}),
     )
     .await;
-    assert!(
-        (narrow["time"]["operating"].as_f64().unwrap() - (0.004 + 2e-6 * 50.0 * 2.0)).abs() < 1e-9
-    );
+    assert!((charges.of("list", &narrow) - (0.004 + 2e-6 * 50.0 * 2.0)).abs() < 1e-9);
     // A filter beyond ID pays per row it scans (here all 1,000: no row matches).
     let scanned = ok(
         &sim,
@@ -184,11 +203,9 @@ async fn cost_model_makes_counting_expensive_and_width_cost_per_row() {
         json!({"start": -1, "select": ["ID"], "filter": {"TITLE": "nothing"}}),
     )
     .await;
-    assert!(
-        (scanned["time"]["operating"].as_f64().unwrap() - (0.004 + 1e-6 * 1_000.0)).abs() < 1e-9
-    );
+    assert!((charges.of("list", &scanned) - (0.004 + 1e-6 * 1_000.0)).abs() < 1e-9);
     let get = ok(&sim, "crm.deal.get", json!({"id": 1})).await;
-    assert!((get["time"]["operating"].as_f64().unwrap() - (0.004 + 2e-6 * fields)).abs() < 1e-9);
+    assert!((charges.of("get", &get) - (0.004 + 2e-6 * fields)).abs() < 1e-9);
     let stats = sim.stats().await.unwrap();
     let total: f64 = stats.operating_seconds_by_method["crm.deal.list"];
     let sum = (0.004 + 2e-6 * 50.0 * fields + 20.9e-6 * 1_000.0)
@@ -196,7 +213,83 @@ async fn cost_model_makes_counting_expensive_and_width_cost_per_row() {
         + (0.004 + 2e-6 * 100.0)
         + 0.005;
     assert!((total - sum).abs() < 1e-9, "{total} vs {sum}");
+    assert!(
+        (scanned["time"]["operating"].as_f64().unwrap() - sum).abs() < 1e-9,
+        "the last answer carries the method's running total"
+    );
     assert_eq!(stats.rows_returned, 50 + 50 + 50);
+}
+
+#[tokio::test]
+async fn operating_is_the_methods_running_total_in_the_window() {
+    let sim = sim_with(5, 0).await;
+    let per_get = 0.004 + 2e-6 * 44.0;
+    for calls in 1..=3 {
+        let answer = ok(&sim, "crm.deal.get", json!({"id": 1})).await;
+        let operating = answer["time"]["operating"].as_f64().unwrap();
+        assert!(
+            (operating - calls as f64 * per_get).abs() < 1e-9,
+            "after {calls} gets: {operating}"
+        );
+    }
+    // Other methods have totals of their own.
+    let fields = ok(&sim, "crm.deal.fields", json!({})).await;
+    assert!((fields["time"]["operating"].as_f64().unwrap() - 0.004).abs() < 1e-9);
+    // In a batch each command carries its method's total right after it ran, so the
+    // last command of a method carries that method's total after the batch.
+    let answer = ok(
+        &sim,
+        "batch",
+        json!({"cmd": {"a": "crm.deal.get?id=1", "f": "crm.deal.fields", "b": "crm.deal.get?id=2"}}),
+    )
+    .await;
+    let times = &answer["result"]["result_time"];
+    let total = |key: &str| times[key]["operating"].as_f64().unwrap();
+    assert!((total("a") - 4.0 * per_get).abs() < 1e-9, "{times}");
+    assert!((total("b") - 5.0 * per_get).abs() < 1e-9, "{times}");
+    assert!((total("f") - 0.008).abs() < 1e-9, "{times}");
+    assert!((answer["time"]["operating"].as_f64().unwrap() - 0.001).abs() < 1e-9);
+    let after = ok(&sim, "crm.deal.get", json!({"id": 1})).await;
+    assert!((after["time"]["operating"].as_f64().unwrap() - 6.0 * per_get).abs() < 1e-9);
+    let stats = sim.stats().await.unwrap();
+    assert!((stats.operating_seconds_by_method["crm.deal.get"] - 6.0 * per_get).abs() < 1e-9);
+}
+
+#[tokio::test]
+async fn without_the_operating_limiter_answers_carry_no_operating_keys() {
+    // An on-premise portal with the limiter off: the keys are absent, nothing is 429.
+    let sim = sim(SimConfig {
+        deals: 3,
+        limits: LimitConfig {
+            operating_limiter: false,
+            operating_budget_secs: 0.001,
+            ..LimitConfig::default()
+        },
+        ..SimConfig::default()
+    })
+    .await;
+    for _ in 0..3 {
+        let answer = ok(&sim, "crm.deal.get", json!({"id": 1})).await;
+        let time = answer["time"].as_object().unwrap();
+        let keys: Vec<&str> = time.keys().map(String::as_str).collect();
+        assert_eq!(keys, TIME_KEYS[..6], "{answer}");
+    }
+    let answer = ok(&sim, "batch", json!({"cmd": {"a": "crm.deal.get?id=1"}})).await;
+    for time in [&answer["time"], &answer["result"]["result_time"]["a"]] {
+        assert!(time.get("operating").is_none() && time.get("operating_reset_at").is_none());
+        assert!(time.get("duration").is_some(), "{time}");
+    }
+    // Switched on through the control surface the keys come back.
+    let limits = sim
+        .set_limits(&LimitsUpdate {
+            operating_limiter: Some(true),
+            operating_budget: Some(480.0),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(limits.operating_limiter);
+    assert_time_block(&ok(&sim, "crm.deal.get", json!({"id": 1})).await["time"]);
 }
 
 #[tokio::test]

@@ -436,7 +436,7 @@ async fn batch_answers_in_the_documented_shape() {
     assert_time_block(&answer["time"]);
     assert_eq!(
         answer["time"]["operating"], 0.001,
-        "the outer block is only the batch's own overhead"
+        "the outer block is the batch method's own total, its overhead only"
     );
     let stats = sim.stats().await.unwrap();
     assert_eq!(stats.requests_by_method["crm.deal.list"], 2);
