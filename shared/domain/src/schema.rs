@@ -286,6 +286,9 @@ pub enum ValuePart {
     MoneyAmount,
     /// The currency of a money user field `"300|RUB"`.
     MoneyCurrency,
+    /// Every element of a multiple date field as its calendar date, in a jsonb array:
+    /// the portal sends each as a datetime whose local date can be a day off.
+    Dates,
 }
 
 /// One column derived from a field.
@@ -297,7 +300,8 @@ pub struct ColumnSpec {
 }
 
 /// The columns a (non-system) field is stored in: one, or two for a single money
-/// user field (the amount as numeric plus `<column>_currency` as text).
+/// user field (the amount as numeric plus `<column>_currency` as text). A multiple
+/// date field's jsonb array holds calendar dates.
 pub fn columns_for(field: &FieldMeta) -> Result<Vec<ColumnSpec>, SchemaError> {
     let name = column_name(&field.code)?;
     let column_type = column_type(field);
@@ -316,10 +320,15 @@ pub fn columns_for(field: &FieldMeta) -> Result<Vec<ColumnSpec>, SchemaError> {
             },
         ]);
     }
+    let part = if field.bitrix_type == "date" && field.is_multiple {
+        ValuePart::Dates
+    } else {
+        ValuePart::Whole
+    };
     Ok(vec![ColumnSpec {
         name,
         column_type,
-        part: ValuePart::Whole,
+        part,
     }])
 }
 
@@ -379,6 +388,64 @@ mod tests {
             ]
         );
         assert_eq!(fields[3].label.as_deref(), Some("Field"));
+    }
+
+    #[test]
+    fn parses_the_standard_fields_a_real_portal_adds() {
+        // As crm.deal.fields / crm.contact.fields / crm.company.fields describe them:
+        // CONTACT_IDS is never returned by list or get, PHOTO and LOGO are files, and
+        // some descriptors carry `isDeprecated`.
+        let result = json!({
+            "CONTACT_ID": {"type": "crm_contact", "isRequired": false, "isReadOnly": false,
+                "isImmutable": false, "isMultiple": false, "isDynamic": false,
+                "isDeprecated": true, "title": "Contact"},
+            "CONTACT_IDS": {"type": "crm_contact", "isRequired": false, "isReadOnly": false,
+                "isImmutable": false, "isMultiple": true, "isDynamic": false, "title": "Contacts"},
+            "PHOTO": {"type": "file", "isRequired": false, "isReadOnly": false,
+                "isImmutable": false, "isMultiple": false, "isDynamic": false, "title": "Photo"},
+            "LOGO": {"type": "file", "isMultiple": false, "isDynamic": false,
+                "isDeprecated": "N", "title": "Logo"},
+            "ADDRESS_CITY": {"type": "string", "isMultiple": false, "title": "City"},
+            "LINK": {"type": "crm_multifield", "isMultiple": true, "title": "Link"},
+            "BIRTHDATE": {"type": "date", "isMultiple": false, "title": "Date of birth"}
+        });
+        let fields = parse_fields(&result).unwrap();
+        let by_code = |code: &str| fields.iter().find(|f| f.code == code).unwrap();
+        let column = |code: &str| columns_for(by_code(code)).unwrap();
+        assert_eq!(by_code("CONTACT_ID").bitrix_type, "crm_contact");
+        assert_eq!(column("CONTACT_ID")[0].column_type, ColumnType::BigInt);
+        assert!(by_code("CONTACT_IDS").is_multiple);
+        assert_eq!(column("CONTACT_IDS")[0].column_type, ColumnType::Jsonb);
+        for file in ["PHOTO", "LOGO"] {
+            assert_eq!(
+                column(file),
+                vec![ColumnSpec {
+                    name: file.to_ascii_lowercase(),
+                    column_type: ColumnType::Jsonb,
+                    part: ValuePart::Whole
+                }]
+            );
+        }
+        assert_eq!(column("ADDRESS_CITY")[0].column_type, ColumnType::Text);
+        assert_eq!(column("LINK")[0].column_type, ColumnType::Jsonb);
+        assert_eq!(column("BIRTHDATE")[0].column_type, ColumnType::Date);
+    }
+
+    #[test]
+    fn multiple_date_fields_hold_calendar_dates() {
+        let many = field("UF_CRM_DATES", "date", true);
+        assert_eq!(
+            columns_for(&many).unwrap(),
+            vec![ColumnSpec {
+                name: "uf_crm_dates".into(),
+                column_type: ColumnType::Jsonb,
+                part: ValuePart::Dates
+            }]
+        );
+        for (bitrix_type, multiple) in [("date", false), ("datetime", true), ("string", true)] {
+            let spec = &columns_for(&field("UF_CRM_F", bitrix_type, multiple)).unwrap()[0];
+            assert_eq!(spec.part, ValuePart::Whole, "{bitrix_type} {multiple}");
+        }
     }
 
     #[test]

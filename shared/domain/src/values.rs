@@ -36,10 +36,7 @@ pub enum ValueError {
 /// `null` is NULL for every type, and so is `""` for every type but text. NUL
 /// characters, which PostgreSQL cannot store in text or jsonb, become U+FFFD.
 pub fn to_copy_text(column_type: ColumnType, value: &Value) -> Result<Option<String>, ValueError> {
-    if value.is_null() {
-        return Ok(None);
-    }
-    if column_type != ColumnType::Text && value.as_str().is_some_and(|s| s.trim().is_empty()) {
+    if value.is_null() || (column_type != ColumnType::Text && is_empty(value)) {
         return Ok(None);
     }
     match column_type {
@@ -62,6 +59,8 @@ pub fn column_text(
 ) -> Result<Option<String>, ValueError> {
     let pick_amount = match part {
         ValuePart::Whole => return to_copy_text(column_type, value),
+        ValuePart::Dates if is_empty(value) => return Ok(None),
+        ValuePart::Dates => return date_list(value),
         ValuePart::MoneyAmount => true,
         ValuePart::MoneyCurrency => false,
     };
@@ -138,6 +137,11 @@ fn replace_nul(s: &str) -> Cow<'_, str> {
     } else {
         Cow::Borrowed(s)
     }
+}
+
+/// How Bitrix24 writes "no value" outside text: `null` (lists) or a blank string (`get`).
+fn is_empty(value: &Value) -> bool {
+    value.is_null() || value.as_str().is_some_and(|s| s.trim().is_empty())
 }
 
 fn kind(value: &Value) -> &'static str {
@@ -225,8 +229,10 @@ fn boolean(value: &Value) -> Result<String, ValueError> {
         .ok_or(ValueError::NotAFlag)
 }
 
-/// Dates arrive as `YYYY-MM-DD` or, on read, as local midnight with the portal's
-/// offset (`2024-08-30T02:00:00+02:00`): the date is the local date part.
+/// Dates arrive as `YYYY-MM-DD` or, on read, as midnight UTC shown in the portal's
+/// offset: `2024-08-30T02:00:00+02:00` and `2024-08-29T21:00:00-03:00` both mean
+/// 2024-08-30. The calendar date is the UTC date of that instant; the local date part
+/// would be a day early on every portal west of UTC.
 fn date(value: &Value) -> Result<String, ValueError> {
     let s = value
         .as_str()
@@ -239,8 +245,22 @@ fn date(value: &Value) -> Result<String, ValueError> {
         return Ok(d.format("%Y-%m-%d").to_string());
     }
     DateTime::parse_from_rfc3339(s)
-        .map(|dt| dt.date_naive().format("%Y-%m-%d").to_string())
+        .map(|dt| dt.naive_utc().date().format("%Y-%m-%d").to_string())
         .map_err(|_| ValueError::NotADate)
+}
+
+/// A multiple date field as a jsonb array of calendar dates (`["2024-08-30"]`), each
+/// element read like a single date column; empty elements become `null`. A lone
+/// value (the field was single before) is a list of one.
+fn date_list(value: &Value) -> Result<Option<String>, ValueError> {
+    let one = |element: &Value| -> Result<Value, ValueError> {
+        Ok(to_copy_text(ColumnType::Date, element)?.map_or(Value::Null, Value::String))
+    };
+    let dates = match value {
+        Value::Array(elements) => elements.iter().map(one).collect::<Result<_, _>>()?,
+        single => vec![one(single)?],
+    };
+    Ok(Some(Value::Array(dates).to_string()))
 }
 
 /// Datetimes must carry their offset: a bare local time would be read in the
@@ -385,21 +405,64 @@ mod tests {
         );
     }
 
+    /// How a portal at `offset_secs` renders the date field holding `date`.
+    fn portal_rendering(date: &str, offset_secs: i32) -> String {
+        let midnight_utc = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d")
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap()
+            .and_utc();
+        let offset = chrono::FixedOffset::east_opt(offset_secs).unwrap();
+        midnight_utc
+            .with_timezone(&offset)
+            .format("%Y-%m-%dT%H:%M:%S%:z")
+            .to_string()
+    }
+
     #[test]
-    fn dates_take_the_local_date_of_midnight_datetimes() {
-        assert_eq!(
-            conv(ColumnType::Date, json!("2024-08-30")),
-            some("2024-08-30")
-        );
+    fn dates_are_the_utc_date_of_the_portal_rendering() {
+        // The documented example, and its mirror image west of UTC, where the local
+        // date part is the previous day.
         assert_eq!(
             conv(ColumnType::Date, json!("2024-08-30T02:00:00+02:00")),
             some("2024-08-30")
         );
-        // Local midnight east of UTC is the previous day in UTC; the local date wins.
         assert_eq!(
-            conv(ColumnType::Date, json!("2024-08-30T00:00:00+03:00")),
+            conv(ColumnType::Date, json!("2024-08-29T21:00:00-03:00")),
             some("2024-08-30")
         );
+        assert_eq!(
+            conv(ColumnType::Date, json!("2024-08-30T00:00:00+00:00")),
+            some("2024-08-30")
+        );
+        assert_eq!(
+            conv(ColumnType::Date, json!("2024-08-30T00:00:00Z")),
+            some("2024-08-30")
+        );
+        assert_eq!(
+            conv(ColumnType::Date, json!(" 2024-08-30 ")),
+            some("2024-08-30")
+        );
+        // Across a year boundary and at half-hour offsets.
+        assert_eq!(
+            conv(ColumnType::Date, json!("2023-12-31T21:00:00-03:00")),
+            some("2024-01-01")
+        );
+        assert_eq!(
+            conv(ColumnType::Date, json!("2024-08-29T14:30:00-09:30")),
+            some("2024-08-30")
+        );
+        // Every offset a portal can have, east and west, quarter hours included.
+        for date in ["2024-08-30", "2024-01-01", "2024-02-29", "2023-12-31"] {
+            for quarter_hours in -12 * 4..=14 * 4 {
+                let rendered = portal_rendering(date, quarter_hours * 15 * 60);
+                assert_eq!(
+                    conv(ColumnType::Date, json!(rendered)),
+                    some(date),
+                    "{rendered}"
+                );
+            }
+        }
         assert_eq!(
             conv(ColumnType::Date, json!("30.08.2024")),
             Err(ValueError::NotADate)
@@ -407,6 +470,105 @@ mod tests {
         assert_eq!(
             conv(ColumnType::Date, json!("2024-02-30")),
             Err(ValueError::NotADate)
+        );
+        assert_eq!(
+            conv(ColumnType::Date, json!("2024-08-30T02:00:00")),
+            Err(ValueError::NotADate)
+        );
+        assert!(conv(ColumnType::Date, json!(20240830)).is_err());
+    }
+
+    #[test]
+    fn multiple_dates_hold_calendar_dates() {
+        let dates = |v: Value, t: ColumnType| column_text(ValuePart::Dates, t, &v);
+        let three = json!([
+            "2024-08-30T02:00:00+02:00",
+            "2024-08-29T21:00:00-03:00",
+            "2024-09-09"
+        ]);
+        let expected = r#"["2024-08-30","2024-08-30","2024-09-09"]"#;
+        assert_eq!(dates(three.clone(), ColumnType::Jsonb), some(expected));
+        // A column widened to text after a type change holds the same array text.
+        assert_eq!(dates(three, ColumnType::Text), some(expected));
+        assert_eq!(
+            dates(
+                json!(["2024-08-29T21:00:00-03:00", "", null]),
+                ColumnType::Jsonb
+            ),
+            some(r#"["2024-08-30",null,null]"#)
+        );
+        assert_eq!(
+            dates(json!("2024-08-29T21:00:00-03:00"), ColumnType::Jsonb),
+            some(r#"["2024-08-30"]"#)
+        );
+        assert_eq!(dates(json!([]), ColumnType::Jsonb), some("[]"));
+        assert_eq!(dates(json!(""), ColumnType::Jsonb), Ok(None));
+        assert_eq!(dates(Value::Null, ColumnType::Jsonb), Ok(None));
+        assert_eq!(
+            dates(json!(["2024-08-30", "soon"]), ColumnType::Jsonb),
+            Err(ValueError::NotADate)
+        );
+    }
+
+    fn field(bitrix_type: &str, is_multiple: bool) -> crate::schema::FieldMeta {
+        crate::schema::FieldMeta {
+            code: "UF_CRM_F".into(),
+            title: "UF_CRM_F".into(),
+            label: None,
+            bitrix_type: bitrix_type.into(),
+            is_multiple,
+            is_dynamic: true,
+            is_read_only: false,
+            items: vec![],
+        }
+    }
+
+    #[test]
+    fn empty_values_are_null_in_every_typed_column() {
+        // `get` sends an empty field as "", `list` as null: the mirror must not tell
+        // the two reads apart.
+        let kinds = [
+            ("integer", false, ColumnType::BigInt),
+            ("employee", false, ColumnType::BigInt),
+            ("crm_company", false, ColumnType::BigInt),
+            ("enumeration", false, ColumnType::BigInt),
+            ("double", false, ColumnType::Numeric),
+            ("money", false, ColumnType::Numeric),
+            ("boolean", false, ColumnType::Boolean),
+            ("char", false, ColumnType::Boolean),
+            ("date", false, ColumnType::Date),
+            ("datetime", false, ColumnType::Timestamptz),
+            ("file", false, ColumnType::Jsonb),
+            ("crm_multifield", true, ColumnType::Jsonb),
+            ("enumeration", true, ColumnType::Jsonb),
+            ("money", true, ColumnType::Jsonb),
+            ("date", true, ColumnType::Jsonb),
+            ("datetime", true, ColumnType::Jsonb),
+            ("string", true, ColumnType::Jsonb),
+        ];
+        for (bitrix_type, multiple, column_type) in kinds {
+            let columns = crate::schema::columns_for(&field(bitrix_type, multiple)).unwrap();
+            assert_eq!(columns[0].column_type, column_type, "{bitrix_type}");
+            for c in &columns {
+                for empty in [json!(""), Value::Null] {
+                    assert_eq!(
+                        column_text(c.part, c.column_type, &empty),
+                        Ok(None),
+                        "{bitrix_type} (multiple: {multiple}) column {} from {empty}",
+                        c.name
+                    );
+                }
+            }
+        }
+        // Text keeps an empty string (it is a value there), and NULL stays NULL.
+        let text = &crate::schema::columns_for(&field("string", false)).unwrap()[0];
+        assert_eq!(
+            column_text(text.part, text.column_type, &json!("")),
+            some("")
+        );
+        assert_eq!(
+            column_text(text.part, text.column_type, &Value::Null),
+            Ok(None)
         );
     }
 
