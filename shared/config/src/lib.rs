@@ -6,8 +6,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::ops::Range;
 use std::path::Path;
+use std::time::Duration;
 
+use b24_domain::database::SessionSettings;
 use b24_domain::entity::Entity;
 use b24_domain::limits::LimitSettings;
 use b24_domain::webhook::WebhookUrl;
@@ -27,6 +30,8 @@ pub struct DatabaseConfig {
     pub url: DatabaseUrl,
     /// The schema holding the mirror tables; default `b24`.
     pub schema: String,
+    /// Connect timeout, keepalive and server-side timeouts of every session.
+    pub session: SessionSettings,
 }
 
 /// `postgres://user:password@host:port/db?sslmode=...`. `Debug` and `Display` hide the
@@ -83,6 +88,13 @@ pub enum ConfigError {
         path: String,
         source: std::io::Error,
     },
+    /// `B24SYNC_CONFIG` holds neither a readable path nor a JSON document. The value
+    /// may be a secret (a pasted document or webhook URL), so only what it looks like
+    /// is said, never any of it.
+    #[error(
+        "{CONFIG_ENV} {found}; expected the path of a readable TOML or JSON file, or the JSON document itself (starting with '{{')"
+    )]
+    Unusable { found: String },
     #[error("{origin}: {message}")]
     Syntax { origin: String, message: String },
     /// A key is missing, unknown or holds a bad value; `key` is its dotted path.
@@ -94,16 +106,45 @@ pub enum ConfigError {
 
 impl Config {
     /// Reads the document from `path` (the `--config` option) or else from
-    /// `B24SYNC_CONFIG`.
+    /// `B24SYNC_CONFIG`: a path, or the JSON document itself. A leading byte-order
+    /// mark (as Windows editors write) is ignored.
     pub fn load(path: Option<&str>) -> Result<Config, ConfigError> {
         if let Some(path) = path {
             return Self::from_file(Path::new(path));
         }
         match std::env::var(CONFIG_ENV) {
-            Ok(value) if value.trim_start().starts_with('{') => Self::from_json_str(&value),
-            Ok(value) if !value.trim().is_empty() => Self::from_file(Path::new(value.trim())),
-            _ => Err(ConfigError::Missing),
+            Ok(value) => Self::from_env_value(&value),
+            Err(std::env::VarError::NotPresent) => Err(ConfigError::Missing),
+            Err(std::env::VarError::NotUnicode(_)) => Err(ConfigError::Unusable {
+                found: "is not valid UTF-8".into(),
+            }),
         }
+    }
+
+    /// The document named or held by a `B24SYNC_CONFIG` value.
+    pub fn from_env_value(value: &str) -> Result<Config, ConfigError> {
+        let value = strip_bom(value).trim();
+        if value.is_empty() {
+            return Err(ConfigError::Missing);
+        }
+        if value.starts_with('{') {
+            return Self::from_json_str(value);
+        }
+        let read_error = match std::fs::read_to_string(value) {
+            Ok(text) => return Self::from_text(Path::new(value), &text),
+            Err(error) => error,
+        };
+        let found = if value.starts_with('"') {
+            "holds a JSON string, not a JSON object: the document seems to be encoded twice (store it as plain JSON)".to_string()
+        } else if value.starts_with('[') || value.lines().any(|line| line.contains('=')) {
+            "looks like an inline TOML document; only JSON can be given inline (or put the TOML in a file and give its path)".to_string()
+        } else if value.contains(['\n', '\r']) {
+            "holds several lines of text, not a path".to_string()
+        } else {
+            // An io::Error from opening a file carries no path, only the OS's reason.
+            format!("names no readable file ({read_error})")
+        };
+        Err(ConfigError::Unusable { found })
     }
 
     /// JSON when the file is named `*.json` or its text starts with `{`, TOML otherwise.
@@ -112,18 +153,23 @@ impl Config {
             path: path.display().to_string(),
             source,
         })?;
+        Self::from_text(path, &text)
+    }
+
+    fn from_text(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let is_json = path
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("json"))
-            || text.trim_start().starts_with('{');
+            || strip_bom(text).trim_start().starts_with('{');
         if is_json {
-            Self::from_json_str(&text)
+            Self::from_json_str(text)
         } else {
-            Self::from_toml_str(&text)
+            Self::from_toml_str(text)
         }
     }
 
     pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        let text = strip_bom(text);
         let deserializer =
             toml::Deserializer::parse(text).map_err(|e| toml_syntax_error(text, &e))?;
         let raw: RawConfig = serde_path_to_error::deserialize(deserializer)
@@ -132,6 +178,7 @@ impl Config {
     }
 
     pub fn from_json_str(text: &str) -> Result<Config, ConfigError> {
+        let text = strip_bom(text);
         let mut deserializer = serde_json::Deserializer::from_str(text);
         let raw: RawConfig = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
             let inner = e.inner();
@@ -160,6 +207,11 @@ impl Config {
                 known: self.portals.keys().cloned().collect::<Vec<_>>().join(", "),
             })
     }
+}
+
+/// Text saved with a UTF-8 byte-order mark parses like the same text without one.
+fn strip_bom(text: &str) -> &str {
+    text.strip_prefix('\u{feff}').unwrap_or(text)
 }
 
 /// TOML syntax errors: the parser's message and line, never its source excerpt (the
@@ -264,6 +316,11 @@ struct RawConfig {
 struct RawDatabase {
     url: String,
     schema: Option<String>,
+    connect_timeout: Option<f64>,
+    tcp_keepalive: Option<f64>,
+    statement_timeout: Option<f64>,
+    lock_timeout: Option<f64>,
+    idle_in_transaction_session_timeout: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -347,10 +404,68 @@ impl RawDatabase {
                 "expected a lower-case identifier (a-z, 0-9, '_', at most 63 characters)",
             ));
         }
+        let defaults = SessionSettings::default();
+        let seconds = |name: &str, value: Option<f64>, default: Duration| {
+            seconds_setting(&format!("database.{name}"), value, default)
+        };
+        let connect_timeout = seconds(
+            "connect_timeout",
+            self.connect_timeout,
+            defaults.connect_timeout,
+        )?;
+        if connect_timeout.is_zero() {
+            return Err(invalid(
+                "database.connect_timeout",
+                "expected a positive number of seconds",
+            ));
+        }
+        let keepalive_idle = seconds(
+            "tcp_keepalive",
+            self.tcp_keepalive,
+            defaults.keepalive_idle.unwrap_or_default(),
+        )?;
+        let session = SessionSettings {
+            connect_timeout,
+            keepalive_idle: (!keepalive_idle.is_zero()).then_some(keepalive_idle),
+            statement_timeout: seconds(
+                "statement_timeout",
+                self.statement_timeout,
+                defaults.statement_timeout,
+            )?,
+            lock_timeout: seconds("lock_timeout", self.lock_timeout, defaults.lock_timeout)?,
+            idle_in_transaction_session_timeout: seconds(
+                "idle_in_transaction_session_timeout",
+                self.idle_in_transaction_session_timeout,
+                defaults.idle_in_transaction_session_timeout,
+            )?,
+        };
         Ok(DatabaseConfig {
             url: DatabaseUrl(url),
             schema,
+            session,
         })
+    }
+}
+
+/// PostgreSQL keeps its timeouts as a 32-bit count of milliseconds.
+const MAX_SECONDS: f64 = i32::MAX as f64 / 1000.0;
+
+/// A number of seconds (fractions allowed) from 0 to PostgreSQL's limit.
+fn seconds_setting(
+    key: &str,
+    value: Option<f64>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(v) if (0.0..=MAX_SECONDS).contains(&v) => Ok(Duration::from_secs_f64(v)),
+        Some(_) => Err(invalid(
+            key,
+            format!(
+                "expected a number of seconds from 0 to {}",
+                MAX_SECONDS.floor()
+            ),
+        )),
     }
 }
 
@@ -484,35 +599,47 @@ impl fmt::Debug for PortalConfig {
 
 /// `postgres://user:***@host/db?password=***`: the password in the user-info part and
 /// in a `password=` query parameter replaced.
+///
+/// Meant for URLs that are malformed too: a password holding an unencoded `@`, `/`,
+/// `?`, `#`, `:` or `&` must not show either. Everything that could belong to a password
+/// is hidden, at the price of hiding more than the password in such URLs: the user
+/// info runs from the first `:` after the scheme to the *last* `@`, and a `password=`
+/// parameter to the next `&`; where the two overlap they are hidden as one.
 pub fn redact_database_url(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{user}:***@{host}"),
-            None => format!("{userinfo}@{host}"),
-        },
-        None => authority.to_string(),
-    };
-    let tail = match tail.split_once('?') {
-        Some((path, query)) => {
-            let query: Vec<String> = query
-                .split('&')
-                .map(|pair| match pair.split_once('=') {
-                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-                    _ => pair.to_string(),
-                })
-                .collect();
-            format!("{path}?{}", query.join("&"))
-        }
-        None => tail.to_string(),
-    };
-    if scheme.is_empty() {
-        format!("{authority}{tail}")
-    } else {
-        format!("{scheme}://{authority}{tail}")
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let mut hidden: Vec<Range<usize>> = Vec::new();
+    if let Some(at) = url[start..].rfind('@').map(|i| start + i)
+        && let Some(colon) = url[start..at].find(':')
+    {
+        hidden.push(start + colon + 1..at);
     }
+    let lower = url.to_ascii_lowercase();
+    let mut from = start;
+    while let Some(found) = lower[from..].find("password=").map(|i| from + i) {
+        let value = found + "password=".len();
+        if found > 0 && matches!(url.as_bytes()[found - 1], b'?' | b'&') {
+            let end = url[value..].find('&').map_or(url.len(), |i| value + i);
+            hidden.push(value..end);
+        }
+        from = value;
+    }
+    hidden.sort_by_key(|range| range.start);
+    let mut merged: Vec<Range<usize>> = Vec::new();
+    for range in hidden {
+        match merged.last_mut() {
+            Some(last) if range.start <= last.end => last.end = last.end.max(range.end),
+            _ => merged.push(range),
+        }
+    }
+    let mut redacted = String::with_capacity(url.len());
+    let mut shown_up_to = 0;
+    for range in merged {
+        redacted.push_str(&url[shown_up_to..range.start]);
+        redacted.push_str("***");
+        shown_up_to = range.end;
+    }
+    redacted.push_str(&url[shown_up_to..]);
+    redacted
 }
 
 #[cfg(test)]

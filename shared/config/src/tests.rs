@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use super::*;
 
 const EXAMPLE: &str = include_str!("../../../config.example.toml");
@@ -29,6 +31,7 @@ fn the_shipped_example_is_valid_and_complete() {
         "postgres://b24sync:***@127.0.0.1:5432/b24mirror"
     );
     assert_eq!(db.schema, "b24");
+    assert_eq!(db.session, SessionSettings::default());
     let acme = config.portal("acme").unwrap();
     assert_eq!(acme.domain, "acme.bitrix24.com");
     assert_eq!(
@@ -343,4 +346,235 @@ fn load_prefers_the_path_then_the_environment() {
     let err = Config::load(Some(dir.join("missing.toml").to_str().unwrap())).unwrap_err();
     assert!(err.to_string().contains("missing.toml"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Every `B24SYNC_CONFIG` value that is neither a readable path nor a JSON document is
+/// refused with an error that repeats none of it and says what was expected.
+#[test]
+fn unusable_environment_values_are_described_never_repeated() {
+    let json = format!(
+        r#"{{"portals": {{"acme": {{"webhook_url": "https://acme.bitrix24.com/rest/1/{SECRET}/"}}}}}}"#
+    );
+    let toml = minimal("");
+    let cases = [
+        (serde_json::to_string(&json).unwrap(), "encoded twice"),
+        (toml.clone(), "inline TOML"),
+        (format!("\u{feff}{toml}"), "inline TOML"),
+        (
+            format!("portals.acme.webhook_url = \"{SECRET}\""),
+            "inline TOML",
+        ),
+        (
+            format!("https://acme.bitrix24.com/rest/1/{SECRET}/"),
+            "no readable file",
+        ),
+        (format!("/nonexistent/{SECRET}.toml"), "no readable file"),
+        (format!("{SECRET}\n{SECRET}"), "several lines"),
+        (format!("garbage {SECRET} \u{1}\u{7f}"), "no readable file"),
+    ];
+    for (value, expected) in cases {
+        let err = Config::from_env_value(&value).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(err, ConfigError::Unusable { .. }),
+            "{value:?}: {err:?}"
+        );
+        assert!(text.contains(expected), "{value:?}: {text}");
+        assert!(
+            text.starts_with(CONFIG_ENV) && text.contains("expected the path"),
+            "{text}"
+        );
+        for shown in [text, format!("{err:?}")] {
+            assert!(!shown.contains(SECRET), "{shown}");
+            assert!(!shown.contains("acme"), "{shown}");
+        }
+    }
+    // A JSON document with a syntax error is reported as JSON, without its text.
+    let err = Config::from_env_value(&format!("{{\"portals\": \"{SECRET}")).unwrap_err();
+    assert!(matches!(err, ConfigError::Syntax { .. }), "{err:?}");
+    assert!(!format!("{err} {err:?}").contains(SECRET));
+    assert!(matches!(
+        Config::from_env_value("\u{feff}  \n"),
+        Err(ConfigError::Missing)
+    ));
+}
+
+#[test]
+fn a_byte_order_mark_before_a_valid_document_is_ignored() {
+    let json = format!(
+        r#"{{"portals": {{"acme": {{"webhook_url": "https://acme.bitrix24.com/rest/1/{SECRET}/"}}}}}}"#
+    );
+    let expected = Config::from_json_str(&json).unwrap();
+    assert_eq!(
+        Config::from_env_value(&format!("\u{feff}{json}")).unwrap(),
+        expected
+    );
+    assert_eq!(
+        Config::from_json_str(&format!("\u{feff}{json}")).unwrap(),
+        expected
+    );
+    assert_eq!(
+        Config::from_toml_str(&format!("\u{feff}{}", minimal(""))).unwrap(),
+        Config::from_toml_str(&minimal("")).unwrap()
+    );
+
+    let dir = std::env::temp_dir().join(format!("b24-config-bom-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A BOM-prefixed JSON file without the .json extension is still recognised as JSON.
+    let json_path = dir.join("secret-config");
+    std::fs::write(&json_path, format!("\u{feff}{json}")).unwrap();
+    let toml_path = dir.join("c.toml");
+    std::fs::write(&toml_path, format!("\u{feff}{}", minimal(""))).unwrap();
+    for path in [&json_path, &toml_path] {
+        let value = format!("\u{feff}{}", path.display());
+        let config = Config::from_env_value(&value).unwrap();
+        assert!(config.portals.contains_key("acme"), "{value}");
+        assert_eq!(Config::from_file(path).unwrap(), config);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn database_session_settings_have_defaults_and_bounds() {
+    let config = Config::from_toml_str("[database]\nurl = \"postgres://h/db\"").unwrap();
+    assert_eq!(config.database.unwrap().session, SessionSettings::default());
+
+    let config = Config::from_toml_str(
+        "[database]\nurl = \"postgres://h/db\"\nconnect_timeout = 2.5\ntcp_keepalive = 0\n\
+         statement_timeout = 0\nlock_timeout = 0.25\nidle_in_transaction_session_timeout = 600",
+    )
+    .unwrap();
+    assert_eq!(
+        config.database.unwrap().session,
+        SessionSettings {
+            connect_timeout: Duration::from_millis(2500),
+            keepalive_idle: None,
+            statement_timeout: Duration::ZERO,
+            lock_timeout: Duration::from_millis(250),
+            idle_in_transaction_session_timeout: Duration::from_secs(600),
+        }
+    );
+    let json = Config::from_json_str(
+        r#"{"database": {"url": "postgres://h/db", "tcp_keepalive": 45, "statement_timeout": 60}}"#,
+    )
+    .unwrap();
+    let session = json.database.unwrap().session;
+    assert_eq!(session.keepalive_idle, Some(Duration::from_secs(45)));
+    assert_eq!(session.statement_timeout, Duration::from_secs(60));
+
+    for (line, key, expected) in [
+        (
+            "connect_timeout = 0",
+            "database.connect_timeout",
+            "positive",
+        ),
+        (
+            "connect_timeout = -1",
+            "database.connect_timeout",
+            "from 0 to 2147483",
+        ),
+        (
+            "statement_timeout = 3000000",
+            "database.statement_timeout",
+            "from 0 to",
+        ),
+        ("lock_timeout = nan", "database.lock_timeout", "seconds"),
+        (
+            "tcp_keepalive = \"30s\"",
+            "database.tcp_keepalive",
+            "a number",
+        ),
+        (
+            "idle_in_transaction_session_timeout = -5",
+            "database.idle_in_transaction_session_timeout",
+            "seconds",
+        ),
+        (
+            "statement_timeout_ms = 5",
+            "database.statement_timeout_ms",
+            "statement_timeout",
+        ),
+    ] {
+        let (got_key, message) =
+            invalid_key(&format!("[database]\nurl = \"postgres://h/db\"\n{line}"));
+        assert_eq!(got_key, key, "{line}");
+        assert!(message.contains(expected), "{line}: {message}");
+    }
+}
+
+/// Passwords holding URL delimiters, raw or percent-encoded, in the user info or in a
+/// `password=` parameter: none of their text survives redaction, in `Display` and
+/// `Debug` of the configured URL alike. (A raw `&` cannot be told apart from the next
+/// parameter in a query, so there it must be encoded.)
+#[test]
+fn database_url_redaction_hides_passwords_with_delimiters() {
+    let passwords = [
+        "pa?ss",
+        "p/w",
+        "p@ss",
+        "p#ss",
+        "p:ss",
+        "a@b/c?d#e:f",
+        "@",
+        "x@",
+    ];
+    for password in passwords {
+        let encoded = percent_encode(password);
+        let in_both = "postgres://sync:***@db.example.com/m?PassWord=***";
+        let cases = [
+            (
+                format!("postgres://sync:{password}@db.example.com:5432/m?sslmode=require"),
+                "postgres://sync:***@db.example.com:5432/m?sslmode=require",
+            ),
+            (
+                format!("postgres://sync:{encoded}@db.example.com:5432/m?sslmode=require"),
+                "postgres://sync:***@db.example.com:5432/m?sslmode=require",
+            ),
+            (
+                format!("postgresql://sync@db.example.com/m?password={encoded}&sslmode=require"),
+                "postgresql://sync@db.example.com/m?password=***&sslmode=require",
+            ),
+            (
+                format!("postgresql://sync@db.example.com/m?sslmode=require&password={password}"),
+                "postgresql://sync@db.example.com/m?sslmode=require&password=***",
+            ),
+            (
+                format!("postgres://sync:{password}@db.example.com/m?PassWord={password}"),
+                // A raw `@` in the query password overlaps the user-info guess.
+                if password.contains('@') {
+                    "postgres://sync:***"
+                } else {
+                    in_both
+                },
+            ),
+        ];
+        for (url, expected) in cases {
+            let config = Config::from_toml_str(&format!("[database]\nurl = {url:?}")).unwrap();
+            let db = config.database.unwrap();
+            assert_eq!(db.url.expose(), url);
+            assert_eq!(db.url.to_string(), expected, "{url}");
+            assert_eq!(format!("{:?}", db.url), format!("DatabaseUrl({expected})"));
+            assert!(format!("{db:?}").contains(expected), "{db:?}");
+        }
+    }
+    assert_eq!(
+        redact_database_url("postgres://u@h:5432/db?password=x@y"),
+        "postgres://u@h:***"
+    );
+    assert_eq!(
+        redact_database_url("postgres://u:@h/db"),
+        "postgres://u:***@h/db"
+    );
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }

@@ -1,6 +1,7 @@
 //! Pure domain logic shared by every function and tool. Nothing in this crate
 //! performs IO or knows about AWS, Lambda, HTTP clients or databases.
 
+pub mod database;
 pub mod entity;
 pub mod limits;
 pub mod schema;

@@ -1,9 +1,12 @@
 //! A portal's incoming-webhook URL, `https://host/rest/{user_id}/{secret}/`. The secret
 //! code in it grants the webhook's full access, so every rendering (`Debug`, `Display`,
 //! parse errors) replaces it with `***`; only [`WebhookUrl::expose_base`] and
-//! [`WebhookUrl::method_url`] reveal it, for building the request itself.
+//! [`WebhookUrl::method_url`] reveal it, for building the request itself. Plain
+//! `http://` is accepted only for loopback hosts (a local simulator or tunnel): over a
+//! network it would hand the secret to anyone on the path.
 
 use std::fmt;
+use std::net::{IpAddr, Ipv6Addr};
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer};
@@ -18,8 +21,8 @@ pub struct WebhookUrl {
     user_id: u64,
 }
 
-/// Why a webhook URL was refused. No variant carries the input, so the secret code
-/// never reaches a log line through an error.
+/// Why a webhook URL was refused. No variant carries the secret code, so it never
+/// reaches a log line through an error; only the host name is repeated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WebhookUrlError {
     #[error("webhook URL must start with https:// or http://")]
@@ -36,6 +39,10 @@ pub enum WebhookUrlError {
     UserId,
     #[error("webhook URL secret code must be letters, digits, '_' or '-'")]
     Secret,
+    #[error(
+        "webhook URL uses plain http:// for {host}, which would send the secret code unencrypted: use https:// (http:// is accepted only for loopback hosts: 127.0.0.0/8, ::1, localhost)"
+    )]
+    InsecureHost { host: String },
 }
 
 impl WebhookUrl {
@@ -56,6 +63,9 @@ impl WebhookUrl {
             return Err(WebhookUrlError::ExtraParts);
         }
         let (domain, port) = split_host_port(authority)?;
+        if scheme == "http" && !is_loopback(&domain) {
+            return Err(WebhookUrlError::InsecureHost { host: domain });
+        }
 
         let path = path.strip_suffix('/').unwrap_or(path);
         let mut segments = path.split('/');
@@ -117,6 +127,24 @@ fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let head = s.get(..prefix.len())?;
     head.eq_ignore_ascii_case(prefix)
         .then(|| &s[prefix.len()..])
+}
+
+/// `localhost`, `127.0.0.0/8`, `[::1]` (also as an IPv4-mapped address).
+fn is_loopback(host: &str) -> bool {
+    if host == "localhost" {
+        return true;
+    }
+    let ip = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<Ipv6Addr>().map(IpAddr::V6),
+        None => host.parse::<IpAddr>(),
+    };
+    match ip {
+        Ok(IpAddr::V6(v6)) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => false,
+    }
 }
 
 fn split_host_port(authority: &str) -> Result<(String, Option<u16>), WebhookUrlError> {
@@ -228,6 +256,45 @@ mod tests {
             v6.method_url("batch"),
             format!("http://[::1]:9/rest/2/{SECRET}/batch")
         );
+    }
+
+    #[test]
+    fn plain_http_is_accepted_only_for_loopback_hosts() {
+        for host in [
+            "127.0.0.1:8080",
+            "127.3.4.5",
+            "localhost:3000",
+            "LOCALHOST",
+            "[::1]",
+            "[::ffff:127.0.0.1]:81",
+        ] {
+            let url = WebhookUrl::parse(&format!("http://{host}/rest/1/{SECRET}/"));
+            assert!(url.is_ok(), "{host}: {url:?}");
+        }
+        for (host, named) in [
+            ("example.bitrix24.com", "example.bitrix24.com"),
+            ("Portal.Example.COM:8080", "portal.example.com"),
+            ("10.0.0.5", "10.0.0.5"),
+            ("128.0.0.1", "128.0.0.1"),
+            ("localhost.evil.com", "localhost.evil.com"),
+            ("127.0.0.1.nip.io", "127.0.0.1.nip.io"),
+            ("[::2]", "[::2]"),
+            ("[::ffff:10.0.0.1]", "[::ffff:10.0.0.1]"),
+        ] {
+            let err = WebhookUrl::parse(&format!("http://{host}/rest/1/{SECRET}/")).unwrap_err();
+            assert_eq!(
+                err,
+                WebhookUrlError::InsecureHost {
+                    host: named.to_string()
+                },
+                "{host}"
+            );
+            let text = err.to_string();
+            assert!(text.contains(named) && text.contains("https://"), "{text}");
+            assert!(!text.contains(SECRET) && !format!("{err:?}").contains(SECRET));
+            // The same host over https is fine.
+            assert!(WebhookUrl::parse(&format!("https://{host}/rest/1/{SECRET}/")).is_ok());
+        }
     }
 
     #[test]
