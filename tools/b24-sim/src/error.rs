@@ -28,12 +28,23 @@ impl ApiError {
         ApiError::crm("Not found")
     }
 
+    /// A record the webhook's user may not read (old `crm.*` methods).
+    pub fn access_denied() -> ApiError {
+        ApiError::crm("Access denied.")
+    }
+
     pub fn method_not_found() -> ApiError {
         ApiError::new(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
     }
 
+    /// A request without credentials.
     pub fn no_auth() -> ApiError {
         ApiError::new(401, "NO_AUTH_FOUND", "Wrong authorization data")
+    }
+
+    /// A webhook URL whose user or code is wrong.
+    pub fn invalid_credentials() -> ApiError {
+        ApiError::new(401, "INVALID_CREDENTIALS", "Invalid request credentials")
     }
 
     pub fn query_limit() -> ApiError {

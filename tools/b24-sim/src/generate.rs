@@ -103,6 +103,12 @@ pub(crate) fn record(
                 user_field_value(ids, field, uf.user_type, rng)
             } else if field.value_type == ValueType::Multifield {
                 multifield_value(ids, field, rng)
+            } else if field.value_type == ValueType::File {
+                if rng.random_bool(0.2) {
+                    Stored::Int(ids.file())
+                } else {
+                    Stored::Null
+                }
             } else {
                 standard_value(entity, field, row, population, &mut stage, rng)
             }
@@ -169,6 +175,12 @@ fn standard_value(
         "BEGINDATE" => Stored::Day(day as i32),
         "CLOSEDATE" => Stored::Day((day + rng.random_range(7..90)) as i32),
         "BIRTHDATE" if rng.random_bool(0.4) => Stored::Day(rng.random_range(-7_000..11_000)),
+        "ADDRESS_CITY" if rng.random_bool(0.3) => {
+            text(pick(rng, &["Berlin", "Warsaw", "Austin", "Osaka", "Lyon"]))
+        }
+        "REG_ADDRESS_COUNTRY" if rng.random_bool(0.3) => {
+            text(pick(rng, &["Germany", "Poland", "USA", "Japan", "France"]))
+        }
         "ASSIGNED_BY_ID" | "CREATED_BY_ID" | "MODIFY_BY_ID" | "MOVED_BY_ID"
         | "LAST_ACTIVITY_BY" => Stored::Int(rng.random_range(1..=USERS)),
         "DATE_CREATE" => Stored::Time(row.created),
@@ -210,6 +222,7 @@ fn capitalized(entity: Entity) -> String {
 
 fn multifield_value(ids: &mut IdCounters, field: &FieldDef, rng: &mut SimRng) -> Stored {
     let count = match field.name.as_str() {
+        "LINK" => 0, // a service field the portal fills itself
         "PHONE" => rng.random_range(0..=2),
         "EMAIL" => rng.random_range(0..=1),
         _ => usize::from(rng.random_bool(0.1)),

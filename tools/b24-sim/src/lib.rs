@@ -38,7 +38,7 @@ use tokio::task::JoinHandle;
 pub use events::EventTarget;
 pub use faults::FaultSpec;
 pub use limits::{LimitConfig, LimitsUpdate};
-pub use portal::{MutateOutcome, MutateRequest, UserFieldRequest};
+pub use portal::{HideRequest, MutateOutcome, MutateRequest, UserFieldRequest};
 pub use schema::{Entity, UserFieldType};
 pub use stats::SimStats;
 
@@ -306,6 +306,40 @@ impl RunningSim {
     /// `POST /_sim/mutate`: seeded random adds, updates and deletes (events fire).
     pub async fn mutate(&self, request: &MutateRequest) -> anyhow::Result<MutateOutcome> {
         self.control(self.post("mutate", request)).await
+    }
+
+    /// `POST /_sim/mutate` where a share (0..1) of the updated records is changed a
+    /// second time within the same second (same `DATE_MODIFY`, two events);
+    /// `outcome.repeated` lists them.
+    pub async fn mutate_with_repeats(
+        &self,
+        request: &MutateRequest,
+        repeat_share: f64,
+    ) -> anyhow::Result<MutateOutcome> {
+        let mut body = serde_json::to_value(request).context("encoding the mutation")?;
+        body["repeat_share"] = json!(repeat_share);
+        self.control(self.post("mutate", &body)).await
+    }
+
+    /// `POST /_sim/hide`: hides a seeded share of the entity's records from the
+    /// webhook's user, as a role change does (`share` 0 shows them all again).
+    /// Returns how many live records are hidden now.
+    pub async fn hide_records(
+        &self,
+        entity: Entity,
+        share: f64,
+        seed: u64,
+    ) -> anyhow::Result<usize> {
+        let request = HideRequest {
+            entity,
+            share,
+            seed,
+        };
+        let answer: Value = self.control(self.post("hide", &request)).await?;
+        answer["hidden"]
+            .as_u64()
+            .map(|n| n as usize)
+            .context("no hidden count in the answer")
     }
 
     /// `GET /_sim/dump/{entity}`: every live record with every field, by ID.

@@ -116,16 +116,16 @@ impl Limiter {
     }
 
     /// Counts one HTTP request into the bucket; `false` means refuse it with 503.
-    /// A refused request does not add to the level.
+    /// As limits.md says: every incoming request raises the counter (a refused one
+    /// too), and once the counter exceeds the burst X each next request is refused,
+    /// so with X = 50 the 51st request passes (counter 51) and the 52nd does not.
     pub fn admit(&mut self, now: f64) -> bool {
         self.level =
             (self.level - (now - self.level_at).max(0.0) * self.config.drain_per_sec).max(0.0);
         self.level_at = now;
-        if self.config.enabled && self.level + 1.0 > self.config.burst {
-            return false;
-        }
+        let refused = self.config.enabled && self.level > self.config.burst;
         self.level += 1.0;
-        true
+        !refused
     }
 
     fn buckets(&mut self, method: &str, now: f64) -> &mut OperatingBuckets {
@@ -204,15 +204,17 @@ mod tests {
     }
 
     #[test]
-    fn bucket_refuses_above_burst_and_drains() {
+    fn bucket_refuses_once_the_counter_exceeds_the_burst_and_refusals_count() {
         let mut l = limiter(3.0, 1.0, 480.0, 600.0);
-        assert!((0..3).all(|_| l.admit(100.0)));
-        assert!(!l.admit(100.0));
         assert!(
-            !l.admit(100.5),
-            "a refused request must not add, but half a slot is not enough"
+            (0..4).all(|_| l.admit(100.0)),
+            "counter 4 > 3 only after the 4th"
         );
-        assert!(l.admit(101.0));
+        assert!(!l.admit(100.0), "the 5th is refused; counter 5");
+        // Drained by 1.5 the counter is 3.5: still above 3, refused (and now 4.5).
+        assert!(!l.admit(101.5));
+        // 1.5 s later it is 3.0: not above the burst, so the request passes.
+        assert!(l.admit(103.0));
     }
 
     #[test]

@@ -7,8 +7,9 @@ use serde_json::{Map, Value};
 
 use crate::error::ApiError;
 use crate::params::param;
+use crate::schema::FieldDef;
 use crate::schema::ValueType;
-use crate::table::{Cell, ID_COLUMN, Table, list_items, render_row};
+use crate::table::{Cell, ID_COLUMN, Reader, Table, list_items, render_row};
 use crate::values::{
     PortalClock, is_empty_input, parse_flag, parse_float, parse_int, parse_money, scalar_text,
 };
@@ -118,7 +119,8 @@ impl ListQuery {
             conditions: parse_filter(table, &filter, clock)?,
             order: parse_order(table, &order),
             select: parse_select(table, param(params, "select")),
-            start: usize::try_from(start).ok(),
+            // The portal pages by 50: `start=75` answers the page at 50.
+            start: usize::try_from(start).ok().map(|s| s / PAGE * PAGE),
         })
     }
 
@@ -127,7 +129,7 @@ impl ListQuery {
         let filters_beyond_id = self.conditions.iter().any(|c| c.column != ID_COLUMN);
         let mut scanned = 0;
         let mut matches = |row: usize| {
-            if !table.is_live(row) {
+            if !table.is_visible(row) {
                 return false;
             }
             if filters_beyond_id {
@@ -167,12 +169,13 @@ impl ListQuery {
         }
         let rows = picked
             .iter()
-            .map(|&row| Value::Object(render_row(table, row, &self.select, clock)))
+            .map(|&row| Value::Object(render_row(table, row, &self.select, clock, Reader::List)))
             .collect();
         let next = self.start.map(|s| s + PAGE).filter(|&n| n < total);
         ListPage {
             rows,
-            total: self.start.map(|_| total),
+            // Without a count the portal answers `"total": 0`.
+            total: Some(self.start.map_or(0, |_| total)),
             next,
             fields_per_row: self.select.len(),
             scanned,
@@ -289,10 +292,12 @@ fn parse_filter(
                 key.strip_prefix(prefix).map(|name| (*op, *listed, name))
             })
             .unwrap_or((Op::Eq, false, key.as_str()));
-        // Unknown fields are ignored, as the old crm.*.list methods do.
+        // Unknown fields (names are case-sensitive) are ignored, as the old
+        // crm.*.list methods do.
         let Some(column) = table.column(name.trim()) else {
             continue;
         };
+        let op = effective_op(&table.fields[column], op);
         let value_type = table.fields[column].value_type;
         let raw: Vec<&Value> = match value {
             Value::Array(_) | Value::Object(_) => list_items(value),
@@ -316,6 +321,18 @@ fn parse_filter(
         });
     }
     Ok(conditions)
+}
+
+/// The portal matches links, statuses and multi-fields by exact value only: `%`
+/// and LIKE act as `=` on them (and their negations as `!=`).
+fn effective_op(field: &FieldDef, op: Op) -> Op {
+    let exact_only = field.value_type == ValueType::Multifield
+        || matches!(field.api_type, "crm_status" | "crm_company" | "crm_contact");
+    match op {
+        Op::Contains | Op::Like if exact_only => Op::Eq,
+        Op::NotContains | Op::NotLike if exact_only => Op::NotEq,
+        other => other,
+    }
 }
 
 fn type_word(value_type: ValueType) -> &'static str {
@@ -345,7 +362,13 @@ fn parse_operand(value_type: ValueType, value: &Value, clock: &PortalClock) -> O
         }
         ValueType::Money => parse_money(value).map(Operand::Int),
         ValueType::Double => parse_float(value).map(Operand::Float),
-        ValueType::Char | ValueType::Boolean => parse_flag(value).map(Operand::Flag),
+        ValueType::Char => parse_flag(value).map(Operand::Flag),
+        // Boolean user fields filter by 1/0 only; `Y`/`N` match nothing.
+        ValueType::Boolean => Some(match parse_int(value) {
+            Some(1) => Operand::Flag(true),
+            Some(0) => Operand::Flag(false),
+            _ => Operand::Unusable,
+        }),
         ValueType::Date => clock.parse_date(&text).map(Operand::Day),
         ValueType::DateTime => clock.parse_datetime(&text).map(Operand::Time),
         ValueType::Code | ValueType::Text | ValueType::MoneyUf | ValueType::Multifield => {

@@ -261,9 +261,7 @@ fn run(shared: &Shared, method: Method, params: &Map<String, Value>) -> Result<D
         Method::Get(entity) => {
             let id = required_id(params)?;
             let portal = shared.portal.read();
-            let record = portal
-                .get(entity, id, clock)
-                .ok_or_else(ApiError::not_found)?;
+            let record = portal.get(entity, id, clock)?;
             let cost = cost::BASE + cost::PER_ROW_FIELD * record.len() as f64;
             Ok(Done {
                 cost,
@@ -304,9 +302,7 @@ fn run(shared: &Shared, method: Method, params: &Map<String, Value>) -> Result<D
         Method::ProductRowsGet => {
             let id = required_id(params)?;
             let portal = shared.portal.read();
-            if !portal.exists(Entity::Deal, id) {
-                return Err(ApiError::not_found());
-            }
+            portal.check_readable(Entity::Deal, id)?;
             let rows = portal.product_rows(id);
             let count = rows.len();
             Ok(Done {
@@ -323,9 +319,7 @@ fn run(shared: &Shared, method: Method, params: &Map<String, Value>) -> Result<D
                 Some(_) => return Err(ApiError::crm("Parameter 'rows' must be array.")),
             };
             let mut portal = shared.portal.write();
-            if !portal.exists(Entity::Deal, id) {
-                return Err(ApiError::not_found());
-            }
+            portal.check_readable(Entity::Deal, id)?;
             portal.set_product_rows(id, &rows)?;
             Ok(Done::plain(json!(true)))
         }
@@ -346,6 +340,9 @@ fn fields_description(fields: &[crate::schema::FieldDef]) -> Value {
         d.insert("isImmutable".into(), json!(field.immutable));
         d.insert("isMultiple".into(), json!(field.multiple));
         d.insert("isDynamic".into(), json!(field.user_field.is_some()));
+        if field.deprecated {
+            d.insert("isDeprecated".into(), json!(true));
+        }
         if let Some(uf) = &field.user_field
             && !uf.items.is_empty()
         {

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use rand::SeedableRng;
+use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -12,7 +12,7 @@ use crate::generate::{self, Population, RowContext, SimRng};
 use crate::schema::{
     Change, Entity, UserFieldType, normalize_uf_code, standard_fields, user_field,
 };
-use crate::table::{Cell, ID_COLUMN, Stored, Table, render_row};
+use crate::table::{Cell, Hiding, ID_COLUMN, Reader, Stored, Table, render_row};
 use crate::values::PortalClock;
 
 /// How many records of each entity the portal starts with.
@@ -75,12 +75,37 @@ pub struct MutateRequest {
     pub deletes: usize,
 }
 
+/// The body of `POST /_sim/mutate`: a `MutateRequest` plus `repeat_share`, the
+/// share (0..1) of the updated records changed a second time within the same
+/// second, so both changes carry the same `DATE_MODIFY` (seeded draws).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct MutateBody {
+    #[serde(flatten)]
+    pub request: MutateRequest,
+    #[serde(default)]
+    pub repeat_share: f64,
+}
+
 /// The IDs a mutation touched.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MutateOutcome {
     pub added: Vec<u64>,
     pub updated: Vec<u64>,
+    /// Updated records changed twice in the same second (each change fires an event).
+    #[serde(default)]
+    pub repeated: Vec<u64>,
     pub deleted: Vec<u64>,
+}
+
+/// A request to hide a seeded share of an entity's records from the webhook's
+/// user, as a role change does; a share of 0 shows every record again.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HideRequest {
+    pub entity: Entity,
+    pub share: f64,
+    #[serde(default)]
+    pub seed: u64,
 }
 
 pub(crate) struct Portal {
@@ -161,22 +186,55 @@ impl Portal {
         id
     }
 
-    /// Every field of a record, as `crm.<entity>.get` returns it.
-    pub fn get(&self, entity: Entity, id: u64, clock: &PortalClock) -> Option<Map<String, Value>> {
+    /// The row of a record the webhook's user may read: `Not found` for a missing
+    /// record, `Access denied.` for a hidden one, as the old API answers.
+    fn readable_row(&self, entity: Entity, id: u64) -> Result<usize, ApiError> {
         let table = self.table(entity);
-        let row = table.row_of(id)?;
-        let columns: Vec<usize> = (0..table.fields.len()).collect();
-        Some(render_row(table, row, &columns, clock))
+        let row = table.row_of(id).ok_or_else(ApiError::not_found)?;
+        if table.is_hidden(row) {
+            return Err(ApiError::access_denied());
+        }
+        Ok(row)
     }
 
-    /// Every live record, ordered by ID.
+    /// Every field of a record, as `crm.<entity>.get` returns it.
+    pub fn get(
+        &self,
+        entity: Entity,
+        id: u64,
+        clock: &PortalClock,
+    ) -> Result<Map<String, Value>, ApiError> {
+        let row = self.readable_row(entity, id)?;
+        let table = self.table(entity);
+        let columns: Vec<usize> = (0..table.fields.len()).collect();
+        Ok(render_row(table, row, &columns, clock, Reader::Get))
+    }
+
+    /// Every live record (hidden ones too), ordered by ID, as `get` shows it.
     pub fn dump(&self, entity: Entity, clock: &PortalClock) -> Vec<Value> {
         let table = self.table(entity);
         let columns: Vec<usize> = (0..table.fields.len()).collect();
         (0..table.rows())
             .filter(|&row| table.is_live(row))
-            .map(|row| Value::Object(render_row(table, row, &columns, clock)))
+            .map(|row| Value::Object(render_row(table, row, &columns, clock, Reader::Get)))
             .collect()
+    }
+
+    /// Hides a seeded share of the entity's records from the webhook's user (a
+    /// share of 0 shows them all again); returns how many live records are hidden.
+    pub fn hide(&mut self, request: &HideRequest) -> Result<usize, String> {
+        if !(0.0..=1.0).contains(&request.share) {
+            return Err(format!(
+                "share must be between 0 and 1, got {}",
+                request.share
+            ));
+        }
+        let table = self.table_mut(request.entity);
+        table.set_hiding((request.share > 0.0).then_some(Hiding {
+            share: request.share,
+            seed: request.seed,
+        }));
+        Ok(table.hidden_count())
     }
 
     /// `crm.<entity>.add`: defaults, then the client's writable fields.
@@ -204,6 +262,7 @@ impl Portal {
                 )));
             }
         }
+        let changes = with_first_links(table, changes);
         let mut values = vec![Stored::Null; table.fields.len()];
         for (column, value) in changes {
             values[column] = value;
@@ -227,7 +286,8 @@ impl Portal {
     }
 
     /// `crm.<entity>.update`: only the given writable fields change; `DATE_MODIFY`
-    /// moves to now, strictly after its previous value.
+    /// moves to now, in whole seconds, so two updates within one second leave the
+    /// same `DATE_MODIFY` (it never moves backwards).
     pub fn update(
         &mut self,
         entity: Entity,
@@ -237,9 +297,23 @@ impl Portal {
         user: i64,
         clock: &PortalClock,
     ) -> Result<(), ApiError> {
+        let row = self.readable_row(entity, id)?;
+        self.update_row(entity, row, input, now, user, clock)
+    }
+
+    /// An update by anyone (the API's user, or other users through `mutate`).
+    fn update_row(
+        &mut self,
+        entity: Entity,
+        row: usize,
+        input: &Map<String, Value>,
+        now: i64,
+        user: i64,
+        clock: &PortalClock,
+    ) -> Result<(), ApiError> {
         let table = self.table_mut(entity);
-        let row = table.row_of(id).ok_or_else(ApiError::not_found)?;
         let changes = parse_fields(table, Some(row), input, clock)?;
+        let changes = with_first_links(table, changes);
         let stage_before = stage_of(table, row);
         for (column, value) in changes {
             table.set(row, column, value);
@@ -250,11 +324,7 @@ impl Portal {
                 Cell::Time(t) => t,
                 _ => i64::MIN,
             };
-            table.set(
-                row,
-                column,
-                Stored::Time(now.max(previous.saturating_add(1))),
-            );
+            table.set(row, column, Stored::Time(now.max(previous)));
         }
         if let Some(column) = table.column("MODIFY_BY_ID") {
             table.set(row, column, Stored::Int(user));
@@ -265,17 +335,25 @@ impl Portal {
     }
 
     pub fn delete(&mut self, entity: Entity, id: u64) -> Result<(), ApiError> {
-        let table = self.table_mut(entity);
-        let row = table.row_of(id).ok_or_else(ApiError::not_found)?;
-        table.delete(row);
+        let row = self.readable_row(entity, id)?;
+        self.delete_row(entity, row, id);
+        Ok(())
+    }
+
+    fn delete_row(&mut self, entity: Entity, row: usize, id: u64) {
+        self.table_mut(entity).delete(row);
         if entity == Entity::Deal {
             self.product_rows.remove(&id);
         }
-        Ok(())
     }
 
     pub fn exists(&self, entity: Entity, id: u64) -> bool {
         self.table(entity).row_of(id).is_some()
+    }
+
+    /// `Ok` when the record exists and the webhook's user may read it.
+    pub fn check_readable(&self, entity: Entity, id: u64) -> Result<(), ApiError> {
+        self.readable_row(entity, id).map(drop)
     }
 
     /// Adds a user field; every existing record gets a value for it.
@@ -319,11 +397,18 @@ impl Portal {
     /// are distinct live records.
     pub fn mutate(
         &mut self,
-        request: &MutateRequest,
+        body: &MutateBody,
         now: i64,
         user: i64,
         clock: &PortalClock,
     ) -> Result<MutateOutcome, String> {
+        let request = &body.request;
+        if !(0.0..=1.0).contains(&body.repeat_share) {
+            return Err(format!(
+                "repeat_share must be between 0 and 1, got {}",
+                body.repeat_share
+            ));
+        }
         let entity = request.entity;
         let live = self.table(entity).live_ids();
         if request.updates + request.deletes > live.len() {
@@ -358,17 +443,33 @@ impl Portal {
             derive(table, table.rows() - 1, None);
             outcome.added.push(id);
         }
+        let row_of = |portal: &Portal, id: u64| {
+            portal
+                .table(entity)
+                .row_of(id)
+                .ok_or_else(|| format!("{entity} {id} vanished during the mutation"))
+        };
         for &id in updated {
+            let row = row_of(self, id)?;
             let input = random_update(entity, id, &mut rng);
-            self.update(entity, id, &input, now, user, clock)
+            self.update_row(entity, row, &input, now, user, clock)
                 .map_err(|e| e.description)?;
             outcome.updated.push(id);
+            // A second change within the same second: DATE_MODIFY stays the same.
+            if body.repeat_share > 0.0 && rng.random_bool(body.repeat_share) {
+                let input = random_update(entity, id, &mut rng);
+                self.update_row(entity, row, &input, now, user, clock)
+                    .map_err(|e| e.description)?;
+                outcome.repeated.push(id);
+            }
         }
         for &id in deleted {
-            self.delete(entity, id).map_err(|e| e.description)?;
+            let row = row_of(self, id)?;
+            self.delete_row(entity, row, id);
             outcome.deleted.push(id);
         }
         outcome.updated.sort_unstable();
+        outcome.repeated.sort_unstable();
         outcome.deleted.sort_unstable();
         Ok(outcome)
     }
@@ -383,6 +484,7 @@ impl Portal {
         [
             tagged(&outcome.added, Change::Add),
             tagged(&outcome.updated, Change::Update),
+            tagged(&outcome.repeated, Change::Update),
             tagged(&outcome.deleted, Change::Delete),
         ]
         .concat()
@@ -481,7 +583,7 @@ fn parse_fields(
 ) -> Result<Vec<(usize, Stored)>, ApiError> {
     let mut changes = Vec::new();
     for (name, value) in input {
-        let Some(column) = table.column(name) else {
+        let Some(column) = table.writable_column(name) else {
             continue;
         };
         let field = &table.fields[column];
@@ -495,6 +597,32 @@ fn parse_fields(
         changes.push((column, stored));
     }
     Ok(changes)
+}
+
+/// The multiple link fields and the deprecated single links they drive.
+const LINK_LISTS: [(&str, &str); 2] =
+    [("CONTACT_IDS", "CONTACT_ID"), ("COMPANY_IDS", "COMPANY_ID")];
+
+/// A link list given (`CONTACT_IDS`) also sets its deprecated single link
+/// (`CONTACT_ID`) to the list's first item, as the portal does.
+fn with_first_links(table: &Table, mut changes: Vec<(usize, Stored)>) -> Vec<(usize, Stored)> {
+    for (list_name, single_name) in LINK_LISTS {
+        let (Some(list), Some(single)) = (table.column(list_name), table.column(single_name))
+        else {
+            continue;
+        };
+        let first = changes.iter().find_map(|(column, value)| match value {
+            Stored::List(items) if *column == list => {
+                Some(items.first().cloned().unwrap_or(Stored::Null))
+            }
+            _ => None,
+        });
+        if let Some(first) = first {
+            changes.retain(|(column, _)| *column != single);
+            changes.push((single, first));
+        }
+    }
+    changes
 }
 
 /// The deal stage or lead status of a record.

@@ -46,7 +46,7 @@ impl Entity {
     pub fn multifields(self) -> &'static [&'static str] {
         match self {
             Entity::Deal => &[],
-            _ => &["PHONE", "EMAIL", "WEB", "IM"],
+            _ => &["PHONE", "EMAIL", "WEB", "IM", "LINK"],
         }
     }
 }
@@ -103,9 +103,10 @@ pub(crate) enum ValueType {
     Date,
     /// An instant, rendered in the portal's offset.
     DateTime,
-    /// File user field: stored as the file ID, rendered as `{id, showUrl, downloadUrl}`.
+    /// File (`PHOTO`, `LOGO`, file user fields): stored as the file ID, rendered as
+    /// `{id, showUrl, downloadUrl}`.
     File,
-    /// `PHONE`/`EMAIL`/`WEB`/`IM`: an array of `{ID, VALUE_TYPE, VALUE, TYPE_ID}`.
+    /// `PHONE`/`EMAIL`/`WEB`/`IM`/`LINK`: an array of `{ID, VALUE_TYPE, VALUE, TYPE_ID}`.
     Multifield,
 }
 
@@ -208,6 +209,11 @@ pub(crate) struct FieldDef {
     pub immutable: bool,
     pub required: bool,
     pub multiple: bool,
+    /// Shown as `isDeprecated: true` by `fields`.
+    pub deprecated: bool,
+    /// `false`: described by `fields`, accepted by `add`/`update`, never returned by
+    /// `get`/`list` (deals' `CONTACT_IDS`, contacts' `COMPANY_IDS`).
+    pub readable: bool,
     pub status_type: Option<&'static str>,
     pub user_field: Option<UserFieldInfo>,
 }
@@ -215,7 +221,7 @@ pub(crate) struct FieldDef {
 impl FieldDef {
     /// Whether `select: ["*"]` includes the field (standard, not multiple).
     pub fn in_star(&self) -> bool {
-        self.user_field.is_none() && !self.multiple
+        self.user_field.is_none() && !self.multiple && self.readable
     }
 
     /// Whether `select: ["UF_*"]` includes the field (user field, not multiple).
@@ -227,6 +233,12 @@ impl FieldDef {
 const RO: u8 = 1;
 const IMM: u8 = 2;
 const REQ: u8 = 4;
+/// `isDeprecated: true` in the description.
+const DEP: u8 = 8;
+/// Multiple.
+const MULT: u8 = 16;
+/// Described by `fields` but never returned by `get` or `list`, even when selected.
+const UNREAD: u8 = 32;
 
 /// (name, api type, value type, flags, status type, title)
 type Spec = (
@@ -306,7 +318,22 @@ const DEAL: &[Spec] = &[
     ),
     ("TAX_VALUE", "double", V::Money, 0, None, "Tax rate"),
     ("COMPANY_ID", "crm_company", V::Integer, 0, None, "Company"),
-    ("CONTACT_ID", "crm_contact", V::Integer, 0, None, "Contact"),
+    (
+        "CONTACT_ID",
+        "crm_contact",
+        V::Integer,
+        DEP,
+        None,
+        "Contact",
+    ),
+    (
+        "CONTACT_IDS",
+        "crm_contact",
+        V::Integer,
+        MULT | UNREAD,
+        None,
+        "CONTACT_IDS",
+    ),
     ("QUOTE_ID", "crm_quote", V::Integer, RO, None, "Estimate"),
     ("BEGINDATE", "date", V::Date, 0, None, "Start date"),
     (
@@ -461,6 +488,7 @@ const CONTACT: &[Spec] = &[
     ("NAME", "string", V::Text, 0, None, "First name"),
     ("SECOND_NAME", "string", V::Text, 0, None, "Second name"),
     ("LAST_NAME", "string", V::Text, 0, None, "Last name"),
+    ("PHOTO", "file", V::File, 0, None, "Photo"),
     ("BIRTHDATE", "date", V::Date, 0, None, "Date of birth"),
     (
         "TYPE_ID",
@@ -487,6 +515,36 @@ const CONTACT: &[Spec] = &[
         "Source information",
     ),
     ("POST", "string", V::Text, 0, None, "Position"),
+    ("ADDRESS", "string", V::Text, 0, None, "Address"),
+    ("ADDRESS_2", "string", V::Text, 0, None, "Address (line 2)"),
+    ("ADDRESS_CITY", "string", V::Text, 0, None, "City"),
+    (
+        "ADDRESS_POSTAL_CODE",
+        "string",
+        V::Text,
+        0,
+        None,
+        "Postal Code",
+    ),
+    ("ADDRESS_REGION", "string", V::Text, 0, None, "Region"),
+    ("ADDRESS_PROVINCE", "string", V::Text, 0, None, "Province"),
+    ("ADDRESS_COUNTRY", "string", V::Text, 0, None, "Country"),
+    (
+        "ADDRESS_COUNTRY_CODE",
+        "string",
+        V::Text,
+        0,
+        None,
+        "Country Code",
+    ),
+    (
+        "ADDRESS_LOC_ADDR_ID",
+        "integer",
+        V::Integer,
+        0,
+        None,
+        "Location Address ID",
+    ),
     ("COMMENTS", "string", V::Text, 0, None, "Comment"),
     ("OPENED", "char", V::Char, 0, None, "Available to everyone"),
     ("EXPORT", "char", V::Char, 0, None, "Included in export"),
@@ -519,7 +577,22 @@ const CONTACT: &[Spec] = &[
         None,
         "Modified on",
     ),
-    ("COMPANY_ID", "crm_company", V::Integer, 0, None, "Company"),
+    (
+        "COMPANY_ID",
+        "crm_company",
+        V::Integer,
+        DEP,
+        None,
+        "Company",
+    ),
+    (
+        "COMPANY_IDS",
+        "crm_company",
+        V::Integer,
+        MULT | UNREAD,
+        None,
+        "COMPANY_IDS",
+    ),
     ("LEAD_ID", "crm_lead", V::Integer, RO, None, "Lead"),
     (
         "ORIGINATOR_ID",
@@ -646,6 +719,36 @@ const LEAD: &[Spec] = &[
         "Status group",
     ),
     ("POST", "string", V::Text, 0, None, "Position"),
+    ("ADDRESS", "string", V::Text, 0, None, "Address"),
+    ("ADDRESS_2", "string", V::Text, 0, None, "Address (line 2)"),
+    ("ADDRESS_CITY", "string", V::Text, 0, None, "City"),
+    (
+        "ADDRESS_POSTAL_CODE",
+        "string",
+        V::Text,
+        0,
+        None,
+        "Postal Code",
+    ),
+    ("ADDRESS_REGION", "string", V::Text, 0, None, "Region"),
+    ("ADDRESS_PROVINCE", "string", V::Text, 0, None, "Province"),
+    ("ADDRESS_COUNTRY", "string", V::Text, 0, None, "Country"),
+    (
+        "ADDRESS_COUNTRY_CODE",
+        "string",
+        V::Text,
+        0,
+        None,
+        "Country Code",
+    ),
+    (
+        "ADDRESS_LOC_ADDR_ID",
+        "integer",
+        V::Integer,
+        0,
+        None,
+        "Location Address ID",
+    ),
     ("CURRENCY_ID", "crm_currency", V::Code, 0, None, "Currency"),
     ("OPPORTUNITY", "double", V::Money, 0, None, "Amount"),
     (
@@ -704,7 +807,22 @@ const LEAD: &[Spec] = &[
         "Stage change date",
     ),
     ("COMPANY_ID", "crm_company", V::Integer, 0, None, "Company"),
-    ("CONTACT_ID", "crm_contact", V::Integer, 0, None, "Contact"),
+    (
+        "CONTACT_ID",
+        "crm_contact",
+        V::Integer,
+        DEP,
+        None,
+        "Contact",
+    ),
+    (
+        "CONTACT_IDS",
+        "crm_contact",
+        V::Integer,
+        MULT | UNREAD,
+        None,
+        "CONTACT_IDS",
+    ),
     (
         "IS_RETURN_CUSTOMER",
         "char",
@@ -791,6 +909,111 @@ const COMPANY: &[Spec] = &[
         0,
         Some("COMPANY_TYPE"),
         "Company type",
+    ),
+    ("LOGO", "file", V::File, 0, None, "Logo"),
+    ("ADDRESS", "string", V::Text, 0, None, "Address"),
+    ("ADDRESS_2", "string", V::Text, 0, None, "Address (line 2)"),
+    ("ADDRESS_CITY", "string", V::Text, 0, None, "City"),
+    (
+        "ADDRESS_POSTAL_CODE",
+        "string",
+        V::Text,
+        0,
+        None,
+        "Postal Code",
+    ),
+    ("ADDRESS_REGION", "string", V::Text, 0, None, "Region"),
+    ("ADDRESS_PROVINCE", "string", V::Text, 0, None, "Province"),
+    ("ADDRESS_COUNTRY", "string", V::Text, 0, None, "Country"),
+    (
+        "ADDRESS_COUNTRY_CODE",
+        "string",
+        V::Text,
+        0,
+        None,
+        "Country Code",
+    ),
+    (
+        "ADDRESS_LOC_ADDR_ID",
+        "integer",
+        V::Integer,
+        0,
+        None,
+        "Location Address ID",
+    ),
+    ("ADDRESS_LEGAL", "string", V::Text, 0, None, "Legal Address"),
+    ("REG_ADDRESS", "string", V::Text, 0, None, "Legal Address"),
+    (
+        "REG_ADDRESS_2",
+        "string",
+        V::Text,
+        0,
+        None,
+        "Legal Address (line 2)",
+    ),
+    (
+        "REG_ADDRESS_CITY",
+        "string",
+        V::Text,
+        0,
+        None,
+        "Legal Address City",
+    ),
+    (
+        "REG_ADDRESS_POSTAL_CODE",
+        "string",
+        V::Text,
+        0,
+        None,
+        "Legal Address Postal Code",
+    ),
+    (
+        "REG_ADDRESS_REGION",
+        "string",
+        V::Text,
+        0,
+        None,
+        "Legal Address Region",
+    ),
+    (
+        "REG_ADDRESS_PROVINCE",
+        "string",
+        V::Text,
+        0,
+        None,
+        "Legal Address Province",
+    ),
+    (
+        "REG_ADDRESS_COUNTRY",
+        "string",
+        V::Text,
+        0,
+        None,
+        "Legal Address Country",
+    ),
+    (
+        "REG_ADDRESS_COUNTRY_CODE",
+        "string",
+        V::Text,
+        0,
+        None,
+        "Legal Address Country Code",
+    ),
+    (
+        "REG_ADDRESS_LOC_ADDR_ID",
+        "integer",
+        V::Integer,
+        0,
+        None,
+        "Legal Address Location ID",
+    ),
+    (
+        "BANKING_DETAILS",
+        "string",
+        V::Text,
+        0,
+        None,
+        "Banking Details",
     ),
     (
         "INDUSTRY",
@@ -911,11 +1134,12 @@ const COMPANY: &[Spec] = &[
     ),
 ];
 
-const MULTIFIELD_TITLES: [(&str, &str); 4] = [
+const MULTIFIELD_TITLES: [(&str, &str); 5] = [
     ("PHONE", "Phone"),
     ("EMAIL", "E-mail"),
     ("WEB", "Website"),
     ("IM", "Messenger"),
+    ("LINK", "LINK"),
 ];
 
 /// The standard fields of an entity, in the order `crm.<entity>.get` returns them,
@@ -938,7 +1162,9 @@ pub(crate) fn standard_fields(entity: Entity) -> Vec<FieldDef> {
                 read_only: flags & RO != 0,
                 immutable: flags & IMM != 0,
                 required: flags & REQ != 0,
-                multiple: false,
+                multiple: flags & MULT != 0,
+                deprecated: flags & DEP != 0,
+                readable: flags & UNREAD == 0,
                 status_type,
                 user_field: None,
             },
@@ -958,6 +1184,8 @@ pub(crate) fn standard_fields(entity: Entity) -> Vec<FieldDef> {
             immutable: false,
             required: false,
             multiple: true,
+            deprecated: false,
+            readable: true,
             status_type: None,
             user_field: None,
         });
@@ -989,6 +1217,8 @@ pub(crate) fn user_field(
         immutable: false,
         required: false,
         multiple,
+        deprecated: false,
+        readable: true,
         status_type: None,
         user_field: Some(UserFieldInfo {
             id,
@@ -1005,6 +1235,8 @@ pub(crate) fn multifield_value_types(code: &str) -> &'static [&'static str] {
         "PHONE" => &["WORK", "MOBILE", "FAX", "HOME", "PAGER", "MAILING", "OTHER"],
         "EMAIL" => &["WORK", "HOME", "MAILING", "OTHER"],
         "WEB" => &["WORK", "HOME", "VK", "LIVEJOURNAL", "TWITTER", "OTHER"],
+        // A service field; its value types are undocumented.
+        "LINK" => &["USER", "WORK", "HOME", "OTHER"],
         _ => &[
             "TELEGRAM", "VK", "SKYPE", "VIBER", "BITRIX24", "OPENLINE", "IMOL", "ICQ", "MSN",
             "JABBER", "OTHER",
@@ -1061,7 +1293,7 @@ mod tests {
     fn multifields_come_after_standard_fields() {
         let contact = standard_fields(Entity::Contact);
         assert_eq!(contact[0].name, "ID");
-        assert_eq!(contact.last().unwrap().name, "IM");
+        assert_eq!(contact.last().unwrap().name, "LINK");
         assert!(
             standard_fields(Entity::Deal)
                 .iter()

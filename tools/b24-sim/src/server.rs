@@ -25,7 +25,7 @@ use crate::faults::{AfterFault, BeforeFault, FaultInjector, FaultSpec};
 use crate::limits::{Limiter, LimitsUpdate};
 use crate::methods::{execute, normalize_method};
 use crate::params;
-use crate::portal::{MutateRequest, Portal, UserFieldRequest};
+use crate::portal::{HideRequest, MutateBody, Portal, UserFieldRequest};
 use crate::schema::Entity;
 use crate::shared::Shared;
 use crate::stats::SimStats;
@@ -50,12 +50,14 @@ impl ConnectionKill {
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/rest/{user_id}/{secret}/{*method}", any(rest))
+        .route("/rest/{method}", any(no_credentials))
         .route("/_sim/stats", get(stats))
         .route("/_sim/stats/reset", post(reset_stats))
         .route("/_sim/reset", post(reset))
         .route("/_sim/mutate", post(mutate))
         .route("/_sim/dump/{entity}", get(dump))
         .route("/_sim/userfields", post(add_user_field))
+        .route("/_sim/hide", post(hide))
         .route("/_sim/faults", get(faults).post(set_faults))
         .route("/_sim/limits", get(limits).post(set_limits))
         .route("/_sim/timeline", get(timeline))
@@ -181,7 +183,7 @@ async fn answer(
 ) -> Response {
     let user_ok = user_id.parse::<u64>().is_ok_and(|id| id == shared.user_id);
     if !user_ok || !constant_time_eq(secret.as_bytes(), shared.secret.as_bytes()) {
-        return api_error(&ApiError::no_auth());
+        return api_error(&ApiError::invalid_credentials());
     }
     if !shared.limiter.lock().admit(shared.clock.now_f64()) {
         shared.stats.lock().status_503 += 1;
@@ -211,6 +213,11 @@ async fn answer(
             api_error(&ApiError::internal())
         }
     }
+}
+
+/// `/rest/{method}` with neither a webhook code nor an OAuth token.
+async fn no_credentials() -> Response {
+    api_error(&ApiError::no_auth())
 }
 
 /// Compares without an early exit, so timing does not tell how much of a secret matched.
@@ -258,7 +265,7 @@ async fn reset(State(shared): State<Arc<Shared>>) -> Response {
 
 async fn mutate(
     State(shared): State<Arc<Shared>>,
-    request: Result<Json<MutateRequest>, JsonRejection>,
+    request: Result<Json<MutateBody>, JsonRejection>,
 ) -> Response {
     let request = match request {
         Ok(Json(request)) => request,
@@ -272,7 +279,7 @@ async fn mutate(
                 .portal
                 .write()
                 .mutate(&request, now, worker.user_id as i64, &worker.clock)?;
-        Ok::<_, String>((request.entity, outcome))
+        Ok::<_, String>((request.request.entity, outcome))
     })
     .await;
     match outcome {
@@ -315,6 +322,23 @@ async fn add_user_field(
         Ok(Ok(name)) => Json(json!({"FIELD_NAME": name})).into_response(),
         Ok(Err(problem)) => control_error(problem),
         Err(_) => control_error("adding the user field failed"),
+    }
+}
+
+/// Hides a share of an entity's records from the webhook's user (role change).
+async fn hide(
+    State(shared): State<Arc<Shared>>,
+    request: Result<Json<HideRequest>, JsonRejection>,
+) -> Response {
+    let request = match request {
+        Ok(Json(request)) => request,
+        Err(rejection) => return control_error(rejection.body_text()),
+    };
+    let worker = Arc::clone(&shared);
+    match tokio::task::spawn_blocking(move || worker.portal.write().hide(&request)).await {
+        Ok(Ok(hidden)) => Json(json!({"hidden": hidden})).into_response(),
+        Ok(Err(problem)) => control_error(problem),
+        Err(_) => control_error("hiding records failed"),
     }
 }
 

@@ -219,6 +219,36 @@ pub(crate) struct Table {
     pub next_id: u64,
     pub ids: IdCounters,
     codes: Interner,
+    /// Records the webhook's user may not read, as after a role change.
+    hidden: Option<Hiding>,
+}
+
+/// A seeded share of records hidden from the webhook's user: a record is hidden
+/// when a hash of its ID and the seed falls below the share, so the same records
+/// stay hidden however often they are read, and new records follow the same rule.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Hiding {
+    pub share: f64,
+    pub seed: u64,
+}
+
+impl Hiding {
+    fn hides(&self, id: u64) -> bool {
+        // SplitMix64's finalizer: a well-mixed 64-bit value from ID and seed.
+        let mut x = id ^ self.seed.rotate_left(32) ^ 0x9e37_79b9_7f4a_7c15;
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^= x >> 31;
+        ((x >> 11) as f64 / (1u64 << 53) as f64) < self.share
+    }
+}
+
+/// Who reads a record: `get` (and the dump) or `list`, which show empty user
+/// fields differently.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reader {
+    Get,
+    List,
 }
 
 /// IDs the portal hands out for multi-field items and uploaded files.
@@ -265,15 +295,42 @@ impl Table {
                 next_file_id: 1,
             },
             codes: Interner::default(),
+            hidden: None,
         }
     }
 
-    /// The column of a field name: exact, else upper-cased (the portal's codes are upper-case).
+    /// The column of a field name, case-sensitively as in `filter`, `select` and
+    /// `order` (`id` is no field: the portal drops it silently).
     pub fn column(&self, name: &str) -> Option<usize> {
-        self.index
-            .get(name)
-            .or_else(|| self.index.get(&name.to_ascii_uppercase()))
-            .copied()
+        self.index.get(name).copied()
+    }
+
+    /// The column of a field name in `add`/`update` fields: exact, else upper-cased.
+    pub fn writable_column(&self, name: &str) -> Option<usize> {
+        self.column(name)
+            .or_else(|| self.column(&name.to_ascii_uppercase()))
+    }
+
+    /// Hides a share of the records from the webhook's user (`None` shows all).
+    pub fn set_hiding(&mut self, hiding: Option<Hiding>) {
+        self.hidden = hiding;
+    }
+
+    /// Live records the webhook's user may not read.
+    pub fn hidden_count(&self) -> usize {
+        (0..self.rows())
+            .filter(|&row| self.live[row] && self.is_hidden(row))
+            .count()
+    }
+
+    /// Whether the webhook's user may not read the record at `row`.
+    pub fn is_hidden(&self, row: usize) -> bool {
+        self.hidden.is_some_and(|h| h.hides(self.id_at(row)))
+    }
+
+    /// Live and readable by the webhook's user: what `list` sees.
+    pub fn is_visible(&self, row: usize) -> bool {
+        self.live[row] && !self.is_hidden(row)
     }
 
     pub fn rows(&self) -> usize {
@@ -357,13 +414,25 @@ impl Table {
     }
 
     /// The JSON the portal returns for one field of one record; `None` when the
-    /// portal leaves the key out (empty multi-fields and empty single file fields).
-    pub fn render(&self, row: usize, column: usize, clock: &PortalClock) -> Option<Value> {
+    /// portal leaves the key out (fields it never returns, empty multi-fields and
+    /// empty single file user fields). Empty values: `""` for standard dates and
+    /// datetimes, `""` (get) or `null` (list) for user fields, `null` otherwise.
+    pub fn render(
+        &self,
+        row: usize,
+        column: usize,
+        clock: &PortalClock,
+        reader: Reader,
+    ) -> Option<Value> {
         let field = &self.fields[column];
+        if !field.readable {
+            return None;
+        }
         let cell = self.cell(row, column);
+        let user_field = field.user_field.is_some();
         match (field.value_type, cell) {
             (ValueType::Multifield, Cell::Null) => None,
-            (ValueType::File, Cell::Null) if !field.multiple => None,
+            (ValueType::File, Cell::Null) if user_field && !field.multiple => None,
             (_, Cell::List(items)) => Some(Value::Array(
                 items
                     .iter()
@@ -371,6 +440,11 @@ impl Table {
                     .collect(),
             )),
             (_, Cell::Null) if field.multiple => Some(Value::Array(Vec::new())),
+            (_, Cell::Null) if user_field => Some(match reader {
+                Reader::Get => Value::from(""),
+                Reader::List => Value::Null,
+            }),
+            (ValueType::Date | ValueType::DateTime, Cell::Null) => Some(Value::from("")),
             _ => Some(self.render_scalar(field, row, cell, clock)),
         }
     }
@@ -405,7 +479,9 @@ impl Table {
             "/bitrix/components/bitrix/crm.{}.show/show_file.php",
             self.entity.as_str()
         );
-        let query = format!("ownerId={owner}&fieldName={field_name}&dynamic=Y&fileId={file_id}");
+        let dynamic = if field.user_field.is_some() { "Y" } else { "N" };
+        let query =
+            format!("ownerId={owner}&fieldName={field_name}&dynamic={dynamic}&fileId={file_id}");
         json!({
             "id": file_id,
             "showUrl": format!("{page}?{query}"),
@@ -632,16 +708,17 @@ fn compact(value: &Value) -> String {
     }
 }
 
-/// The row as an object of every field (for `get` and the dump).
+/// The row as an object of the given fields, as `reader` sees it.
 pub(crate) fn render_row(
     table: &Table,
     row: usize,
     columns: &[usize],
     clock: &PortalClock,
+    reader: Reader,
 ) -> Map<String, Value> {
     let mut out = Map::with_capacity(columns.len());
     for &column in columns {
-        if let Some(value) = table.render(row, column, clock) {
+        if let Some(value) = table.render(row, column, clock, reader) {
             out.insert(table.fields[column].name.clone(), value);
         }
     }

@@ -38,18 +38,11 @@ impl PortalClock {
         )
     }
 
-    /// A date as the portal returns it: local midnight with the offset.
+    /// A date as the portal returns it: midnight UTC of that date shown in the
+    /// portal's offset (`2024-08-30T02:00:00+02:00`; at a negative offset the local
+    /// date part is the previous day).
     pub fn format_day(&self, day: i32) -> String {
-        let date = day_to_date(day);
-        let (sign, offset_minutes) = self.offset_parts();
-        format!(
-            "{:04}-{:02}-{:02}T00:00:00{sign}{:02}:{:02}",
-            date.year(),
-            date.month(),
-            date.day(),
-            offset_minutes / 60,
-            offset_minutes % 60
-        )
+        self.format_secs(i64::from(day) * 86_400)
     }
 
     fn offset_parts(&self) -> (char, i32) {
@@ -98,14 +91,14 @@ impl PortalClock {
         parse_date_only(text).and_then(|d| self.local_to_secs(d.and_time(NaiveTime::MIN)))
     }
 
-    /// Parses a date: `YYYY-MM-DD`, `DD.MM.YYYY`, or a datetime taken in the portal's offset.
+    /// Parses a date: `YYYY-MM-DD`, `DD.MM.YYYY`, or a datetime, whose UTC date
+    /// counts, so a date read back (`2024-08-30T02:00:00+02:00`) is the same date.
     pub fn parse_date(&self, text: &str) -> Option<i32> {
         if let Some(date) = parse_date_only(text.trim()) {
             return Some(date_to_day(date));
         }
         let secs = self.parse_datetime(text)?;
-        let local = self.offset.timestamp_opt(secs, 0).single()?.date_naive();
-        Some(date_to_day(local))
+        i32::try_from(secs.div_euclid(86_400)).ok()
     }
 }
 
@@ -231,7 +224,7 @@ mod tests {
             offset: FixedOffset::west_opt(5 * 3600 + 30 * 60).unwrap(),
         };
         assert_eq!(west.format_secs(0), "1969-12-31T18:30:00-05:30");
-        assert_eq!(west.format_day(-1), "1969-12-31T00:00:00-05:30");
+        assert_eq!(west.format_day(-1), "1969-12-30T18:30:00-05:30");
         assert_eq!(
             clock().format_secs(1_724_984_000),
             "2024-08-30T05:13:20+03:00"
@@ -239,11 +232,22 @@ mod tests {
     }
 
     #[test]
-    fn dates_render_as_local_midnight() {
-        let c = clock();
-        let day = c.parse_date("2024-08-30").unwrap();
-        assert_eq!(c.format_day(day), "2024-08-30T00:00:00+03:00");
-        assert_eq!(c.parse_date("2024-08-30T23:30:00+00:00").unwrap(), day + 1);
+    fn dates_render_as_midnight_utc_in_the_portal_offset() {
+        // Verbatim from crm-deal-get.md: BEGINDATE at +02:00.
+        let east = PortalClock {
+            offset: FixedOffset::east_opt(2 * 3600).unwrap(),
+        };
+        let day = east.parse_date("2024-08-30").unwrap();
+        assert_eq!(east.format_day(day), "2024-08-30T02:00:00+02:00");
+        let west = PortalClock {
+            offset: FixedOffset::west_opt(5 * 3600).unwrap(),
+        };
+        assert_eq!(west.format_day(day), "2024-08-29T19:00:00-05:00");
+        // What the portal renders reads back as the same date at either offset.
+        for c in [east, west, clock()] {
+            assert_eq!(c.parse_date(&c.format_day(day)), Some(day));
+        }
+        assert_eq!(clock().parse_date("2024-08-30T23:30:00+00:00"), Some(day));
     }
 
     #[test]

@@ -21,14 +21,17 @@ fn limited(burst: f64, drain: f64, budget: f64, window: f64) -> LimitConfig {
 }
 
 #[tokio::test]
-async fn leaky_bucket_refuses_with_503_and_refusals_do_not_fill_it() {
+async fn leaky_bucket_refuses_once_the_counter_exceeds_the_burst_and_refusals_count() {
+    // limits.md: every incoming request raises the counter; once it exceeds X each
+    // next request is refused with 503. With X = 5 the 6th request passes
+    // (counter 6), the 7th does not.
     let sim = sim(SimConfig {
         deals: 3,
         limits: limited(5.0, 0.001, 480.0, 600.0),
         ..SimConfig::default()
     })
     .await;
-    for _ in 0..5 {
+    for _ in 0..6 {
         ok(&sim, "crm.deal.get", json!({"id": 1})).await;
     }
     for _ in 0..3 {
@@ -44,21 +47,31 @@ async fn leaky_bucket_refuses_with_503_and_refusals_do_not_fill_it() {
     let stats = sim.stats().await.unwrap();
     assert_eq!(stats.status_503, 3);
     assert_eq!(
-        stats.requests_by_method["crm.deal.get"], 5,
+        stats.requests_by_method["crm.deal.get"], 6,
         "refused requests do not run"
     );
-    // Drain 10/s: after 150 ms one slot is free again (refusals added nothing).
+    // Drain 10/s. Refusals raised the counter too: after 6 passes and 3 refusals
+    // (counter 9) 150 ms of draining (-1.5) is not enough, although it would be if
+    // refusals added nothing (6 - 1.5 <= 5).
     sim.set_limits(&LimitsUpdate {
         drain: Some(10.0),
         ..Default::default()
     })
     .await
     .unwrap();
-    for _ in 0..5 {
+    for _ in 0..6 {
         ok(&sim, "crm.deal.get", json!({"id": 1})).await;
     }
-    assert_eq!(call(&sim, "crm.deal.get", json!({"id": 1})).await.0, 503);
+    for _ in 0..3 {
+        assert_eq!(call(&sim, "crm.deal.get", json!({"id": 1})).await.0, 503);
+    }
     tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(
+        call(&sim, "crm.deal.get", json!({"id": 1})).await.0,
+        503,
+        "a refused request adds to the counter"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
     ok(&sim, "crm.deal.get", json!({"id": 1})).await;
 }
 
@@ -75,8 +88,11 @@ async fn defaults_are_the_documented_plan_and_no_limits_switches_both_off() {
     for _ in 0..52 {
         statuses.push(call(&sim, "crm.deal.get", json!({"id": 1})).await.0);
     }
-    assert!(statuses[..50].iter().all(|s| *s == 200), "burst 50 allowed");
-    assert_eq!(statuses[51], 503);
+    assert!(
+        statuses[..51].iter().all(|s| *s == 200),
+        "the 51st request takes the counter to 51 and passes"
+    );
+    assert_eq!(statuses[51], 503, "the 52nd is refused");
     sim.set_limits(&LimitsUpdate {
         enabled: Some(false),
         operating_budget: Some(0.001),
