@@ -20,7 +20,7 @@ use crate::{Context, Row, Store, StoreError, TableLayout, check_portal, quote_id
 pub struct UpsertStats {
     pub inserted: u64,
     pub updated: u64,
-    /// Rows already stored with the same or a later `DATE_MODIFY`, plus earlier
+    /// Rows already stored as they are or with a later `DATE_MODIFY`, plus earlier
     /// copies of an ID given more than once in the call.
     pub unchanged: u64,
     /// Values that did not fit their column's type: stored as NULL, kept in `raw`.
@@ -37,9 +37,10 @@ struct Pending<'a> {
 impl Store {
     /// Writes `rows` (as returned by `crm.<entity>.list` / `get`, keyed by Bitrix24
     /// codes, with `ID` and `DATE_MODIFY`) in a few statements. A row is rewritten
-    /// only when it is missing or its `DATE_MODIFY` is later than the stored one (see
-    /// [`supersedes`]); a soft-deleted row comes back. When an ID appears
-    /// more than once, its last copy wins. Calls for one portal's entity take turns.
+    /// only when it is missing, its `DATE_MODIFY` is later than the stored one, or the
+    /// same with a different record (see [`supersedes`]); a soft-deleted row comes
+    /// back. When an ID appears more than once, its last copy wins. Calls for one
+    /// portal's entity take turns.
     pub async fn upsert(
         &self,
         portal: &str,
@@ -78,29 +79,44 @@ impl Store {
         let tx = client.transaction().await.context("starting upsert")?;
         lock_rows(&tx, &table, portal).await?;
         let ids: Vec<i64> = pending.iter().map(|p| p.id).collect();
-        let stored: HashMap<i64, (Option<DateTime<Utc>>, bool)> = tx
+        let versions: Vec<Option<DateTime<Utc>>> = pending
+            .iter()
+            .map(|p| parse_utc(p.date_modify.as_deref()))
+            .collect();
+        // The stored record comes back only when its version equals the incoming one:
+        // only then does the content decide.
+        let stored: HashMap<i64, Stored> = tx
             .query(
                 // A join on the unnested IDs keeps the plan on the primary key whatever
                 // the table's statistics say: `id = ANY($2)` with hundreds of IDs and no
                 // statistics yet (a fresh table during its first big load) is estimated
                 // as the whole table and scanned sequentially, per chunk.
                 &format!(
-                    "SELECT t.id, t.date_modify, t.deleted_at IS NOT NULL
-                     FROM unnest($2::bigint[]) AS k(id) JOIN {table} t ON t.portal = $1 AND t.id = k.id"
+                    "SELECT t.id, t.date_modify, t.deleted_at IS NOT NULL,
+                            CASE WHEN t.date_modify = k.date_modify AND t.deleted_at IS NULL THEN t.raw END
+                     FROM unnest($2::bigint[], $3::timestamptz[]) AS k(id, date_modify)
+                     JOIN {table} t ON t.portal = $1 AND t.id = k.id"
                 ),
-                &[&portal, &ids],
+                &[&portal, &ids, &versions],
             )
             .await
             .context(format_args!("reading stored versions from {table}"))?
             .iter()
-            .map(|r| (r.get(0), (r.get(1), r.get(2))))
+            .map(|r| {
+                let stored = Stored {
+                    date_modify: r.get(1),
+                    deleted: r.get(2),
+                    same_version_raw: r.get(3),
+                };
+                (r.get(0), stored)
+            })
             .collect();
         let (mut new, mut changed) = (Vec::new(), Vec::new());
         for p in &pending {
             match stored.get(&p.id) {
                 None => new.push(p),
-                Some((stored_modify, deleted)) => {
-                    if supersedes(*stored_modify, *deleted, p.date_modify.as_deref()) {
+                Some(stored) => {
+                    if supersedes(stored, p.date_modify.as_deref(), p.row) {
                         changed.push(p);
                     }
                 }
@@ -254,19 +270,48 @@ async fn lock_rows(tx: &Transaction<'_>, table: &str, portal: &str) -> Result<()
     Ok(())
 }
 
-/// Whether an incoming version replaces the stored one. Only a strictly later
-/// `DATE_MODIFY` does (at the microsecond precision PostgreSQL keeps), so redelivered,
-/// duplicated and reordered reads leave the newest version in place; a soft-deleted row
-/// comes back with the same or a later version. Without a time on either side nothing
-/// tells the versions apart, so the row is rewritten.
-fn supersedes(stored: Option<DateTime<Utc>>, deleted: bool, incoming: Option<&str>) -> bool {
-    match (stored, incoming.map(DateTime::parse_from_rfc3339)) {
-        (Some(stored), Some(Ok(incoming))) => {
-            let (stored, incoming) = (stored.timestamp_micros(), incoming.timestamp_micros());
-            incoming > stored || (deleted && incoming == stored)
+/// What `upsert` reads of a stored row to decide whether to rewrite it.
+struct Stored {
+    date_modify: Option<DateTime<Utc>>,
+    deleted: bool,
+    /// The stored record, read only when its `DATE_MODIFY` equals the incoming one.
+    same_version_raw: Option<Value>,
+}
+
+/// Whether an incoming version replaces the stored one. A later `DATE_MODIFY` does (at
+/// the microsecond precision PostgreSQL keeps); an earlier one never does, so late and
+/// reordered reads leave the newest version in place. The same `DATE_MODIFY` replaces
+/// a soft-deleted row, and a live one whose record differs: the portal's times have
+/// whole seconds, so two changes within one second share one, and the read that comes
+/// second carries the second change. Without a time on either side nothing tells the
+/// versions apart, so the row is rewritten.
+fn supersedes(stored: &Stored, incoming: Option<&str>, row: &Row) -> bool {
+    match (
+        stored.date_modify,
+        incoming.map(DateTime::parse_from_rfc3339),
+    ) {
+        (Some(stored_at), Some(Ok(incoming_at))) => {
+            let (stored_at, incoming_at) =
+                (stored_at.timestamp_micros(), incoming_at.timestamp_micros());
+            incoming_at > stored_at
+                || (incoming_at == stored_at
+                    && (stored.deleted || !same_record(stored.same_version_raw.as_ref(), row)))
         }
         _ => true,
     }
+}
+
+/// Whether the stored `raw` is the incoming record (key order does not matter; NUL
+/// characters were replaced on the way in).
+fn same_record(stored_raw: Option<&Value>, row: &Row) -> bool {
+    stored_raw
+        .and_then(Value::as_object)
+        .is_some_and(|raw| *raw == *record_without_nul(row))
+}
+
+fn parse_utc(time: Option<&str>) -> Option<DateTime<Utc>> {
+    time.and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
 }
 
 fn write_row(
@@ -310,7 +355,8 @@ async fn update_from_stage(
                  synced_at = EXCLUDED.synced_at, deleted_at = NULL{assignments}
              WHERE cur.date_modify IS NULL OR EXCLUDED.date_modify IS NULL
                 OR EXCLUDED.date_modify > cur.date_modify
-                OR (cur.deleted_at IS NOT NULL AND EXCLUDED.date_modify = cur.date_modify)"
+                OR (EXCLUDED.date_modify = cur.date_modify
+                    AND (cur.deleted_at IS NOT NULL OR EXCLUDED.raw <> cur.raw))"
         ),
         &[],
     )
@@ -400,6 +446,58 @@ mod tests {
                 .collect::<Vec<_>>(),
             [(1, "c"), (2, "b")]
         );
+    }
+
+    #[test]
+    fn a_later_version_or_a_different_record_of_the_same_second_wins() {
+        let at = |t: &str| parse_utc(Some(t));
+        let record =
+            row(json!({"ID": "1", "TITLE": "a", "DATE_MODIFY": "2024-08-30T14:29:00+02:00"}));
+        let stored = |raw: Option<&Row>, deleted: bool| Stored {
+            date_modify: at("2024-08-30T12:29:00Z"),
+            deleted,
+            same_version_raw: raw.map(|r| Value::Object(r.clone())),
+        };
+        let same_second = Some("2024-08-30T14:29:00+02:00");
+        // Re-read as stored (keys in another order): nothing to write.
+        let reordered: Row = record
+            .iter()
+            .rev()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        assert!(!supersedes(
+            &stored(Some(&record), false),
+            same_second,
+            &reordered
+        ));
+        // A second change within the same second: same time, different record.
+        let mut changed = record.clone();
+        changed.insert("TITLE".into(), json!("b"));
+        assert!(supersedes(
+            &stored(Some(&record), false),
+            same_second,
+            &changed
+        ));
+        // A soft-deleted row comes back with the same version.
+        assert!(supersedes(&stored(None, true), same_second, &record));
+        // Later always wins, earlier never does, whatever the record.
+        assert!(supersedes(
+            &stored(Some(&record), false),
+            Some("2024-08-30T14:29:01+02:00"),
+            &record
+        ));
+        assert!(!supersedes(
+            &stored(Some(&record), false),
+            Some("2024-08-30T14:28:59+02:00"),
+            &changed
+        ));
+        assert!(!supersedes(
+            &stored(None, true),
+            Some("2024-08-30T14:28:59+02:00"),
+            &changed
+        ));
+        // No time on either side: rewrite.
+        assert!(supersedes(&stored(Some(&record), false), None, &record));
     }
 
     #[test]

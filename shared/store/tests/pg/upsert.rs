@@ -8,16 +8,19 @@ use crate::common::*;
 
 const PORTAL: &str = "a.bitrix24.com";
 
-async fn deal_table(store: &Store) -> TableLayout {
-    let fields = [
+fn deal_fields() -> Vec<b24_domain::schema::FieldMeta> {
+    vec![
         field("ID", "integer"),
         field("TITLE", "string"),
         field("DATE_MODIFY", "datetime"),
         field("OPPORTUNITY", "double"),
         field("UF_CRM_INT", "integer"),
-    ];
+    ]
+}
+
+async fn deal_table(store: &Store) -> TableLayout {
     store
-        .ensure_table(PORTAL, Entity::Deal, &fields)
+        .ensure_table(PORTAL, Entity::Deal, &deal_fields())
         .await
         .unwrap()
 }
@@ -71,16 +74,20 @@ async fn upsert_skips_rows_whose_date_modify_did_not_change() {
         stats(0, 0, 3)
     );
 
-    // Same instant in another offset is the same DATE_MODIFY: still unchanged, even
-    // though the title differs (the portal says the record did not change).
-    let same_instant = vec![deal(1, "ignored", "2024-08-30T12:29:00+00:00")];
-    assert_eq!(
-        store
-            .upsert(PORTAL, Entity::Deal, &layout, &same_instant)
-            .await
-            .unwrap(),
-        stats(0, 0, 1)
-    );
+    // DATE_MODIFY has whole seconds: a second change within the same second (here
+    // written in another offset) has the same DATE_MODIFY and a different record, and
+    // replaces the stored one; reading it again changes nothing.
+    let same_second = vec![deal(1, "one, same second", "2024-08-30T12:29:00+00:00")];
+    for expected in [stats(0, 1, 0), stats(0, 0, 1)] {
+        assert_eq!(
+            store
+                .upsert(PORTAL, Entity::Deal, &layout, &same_second)
+                .await
+                .unwrap(),
+            expected
+        );
+    }
+    assert_eq!(titles(&db.client().await).await[0].1, "one, same second");
 
     // An older version arriving late (a reordered or redelivered read) never
     // replaces a newer one.
@@ -189,8 +196,12 @@ async fn soft_delete_keeps_data_and_upsert_brings_rows_back() {
         .upsert(PORTAL, Entity::Deal, &layout, &rows)
         .await
         .unwrap();
+    let other = store
+        .ensure_table("other.bitrix24.com", Entity::Deal, &deal_fields())
+        .await
+        .unwrap();
     store
-        .upsert("other.bitrix24.com", Entity::Deal, &layout, &rows[..2])
+        .upsert("other.bitrix24.com", Entity::Deal, &other, &rows[..2])
         .await
         .unwrap();
 
@@ -273,7 +284,14 @@ async fn unconvertible_values_become_null_and_stay_in_raw() {
         }
     );
     let c = db.client().await;
-    let r = c.query_one("SELECT date_modify IS NULL, opportunity IS NULL, uf_crm_int IS NULL, raw FROM b24.deal", &[]).await.unwrap();
+    let t = portal_table(&c, PORTAL, Entity::Deal).await;
+    let r = c
+        .query_one(
+            &format!("SELECT date_modify IS NULL, opportunity IS NULL, uf_crm_int IS NULL, raw FROM b24.{t}"),
+            &[],
+        )
+        .await
+        .unwrap();
     assert!(r.get::<_, bool>(0) && r.get::<_, bool>(1) && r.get::<_, bool>(2));
     assert_eq!(r.get::<_, Value>(3)["UF_CRM_INT"], json!("C_12"));
 }
@@ -322,7 +340,13 @@ async fn bad_input_is_a_clear_error() {
         .upsert(PORTAL, Entity::Contact, &layout, &rows[..1])
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("layout is for deal"), "{err}");
+    assert!(err.to_string().contains("layout is for portal"), "{err}");
+    // A layout belongs to its portal: another portal's rows never go to its table.
+    let err = store
+        .upsert("other.bitrix24.com", Entity::Deal, &layout, &rows[..1])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("other.bitrix24.com"), "{err}");
     let err = store
         .upsert(" ", Entity::Deal, &layout, &rows[..1])
         .await
