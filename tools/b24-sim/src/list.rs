@@ -248,8 +248,9 @@ fn parse_select(table: &Table, select: Option<&Value>) -> Vec<usize> {
                 .enumerate()
                 .filter(|(_, f)| f.in_uf_star())
                 .for_each(|(i, _)| wanted[i] = true),
+            // Fields the portal never returns are not selected (nor charged).
             other => {
-                if let Some(column) = table.column(other) {
+                if let Some(column) = table.column(other).filter(|&c| table.fields[c].readable) {
                     wanted[column] = true;
                 }
             }
