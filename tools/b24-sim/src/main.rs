@@ -70,8 +70,8 @@ struct Args {
     /// The portal's domain as events report it.
     #[arg(long, default_value = "sim.bitrix24.test")]
     domain: String,
-    /// The portal's UTC offset, e.g. +03:00.
-    #[arg(long, default_value = "+03:00")]
+    /// The portal's UTC offset, e.g. +03:00 or -05:00.
+    #[arg(long, default_value = "+03:00", allow_hyphen_values = true)]
     utc_offset: String,
 }
 

@@ -822,8 +822,11 @@ async fn binary_prints_the_webhook_url_first_and_serves() {
             "--user-fields",
             "3",
             "--no-limits",
+            "--no-operating-limiter",
             "--faults",
             "seed=1",
+            "--utc-offset",
+            "-05:00",
         ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -849,6 +852,21 @@ async fn binary_prints_the_webhook_url_first_and_serves() {
         .unwrap();
     assert_eq!(answer["total"], 120);
     assert_eq!(answer["result"].as_array().unwrap().len(), 20);
+    // A negative portal offset: dates are midnight UTC, the previous local day.
+    let begin = answer["result"][0]["BEGINDATE"].as_str().unwrap();
+    assert!(begin.ends_with("T19:00:00-05:00"), "{begin}");
+    // On-premise shape: no operating keys.
+    assert!(
+        answer["time"]["date_start"]
+            .as_str()
+            .unwrap()
+            .ends_with("-05:00")
+    );
+    assert!(
+        answer["time"].get("operating").is_none(),
+        "{}",
+        answer["time"]
+    );
     child.kill().await.unwrap();
     let bad = tokio::process::Command::new(env!("CARGO_BIN_EXE_b24-sim"))
         .args(["--faults", "503=7"])

@@ -173,6 +173,28 @@ async fn changes_post_form_encoded_events_like_the_portal() {
             ("ONCRMDEALDELETE".to_string(), outcome.deleted[0])
         ]
     );
+    // A record changed twice within one second fires two update events.
+    let twice = sim
+        .mutate_with_repeats(
+            &MutateRequest {
+                entity: Entity::Deal,
+                seed: 4,
+                adds: 0,
+                updates: 1,
+                deletes: 0,
+            },
+            1.0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(twice.repeated, twice.updated);
+    for _ in 0..2 {
+        let pairs = decoded(&next_event(&mut rx).await.1);
+        assert_eq!(
+            (pairs[0].1.as_str(), pairs[2].1.parse::<u64>().unwrap()),
+            ("ONCRMDEALUPDATE", twice.updated[0])
+        );
+    }
     // Reads fire nothing; failed writes fire nothing.
     ok(&sim, "crm.deal.get", json!({"id": 1})).await;
     call(&sim, "crm.deal.update", json!({"id": 999, "fields": {}})).await;
@@ -181,7 +203,7 @@ async fn changes_post_form_encoded_events_like_the_portal() {
             .await
             .is_err()
     );
-    assert_eq!(sim.stats().await.unwrap().events_sent, 7);
+    assert_eq!(sim.stats().await.unwrap().events_sent, 9);
 }
 
 #[tokio::test]
