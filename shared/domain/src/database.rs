@@ -63,18 +63,32 @@ impl SessionSettings {
         idle * 2
     }
 
-    /// The server-side settings as `(name, milliseconds)` pairs, rounded up so a
-    /// sub-millisecond limit never turns into PostgreSQL's "no limit".
-    pub fn server_timeouts(&self) -> [(&'static str, u128); 3] {
-        let ms = |d: Duration| d.as_micros().div_ceil(1000);
-        [
+    /// The server-side settings of a session as `(name, value)` pairs for `SET`:
+    /// the three timeouts in milliseconds, rounded up so a sub-millisecond limit never
+    /// turns into PostgreSQL's "no limit"; with keepalives on, the server's own
+    /// keepalives too, so it notices a vanished client (a frozen Lambda) as soon and
+    /// releases that session's locks.
+    pub fn server_settings(&self) -> Vec<(&'static str, String)> {
+        let ms = |d: Duration| format!("{}ms", d.as_micros().div_ceil(1000));
+        let mut settings = vec![
             ("statement_timeout", ms(self.statement_timeout)),
             ("lock_timeout", ms(self.lock_timeout)),
             (
                 "idle_in_transaction_session_timeout",
                 ms(self.idle_in_transaction_session_timeout),
             ),
-        ]
+        ];
+        if let Some(idle) = self.keepalive_idle {
+            // The server counts keepalive times in whole seconds.
+            let secs = |d: Duration| format!("{}s", d.as_millis().div_ceil(1000).max(1));
+            let (interval, probes) = Self::keepalive_probes(idle);
+            settings.extend([
+                ("tcp_keepalives_idle", secs(idle)),
+                ("tcp_keepalives_interval", secs(interval)),
+                ("tcp_keepalives_count", probes.to_string()),
+            ]);
+        }
+        settings
     }
 }
 
@@ -95,28 +109,33 @@ mod tests {
     }
 
     #[test]
-    fn server_timeouts_are_whole_milliseconds_rounded_up() {
+    fn server_settings_are_whole_units_rounded_up() {
         let settings = SessionSettings {
+            keepalive_idle: Some(Duration::from_millis(1500)),
             statement_timeout: Duration::from_micros(1),
             lock_timeout: Duration::ZERO,
             idle_in_transaction_session_timeout: Duration::from_millis(1500),
             ..SessionSettings::default()
         };
         assert_eq!(
-            settings.server_timeouts(),
+            settings.server_settings(),
             [
-                ("statement_timeout", 1),
-                ("lock_timeout", 0),
-                ("idle_in_transaction_session_timeout", 1500)
+                ("statement_timeout", "1ms".to_string()),
+                ("lock_timeout", "0ms".to_string()),
+                ("idle_in_transaction_session_timeout", "1500ms".to_string()),
+                ("tcp_keepalives_idle", "2s".to_string()),
+                ("tcp_keepalives_interval", "1s".to_string()),
+                ("tcp_keepalives_count", "3".to_string()),
             ]
         );
-        assert_eq!(
-            SessionSettings::default().server_timeouts(),
-            [
-                ("statement_timeout", 300_000),
-                ("lock_timeout", 10_000),
-                ("idle_in_transaction_session_timeout", 60_000)
-            ]
-        );
+        let defaults = SessionSettings::default().server_settings();
+        assert_eq!(defaults[0], ("statement_timeout", "300000ms".to_string()));
+        assert_eq!(defaults[3], ("tcp_keepalives_idle", "30s".to_string()));
+        assert_eq!(defaults[4], ("tcp_keepalives_interval", "10s".to_string()));
+        let without_keepalive = SessionSettings {
+            keepalive_idle: None,
+            ..SessionSettings::default()
+        };
+        assert_eq!(without_keepalive.server_settings().len(), 3);
     }
 }

@@ -15,9 +15,9 @@ mod upsert;
 use std::fmt;
 use std::sync::Arc;
 
+use b24_domain::database::SessionSettings;
 use b24_domain::entity::Entity;
 use b24_domain::schema::check_identifier;
-use tokio::sync::MappedMutexGuard;
 use tokio_postgres::Client;
 
 pub use layout::{ColumnInfo, LayoutColumn, TableLayout};
@@ -30,6 +30,8 @@ pub type Row = serde_json::Map<String, serde_json::Value>;
 
 refinery::embed_migrations!("../../migrations");
 
+/// Errors of the store. Database errors carry the server's own message and SQLSTATE
+/// (see [`describe`]); none carries the password.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("invalid schema name {name:?}: {reason}")]
@@ -38,15 +40,15 @@ pub enum StoreError {
     InvalidUrl(String),
     #[error("TLS setup failed: {0}")]
     Tls(String),
-    #[error("cannot connect to PostgreSQL: {0}")]
+    #[error("cannot connect to PostgreSQL: {}", describe(.0))]
     Connect(#[source] tokio_postgres::Error),
-    #[error("{context}: {source}")]
+    #[error("{context}: {}", describe(source))]
     Db {
         context: String,
         #[source]
         source: tokio_postgres::Error,
     },
-    #[error("migrating schema {schema:?} failed: {source}")]
+    #[error("migrating schema {schema:?} failed: {}", describe_migration(source))]
     Migrate {
         schema: String,
         #[source]
@@ -54,6 +56,33 @@ pub enum StoreError {
     },
     #[error("invalid input: {0}")]
     Invalid(String),
+}
+
+/// A database error in the server's words: `permission denied for table deal (SQLSTATE
+/// 42501)`, where tokio-postgres' own `Display` says only "db error". Other errors
+/// get their cause appended (the refused connection, the TLS failure). The server's
+/// DETAIL is left out: it can quote row values.
+pub(crate) fn describe(error: &tokio_postgres::Error) -> String {
+    if let Some(db) = error.as_db_error() {
+        return format!("{} (SQLSTATE {})", db.message(), db.code().code());
+    }
+    match std::error::Error::source(error) {
+        Some(cause) => format!("{error}: {cause}"),
+        None => error.to_string(),
+    }
+}
+
+/// refinery wraps the database error and shows it as "db error" too.
+fn describe_migration(error: &refinery::Error) -> String {
+    match error.kind() {
+        refinery::error::Kind::Connection(what, cause) => {
+            match cause.downcast_ref::<tokio_postgres::Error>() {
+                Some(db) => format!("{what}: {}", describe(db)),
+                None => format!("{what}: {cause}"),
+            }
+        }
+        other => other.to_string(),
+    }
 }
 
 /// Attaches what the store was doing to a database error.
@@ -91,19 +120,28 @@ impl fmt::Debug for Store {
 }
 
 impl Store {
-    /// Connects to `database_url` (a `postgres://` URL or libpq key=value string) and
-    /// uses `schema` for every table. TLS: plain on loopback unless `sslmode` asks
-    /// otherwise; encrypted for other hosts; certificates verified against the
-    /// Mozilla roots plus `sslrootcert` with `sslmode=verify-full` / `verify-ca`, or
-    /// with `require` plus `sslrootcert` (libpq's meanings).
+    /// Connects to `database_url` (a `postgres://` URL or libpq key=value string) with
+    /// the default session limits and uses `schema` for every table. See
+    /// [`Store::connect_with`].
     pub async fn connect(database_url: &str, schema: &str) -> Result<Store, StoreError> {
+        Self::connect_with(database_url, schema, &SessionSettings::default()).await
+    }
+
+    /// Connects with `session`'s connect timeout, keepalives and server-side timeouts,
+    /// applied again whenever the connection is re-opened. TLS follows `sslmode` as
+    /// the README's table says: plain on loopback hosts unless asked otherwise,
+    /// certificate and host name verified for any other host unless the URL relaxes it.
+    pub async fn connect_with(
+        database_url: &str,
+        schema: &str,
+        session: &SessionSettings,
+    ) -> Result<Store, StoreError> {
         validate_schema(schema)?;
-        let connector = connect::Connector::from_url(database_url)?;
-        let client = connector.connect().await?;
+        let connector = connect::Connector::from_url(database_url, session)?;
         Ok(Store {
             inner: Arc::new(Inner {
                 schema: schema.to_string(),
-                connection: connect::Connection::new(connector, client),
+                connection: connect::Connection::open(connector).await?,
             }),
         })
     }
@@ -113,15 +151,18 @@ impl Store {
     }
 
     /// Creates the schema and applies the embedded migrations (idempotent, serialised
-    /// by an advisory lock so concurrent cold starts do not race).
+    /// by an advisory lock so concurrent cold starts do not race). After the lock, the
+    /// statements go to the connection directly, never retried on a new one: the lock
+    /// and `search_path` would not come along.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let schema = self.schema();
-        let mut client = self.client().await?;
+        let mut session = self.client().await?;
         let lock_key = format!("b24-store:migrate:{schema}");
-        client
+        session
             .execute("SELECT pg_advisory_lock(hashtext($1))", &[&lock_key])
             .await
             .context("taking the migration lock")?;
+        let client: &mut Client = &mut session;
         let migrated = async {
             client
                 .batch_execute(&format!(
@@ -151,8 +192,10 @@ impl Store {
         migrated.and(reset).and(unlock.map(drop))
     }
 
-    pub(crate) async fn client(&self) -> Result<MappedMutexGuard<'_, Client>, StoreError> {
-        self.inner.connection.get().await
+    /// Exclusive use of the connection; see [`connect::Session`] for which statements
+    /// are retried on a new connection.
+    pub(crate) async fn client(&self) -> Result<connect::Session<'_>, StoreError> {
+        self.inner.connection.session().await
     }
 
     /// `"schema"."name"`, for service and mirror tables alike.

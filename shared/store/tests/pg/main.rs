@@ -2,6 +2,7 @@
 //! One binary, so the suite links once.
 
 mod common;
+mod connection;
 mod limiter;
 mod schema;
 mod state;

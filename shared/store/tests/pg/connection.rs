@@ -1,0 +1,218 @@
+//! The store's connection as the sync sees it: a connection killed under it recovers,
+//! the session limits are in force, and errors carry the server's own words.
+
+use std::time::{Duration, Instant};
+
+use b24_domain::database::SessionSettings;
+use b24_domain::entity::Entity;
+use b24_store::Store;
+use tokio_postgres::Client;
+
+use crate::common::*;
+
+/// The backends the store holds on the test database.
+async fn store_backends(admin: &Client, db: &TestDb) -> Vec<i32> {
+    admin
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND application_name = 'b24-store'",
+            &[&db.name],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+async fn terminate(admin: &Client, pid: i32, wait_until_gone: bool) {
+    let done: bool = admin
+        .query_one("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(done, "backend {pid} was not terminated");
+    if !wait_until_gone {
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let alive: bool = admin
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)",
+                &[&pid],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if !alive {
+            return;
+        }
+        assert!(Instant::now() < deadline, "backend {pid} did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `pg_terminate_backend` is what an RDS failover or a proxy's idle cut-off looks like
+/// to the client: the server ends the connection. The next statement runs on a new
+/// connection, whether or not the client noticed the end before sending it, and runs
+/// exactly once.
+#[tokio::test]
+async fn a_killed_connection_recovers_on_the_next_statement() {
+    let db = TestDb::create().await;
+    let store = store(&db).await;
+    let admin = db.client().await;
+    store.start_run("acme", Entity::Deal, "full").await.unwrap();
+
+    let mut seen = Vec::new();
+    for wait_until_gone in [false, true, false, true] {
+        let backends = store_backends(&admin, &db).await;
+        assert_eq!(backends.len(), 1, "{backends:?}");
+        let pid = backends[0];
+        assert!(
+            !seen.contains(&pid),
+            "backend {pid} reused after being killed"
+        );
+        seen.push(pid);
+        terminate(&admin, pid, wait_until_gone).await;
+        store
+            .start_run("acme", Entity::Deal, "incremental")
+            .await
+            .unwrap();
+        store.load_state("acme", Entity::Deal).await.unwrap();
+    }
+    let runs: i64 = admin
+        .query_one("SELECT count(*) FROM b24._sync_runs", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(runs, 5, "every start_run recorded once");
+    assert_eq!(store_backends(&admin, &db).await.len(), 1);
+}
+
+/// A table locked by someone else's open transaction: the store's statement gives up
+/// after `lock_timeout`, or `statement_timeout` when lock waits are unlimited, with the
+/// server's reason and SQLSTATE in the error, and the connection stays usable.
+#[tokio::test]
+async fn lock_and_statement_timeouts_are_in_force() {
+    let db = TestDb::create().await;
+    store(&db).await;
+    let cases = [
+        (
+            SessionSettings {
+                lock_timeout: Duration::from_millis(200),
+                statement_timeout: Duration::ZERO,
+                ..SessionSettings::default()
+            },
+            "canceling statement due to lock timeout (SQLSTATE 55P03)",
+        ),
+        (
+            SessionSettings {
+                lock_timeout: Duration::ZERO,
+                statement_timeout: Duration::from_millis(300),
+                ..SessionSettings::default()
+            },
+            "canceling statement due to statement timeout (SQLSTATE 57014)",
+        ),
+    ];
+    for (settings, expected) in cases {
+        let store = Store::connect_with(&db.url, SCHEMA, &settings)
+            .await
+            .unwrap();
+        let holder = db.client().await;
+        holder
+            .batch_execute("BEGIN; LOCK TABLE b24._sync_state IN ACCESS EXCLUSIVE MODE")
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let err = store.load_state("acme", Entity::Deal).await.unwrap_err();
+        let waited = started.elapsed();
+        assert_eq!(
+            err.to_string(),
+            format!("loading sync state: {expected}"),
+            "{err:?}"
+        );
+        assert!(
+            waited >= Duration::from_millis(150) && waited < Duration::from_secs(10),
+            "{waited:?}"
+        );
+        holder.batch_execute("ROLLBACK").await.unwrap();
+        store.load_state("acme", Entity::Deal).await.unwrap();
+    }
+}
+
+/// A role without rights on the mirror: the error says what the server said, not
+/// "db error", so the run's recorded error and the log line explain themselves.
+#[tokio::test]
+async fn permission_errors_carry_the_servers_message() {
+    let db = TestDb::create().await;
+    store(&db).await;
+    let admin = db.client().await;
+    let role = format!("{}_reader", db.name);
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN; GRANT USAGE ON SCHEMA b24 TO {role}"
+        ))
+        .await
+        .unwrap();
+    let reader = Store::connect(&format!("{}?user={role}", db.url), SCHEMA)
+        .await
+        .unwrap();
+    let load = reader.load_state("acme", Entity::Deal).await;
+    let start = reader.start_run("acme", Entity::Deal, "full").await;
+    drop(reader);
+    admin
+        .batch_execute(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}';
+             DROP OWNED BY {role}; DROP ROLE {role}"
+        ))
+        .await
+        .unwrap();
+
+    let err = load.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "loading sync state: permission denied for table _sync_state (SQLSTATE 42501)"
+    );
+    let err = start.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "recording the start of a sync run: permission denied for table _sync_runs (SQLSTATE 42501)"
+    );
+}
+
+#[tokio::test]
+async fn connection_errors_say_why_without_the_password() {
+    let missing = format!("b24_missing_{}", std::process::id());
+    let url = format!(
+        "{}/{missing}",
+        b24_testkit::server_url().replacen("://postgres@", "://postgres:hunter2@", 1)
+    );
+    let err = Store::connect(&url, SCHEMA).await.unwrap_err();
+    let text = format!("{err} {err:?}");
+    assert!(
+        err.to_string().starts_with(&format!(
+            "cannot connect to PostgreSQL: database \"{missing}\" does not exist (SQLSTATE 3D000)"
+        )),
+        "{err}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+
+    let settings = SessionSettings {
+        connect_timeout: Duration::from_secs(1),
+        ..SessionSettings::default()
+    };
+    let err = Store::connect_with(
+        "postgres://postgres:hunter2@127.0.0.1:1/x",
+        SCHEMA,
+        &settings,
+    )
+    .await
+    .unwrap_err();
+    let text = format!("{err} {err:?}");
+    assert!(
+        err.to_string()
+            .starts_with("cannot connect to PostgreSQL: error connecting to server: "),
+        "{err}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+}
