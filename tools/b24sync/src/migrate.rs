@@ -18,7 +18,8 @@ pub async fn run(config_path: Option<&str>, args: MigrateArgs) -> anyhow::Result
     let database = config
         .database
         .ok_or_else(|| UsageError("pass --database-url URL or configure [database] url".into()))?;
-    let store = Store::connect(database.url.expose(), &database.schema).await?;
+    let store =
+        Store::connect_with(database.url.expose(), &database.schema, &database.session).await?;
     store.migrate().await?;
     println!(
         "{}",
