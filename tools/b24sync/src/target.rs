@@ -62,9 +62,14 @@ pub fn config_with_database(
             .or_else(|| config.database.as_ref().map(|d| d.schema.clone()))
             .unwrap_or_else(|| "b24".into());
         let document = json!({"database": {"url": url, "schema": schema}}).to_string();
-        config.database = Config::from_json_str(&document)
+        let mut replaced = Config::from_json_str(&document)
             .map_err(|e| UsageError(format!("--database-url: {e}")))?
             .database;
+        // Only the URL is replaced: the configured session limits still apply.
+        if let (Some(db), Some(configured)) = (replaced.as_mut(), &config.database) {
+            db.session = configured.session;
+        }
+        config.database = replaced;
     } else if let (Some(schema), Some(db)) = (&database.schema, config.database.as_mut()) {
         db.schema = schema.clone();
     }
@@ -105,5 +110,32 @@ pub fn only_portal(config: &Config) -> anyhow::Result<String> {
             "pass --portal NAME or --webhook URL (the configuration does not hold exactly one portal)".into(),
         )
         .into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn database_url_replaces_only_the_url_of_the_configured_database() {
+        let path = std::env::temp_dir().join(format!("b24sync-target-{}.toml", std::process::id()));
+        std::fs::write(
+            &path,
+            "[database]\nurl = \"postgres://a@h1/db\"\nschema = \"m\"\nstatement_timeout = 7\n",
+        )
+        .unwrap();
+        let args = DatabaseArgs {
+            database_url: Some("postgres://b@h2/db".into()),
+            schema: None,
+        };
+        let config = config_with_database(path.to_str(), &args, true);
+        std::fs::remove_file(&path).unwrap();
+        let database = config.unwrap().database.unwrap();
+        assert_eq!(database.url.expose(), "postgres://b@h2/db");
+        assert_eq!(database.schema, "m");
+        assert_eq!(database.session.statement_timeout, Duration::from_secs(7));
     }
 }
