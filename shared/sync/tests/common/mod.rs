@@ -162,6 +162,19 @@ pub async fn assert_typed_columns_match_raw(
         )
         .await
         .unwrap();
+    let multiple_dates: Vec<String> = client
+        .query(
+            &format!(
+                "SELECT column_name FROM {SCHEMA}._fields \
+                 WHERE portal = $1 AND entity = $2 AND bitrix_type = 'date' AND is_multiple"
+            ),
+            &[&PORTAL, &entity.as_str()],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     let mut types = BTreeMap::new();
     for column in columns {
         let name: String = column.get(0);
@@ -181,9 +194,19 @@ pub async fn assert_typed_columns_match_raw(
                 "bigint" => format!("({text})::bigint"),
                 "numeric" => format!("(split_part({text}, '|', 1))::numeric"),
                 "boolean" => format!("({text}) IN ('Y', '1', 'true')"),
-                "date" => format!("left({text}, 10)::date"),
+                "date" => calendar_date_sql(&text),
                 "timestamp with time zone" => format!("({text})::timestamptz"),
-                "jsonb" => format!("nullif(nullif(raw->'{code}', '\"\"'::jsonb), '[]'::jsonb)"),
+                "jsonb" if multiple_dates.contains(&name) => {
+                    let date = calendar_date_sql("nullif(e, '')");
+                    format!(
+                        "(SELECT jsonb_agg(to_jsonb({date}::text) ORDER BY n) \
+                         FROM jsonb_array_elements_text(CASE WHEN jsonb_typeof(raw->'{code}') = 'array' \
+                         THEN raw->'{code}' END) WITH ORDINALITY AS x(e, n))"
+                    )
+                }
+                "jsonb" => format!(
+                    "nullif(nullif(nullif(raw->'{code}', '\"\"'::jsonb), '[]'::jsonb), 'null'::jsonb)"
+                ),
                 _ => text,
             };
             (code, expected)
@@ -209,4 +232,13 @@ pub async fn assert_typed_columns_match_raw(
         types.insert(name, data_type);
     }
     types
+}
+
+/// SQL for the calendar date a date field's text means: `YYYY-MM-DD` as it is, a
+/// datetime (midnight UTC in the portal's offset) as the UTC date of that instant.
+fn calendar_date_sql(text: &str) -> String {
+    format!(
+        "(CASE WHEN length({text}) = 10 THEN ({text})::date \
+         ELSE (({text})::timestamptz AT TIME ZONE 'UTC')::date END)"
+    )
 }
