@@ -183,11 +183,12 @@ impl Connection {
 }
 
 /// Exclusive use of the store's connection. `query`, `query_one`, `query_opt` and
-/// `execute` called on the session itself retry a statement that
+/// `execute` called on the session itself retry a statement (given as SQL text) that
 /// found the connection closed once, on a new connection, which then serves the rest
-/// of the session and later sessions. Statements inside a transaction are not retried
-/// (the transaction died with its connection): the caller's next session starts on a
-/// new connection.
+/// of the session and later sessions. Statements inside a transaction, and those
+/// relying on session state (a session advisory lock, `SET search_path`), go to the
+/// `Client` directly and are not retried: that state died with the connection. The
+/// caller's next session starts on a new connection.
 pub(crate) struct Session<'a> {
     client: MappedMutexGuard<'a, Client>,
     /// The connection opened by a retry; it replaces `client` as soon as the session
