@@ -1,5 +1,10 @@
-//! Mirror tables from field metadata: create, add columns, widen retyped columns,
-//! backfill from `raw`, and record what every column means.
+//! Mirror tables from field metadata: one table per portal and entity, created,
+//! extended and retyped under short locks, new columns filled from `raw` in batches,
+//! every column's meaning recorded, and the cross-portal views kept current.
+
+mod backfill;
+mod legacy;
+mod tables;
 
 use std::collections::{HashMap, HashSet};
 
@@ -7,19 +12,24 @@ use b24_domain::entity::Entity;
 use b24_domain::schema::{
     ColumnSpec, ColumnType, EnumItem, FieldMeta, ValuePart, columns_for, is_system_field,
 };
-use b24_domain::values::column_text;
 use chrono::{DateTime, Utc};
-use serde_json::Value;
-use tokio_postgres::Transaction;
+use tokio_postgres::{Client, GenericClient, Transaction};
 
-use crate::copy::copy_in;
 use crate::{Context, Store, StoreError, check_portal, quote_ident};
+pub(crate) use tables::portal_table_name;
+use tables::{
+    ShortLock, advisory_lock, check_owner, create_portal_table, refresh_view, register_table,
+    table_owner,
+};
 
 /// The columns `upsert` writes for one portal's entity, in the types they have in the
 /// database (a retyped field's column may have been widened to text).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TableLayout {
     entity: Entity,
+    portal: String,
+    /// The portal table, schema-qualified and quoted.
+    table: String,
     columns: Vec<LayoutColumn>,
     skipped: Vec<String>,
 }
@@ -29,13 +39,23 @@ impl TableLayout {
         self.entity
     }
 
-    /// The field columns, beyond the system columns every table has.
+    pub fn portal(&self) -> &str {
+        &self.portal
+    }
+
+    pub(crate) fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// The field columns, beyond the system columns every table has. A field whose
+    /// type changed is written to two columns while its text column is being filled.
     pub fn columns(&self) -> &[LayoutColumn] {
         &self.columns
     }
 
-    /// Codes of the fields that got no column (their values stay in `raw`; the
-    /// reason is logged and kept in `_fields.rejected_reason`).
+    /// Codes of the fields that got no column, or whose column waits for a later run
+    /// (their values stay in `raw`; the reason is logged and kept in
+    /// `_fields.rejected_reason`).
     pub fn skipped_fields(&self) -> &[String] {
         &self.skipped
     }
@@ -125,12 +145,145 @@ fn plan(fields: &[FieldMeta]) -> Result<Vec<Placement>, StoreError> {
     Ok(placements)
 }
 
+/// What a portal table has now.
+#[derive(Debug, Default)]
+struct Existing {
+    /// Column name -> (`format_type`, attnum); empty when the table does not exist.
+    columns: HashMap<String, (String, i16)>,
+    /// Column being retyped -> the text column its values are copied into.
+    shadows: HashMap<String, String>,
+    /// The (portal, entity) the table is registered for.
+    owner: Option<(String, String)>,
+}
+
+async fn read_existing(
+    client: &impl GenericClient,
+    store: &Store,
+    table_name: &str,
+) -> Result<Existing, StoreError> {
+    let table = store.table(table_name);
+    let columns = client
+        .query(
+            "SELECT attname::text, format_type(atttypid, atttypmod), attnum FROM pg_attribute
+             WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped",
+            &[&table],
+        )
+        .await
+        .context(format_args!("reading the columns of {table}"))?
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect();
+    let shadows = client
+        .query(
+            &format!(
+                "SELECT replaces, column_name FROM {} WHERE table_name = $1 AND replaces IS NOT NULL",
+                store.table("_column_backfill")
+            ),
+            &[&table_name],
+        )
+        .await
+        .context("reading columns being retyped")?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    Ok(Existing {
+        columns,
+        shadows,
+        owner: table_owner(client, store, table_name).await?,
+    })
+}
+
+/// A schema change a portal table needs.
+#[derive(Debug, PartialEq, Eq)]
+enum Change {
+    Add {
+        name: String,
+        column_type: ColumnType,
+    },
+    /// The field's type changed: a text column `shadow` is added and filled beside
+    /// `column`, then takes its place (never rewriting the table under a lock).
+    Retype { column: String, shadow: String },
+}
+
+/// The columns `upsert` can write today and the changes still needed.
+#[derive(Debug, Default)]
+struct Arranged {
+    columns: Vec<LayoutColumn>,
+    rejected: Vec<String>,
+    /// Codes of fields whose column is not there yet (its lock was not granted).
+    waiting: HashSet<String>,
+    changes: Vec<Change>,
+}
+
+/// Why a field without its column yet is kept in `raw` only, in `_fields`.
+const WAITING_REASON: &str =
+    "the column is added on a later run (the table was in use); values are in raw until then";
+
+/// Matches the planned columns against the table's: present columns are written in
+/// their current type (text stays text: never narrowed), missing ones and changed types
+/// become changes.
+fn arrange(fields: &[FieldMeta], placements: &[Placement], existing: &Existing) -> Arranged {
+    let mut arranged = Arranged::default();
+    for (field, placement) in fields.iter().zip(placements) {
+        let specs = match placement {
+            Placement::System(_) => continue,
+            Placement::Rejected(_) => {
+                arranged.rejected.push(field.code.clone());
+                continue;
+            }
+            Placement::Columns(specs) => specs,
+        };
+        for spec in specs {
+            let column = |name: &str, column_type| LayoutColumn {
+                name: name.to_string(),
+                code: field.code.clone(),
+                column_type,
+                part: spec.part,
+            };
+            let Some((current, attnum)) = existing.columns.get(&spec.name) else {
+                arranged.changes.push(Change::Add {
+                    name: spec.name.clone(),
+                    column_type: spec.column_type,
+                });
+                if spec.part != ValuePart::MoneyCurrency {
+                    arranged.waiting.insert(field.code.clone());
+                }
+                continue;
+            };
+            let current = ColumnType::from_sql(current);
+            match current {
+                Some(t) if t == spec.column_type || t == ColumnType::Text => {
+                    arranged.columns.push(column(&spec.name, t));
+                    continue;
+                }
+                // Written in its old type until replaced: values that no longer fit
+                // are NULL there, in the text copy and in raw.
+                Some(t) => arranged.columns.push(column(&spec.name, t)),
+                None => {}
+            }
+            match existing.shadows.get(&spec.name) {
+                Some(shadow) if existing.columns.contains_key(shadow) => {
+                    arranged.columns.push(column(shadow, ColumnType::Text));
+                }
+                _ => arranged.changes.push(Change::Retype {
+                    column: spec.name.clone(),
+                    shadow: format!("_retype_{attnum}"),
+                }),
+            }
+        }
+    }
+    arranged
+}
+
 impl Store {
-    /// Makes the mirror table of `entity` hold `fields` of `portal`: creates it if
-    /// missing, adds missing columns and fills them from `raw` for existing rows,
-    /// widens a column whose field changed type to text (never narrowing, never
-    /// dropping), and records the metadata. Runs in one transaction under a per-table
-    /// advisory lock. Returns the columns `upsert` writes for this portal.
+    /// Makes `portal`'s table of `entity` hold `fields` (one table per portal and
+    /// entity; see the README): creates it if missing, adds missing columns, gives a
+    /// field whose type changed a text column (never narrowing, never dropping data),
+    /// fills new columns from `raw`, records the metadata and keeps the entity's
+    /// cross-portal view current. Schema changes wait at most a moment for their lock;
+    /// one that does not get it is left for a later run and its values stay in `raw`
+    /// (reported in `skipped_fields`). New columns are filled a batch of rows per
+    /// transaction, resumably. Returns the columns `upsert` writes for this portal.
     pub async fn ensure_table(
         &self,
         portal: &str,
@@ -139,114 +292,67 @@ impl Store {
     ) -> Result<TableLayout, StoreError> {
         check_portal(portal)?;
         let placements = plan(fields)?;
-        let table = self.mirror_table(entity);
-        let mut client = self.client().await?;
-        let tx = client
-            .transaction()
-            .await
-            .context("starting ensure_table")?;
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtext($1))",
-            &[&format!("b24-store:table:{table}")],
-        )
-        .await
-        .context("locking the table definition")?;
-        // lz4 compresses the raw records several times faster than the default pglz.
-        let has_lz4: bool = tx
-            .query_one("SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'", &[])
-            .await
-            .context("checking for lz4 support")?
-            .get(0);
-        let raw_compression = if has_lz4 { " COMPRESSION lz4" } else { "" };
-        tx.batch_execute(&format!(
-            "CREATE TABLE IF NOT EXISTS {table} (
-                portal      text        NOT NULL,
-                id          bigint      NOT NULL,
-                raw         jsonb{raw_compression} NOT NULL,
-                date_modify timestamptz,
-                synced_at   timestamptz NOT NULL DEFAULT now(),
-                deleted_at  timestamptz,
-                PRIMARY KEY (portal, id)
-            )"
-        ))
-        .await
-        .context(format_args!("creating {table}"))?;
-        let existing: HashMap<String, String> = tx
-            .query(
-                "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute
-                 WHERE attrelid = $1::text::regclass AND attnum > 0 AND NOT attisdropped",
-                &[&table],
-            )
-            .await
-            .context(format_args!("reading the columns of {table}"))?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
+        let table_name = portal_table_name(entity, portal);
+        let table = self.table(&table_name);
+        let mut guard = self.client().await?;
+        let client: &mut Client = &mut guard;
+        legacy::move_shared_table(client, self, entity).await?;
 
-        let mut columns = Vec::new();
-        let mut skipped = Vec::new();
-        let mut alterations = Vec::new();
-        let mut to_backfill = Vec::new();
-        for (field, placement) in fields.iter().zip(&placements) {
-            match placement {
-                Placement::System(_) => {}
-                Placement::Rejected(reason) => {
-                    tracing::warn!(portal, %entity, field = ?field.code, %reason, "field kept only in raw");
-                    skipped.push(field.code.clone());
-                }
-                Placement::Columns(specs) => {
-                    for spec in specs {
-                        let name = quote_ident(&spec.name);
-                        let (column_type, changed) = match existing.get(&spec.name) {
-                            None => {
-                                alterations.push(format!(
-                                    "ADD COLUMN IF NOT EXISTS {name} {}",
-                                    spec.column_type.sql()
-                                ));
-                                (spec.column_type, true)
-                            }
-                            Some(current) if current == spec.column_type.sql() => {
-                                (spec.column_type, false)
-                            }
-                            Some(current) if current == ColumnType::Text.sql() => {
-                                (ColumnType::Text, false)
-                            }
-                            Some(current) => {
-                                tracing::warn!(portal, %entity, column = %spec.name, from = %current,
-                                    to = spec.column_type.sql(), "field changed type; widening its column to text");
-                                alterations.push(format!(
-                                    "ALTER COLUMN {name} TYPE text USING {name}::text"
-                                ));
-                                (ColumnType::Text, true)
-                            }
-                        };
-                        let column = LayoutColumn {
-                            name: spec.name.clone(),
-                            code: field.code.clone(),
-                            column_type,
-                            part: spec.part,
-                        };
-                        if changed {
-                            to_backfill.push(column.clone());
-                        }
-                        columns.push(column);
-                    }
+        let mut existing = read_existing(&*client, self, &table_name).await?;
+        check_owner(existing.owner.as_ref(), portal, entity, &table_name)?;
+        let needs_change = existing.columns.is_empty()
+            || existing.owner.is_none()
+            || !arrange(fields, &placements, &existing).changes.is_empty();
+        if needs_change {
+            let what = format!("changing the columns of {table}");
+            let mut attempts = ShortLock::new(&what);
+            while let Some(tx) = attempts.begin(client).await? {
+                let result =
+                    apply_changes(&tx, self, portal, entity, fields, &placements, &table_name)
+                        .await;
+                if attempts.end(tx, result).await?.is_some() {
+                    break;
                 }
             }
+            existing = read_existing(&*client, self, &table_name).await?;
         }
-        if !alterations.is_empty() {
-            tx.batch_execute(&format!("ALTER TABLE {table} {}", alterations.join(", ")))
-                .await
-                .context(format_args!("adding or widening columns of {table}"))?;
+        if existing.columns.is_empty() {
+            return Err(StoreError::Invalid(format!(
+                "{table} could not be created: its lock was not granted; the next run tries again"
+            )));
         }
-        if !to_backfill.is_empty() {
-            backfill(&tx, &table, &to_backfill).await?;
+        let mut arranged = arrange(fields, &placements, &existing);
+        if backfill::fill_pending(client, self, portal, entity, &table_name, &arranged.columns)
+            .await?
+        {
+            existing = read_existing(&*client, self, &table_name).await?;
+            arranged = arrange(fields, &placements, &existing);
         }
-        record_fields(&tx, self, portal, entity, fields, &placements, &columns).await?;
-        tx.commit().await.context("committing ensure_table")?;
+        if !arranged.changes.is_empty() {
+            tracing::warn!(portal, %entity, %table, changes = ?arranged.changes,
+                "schema changes deferred to a later run");
+        }
+        record_fields(client, self, portal, entity, fields, &placements, &arranged).await?;
+        let what = format!("updating view {}", self.mirror_table(entity));
+        let mut attempts = ShortLock::new(&what);
+        while let Some(tx) = attempts.begin(client).await? {
+            let result = refresh_view(&tx, self, entity, false).await;
+            if attempts.end(tx, result).await?.is_some() {
+                break;
+            }
+        }
+        let mut skipped = arranged.rejected;
+        skipped.extend(
+            fields
+                .iter()
+                .filter(|f| arranged.waiting.contains(&f.code))
+                .map(|f| f.code.clone()),
+        );
         Ok(TableLayout {
             entity,
-            columns,
+            portal: portal.to_string(),
+            table,
+            columns: arranged.columns,
             skipped,
         })
     }
@@ -312,99 +418,96 @@ impl Store {
     }
 }
 
-/// Fills newly added or widened columns from the stored `raw` records, converting
-/// with the same rules as `upsert`, in chunks through a staging table.
-async fn backfill(
-    tx: &Transaction<'_>,
-    table: &str,
-    columns: &[LayoutColumn],
-) -> Result<(), StoreError> {
-    const CHUNK: i32 = 2_000;
-    let codes: Vec<&str> = columns
-        .iter()
-        .map(|c| c.code.as_str())
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    let column_list: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
-    let column_defs: Vec<String> = columns
-        .iter()
-        .map(|c| format!("{} {}", quote_ident(&c.name), c.column_type.sql()))
-        .collect();
-    tx.batch_execute(&format!(
-        "CREATE TEMP TABLE b24_backfill (portal text, id bigint, {}) ON COMMIT DROP",
-        column_defs.join(", ")
-    ))
-    .await
-    .context("creating the backfill staging table")?;
-    let copy = format!(
-        "COPY b24_backfill (portal, id, {}) FROM STDIN",
-        column_list.join(", ")
-    );
-    let select = tx
-        .prepare(&format!(
-            "SELECT portal, id, raw FROM {table} WHERE raw ?| $1::text[]"
-        ))
-        .await
-        .context("preparing the backfill read")?;
-    let cursor = tx
-        .bind(&select, &[&codes])
-        .await
-        .context("opening the backfill read")?;
-    let mut invalid = 0u64;
-    let mut staged = 0usize;
-    loop {
-        let rows = tx
-            .query_portal(&cursor, CHUNK)
-            .await
-            .context("reading rows to backfill")?;
-        if rows.is_empty() {
-            break;
-        }
-        copy_in(tx, &copy, &rows, 64 * columns.len(), |buf, row| {
-            let portal: &str = row.get(0);
-            let id: i64 = row.get(1);
-            let raw: Value = row.get(2);
-            buf.text(portal);
-            buf.text(&id.to_string());
-            for c in columns {
-                let value = raw.get(&c.code).unwrap_or(&Value::Null);
-                let text = column_text(c.part, c.column_type, value).unwrap_or_else(|_| {
-                    invalid += 1;
-                    None
-                });
-                buf.optional(text.as_deref());
-            }
-            Ok(())
-        })
-        .await?;
-        staged += rows.len();
-    }
-    let assignments: Vec<String> = column_list.iter().map(|c| format!("{c} = s.{c}")).collect();
-    tx.execute(
-        &format!(
-            "UPDATE {table} t SET {} FROM b24_backfill s WHERE t.portal = s.portal AND t.id = s.id",
-            assignments.join(", ")
-        ),
-        &[],
-    )
-    .await
-    .context("backfilling new columns")?;
-    let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
-    tracing::info!(%table, columns = ?names, rows = staged, invalid_values = invalid, "backfilled columns from raw");
-    Ok(())
-}
-
-async fn record_fields(
+/// One attempt at the table's schema changes, under its lock: registers and creates
+/// the table, adds missing columns and the text copies of retyped ones, and (for a
+/// table that has rows) records them as waiting to be filled.
+async fn apply_changes(
     tx: &Transaction<'_>,
     store: &Store,
     portal: &str,
     entity: Entity,
     fields: &[FieldMeta],
     placements: &[Placement],
-    columns: &[LayoutColumn],
+    table_name: &str,
 ) -> Result<(), StoreError> {
-    let actual_type: HashMap<&str, ColumnType> = columns
+    let table = store.table(table_name);
+    advisory_lock(tx, &format!("b24-store:table:{table}")).await?;
+    register_table(tx, store, portal, entity, table_name).await?;
+    let existing = read_existing(tx, store, table_name).await?;
+    let is_new = existing.columns.is_empty();
+    if is_new {
+        create_portal_table(tx, &table, &[]).await?;
+    }
+    let changes = arrange(fields, placements, &existing).changes;
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let mut alterations = Vec::with_capacity(changes.len());
+    let mut to_fill: Vec<&str> = Vec::new();
+    let mut replaces: Vec<Option<&str>> = Vec::new();
+    for change in &changes {
+        match change {
+            Change::Add { name, column_type } => {
+                alterations.push(format!(
+                    "ADD COLUMN IF NOT EXISTS {} {}",
+                    quote_ident(name),
+                    column_type.sql()
+                ));
+                to_fill.push(name);
+                replaces.push(None);
+            }
+            Change::Retype { column, shadow } => {
+                tracing::warn!(portal, %entity, %column, "field changed type; its values move to a text column");
+                alterations.push(format!(
+                    "ADD COLUMN IF NOT EXISTS {} {}",
+                    quote_ident(shadow),
+                    ColumnType::Text.sql()
+                ));
+                to_fill.push(shadow);
+                replaces.push(Some(column));
+            }
+        }
+    }
+    // Nullable columns without a default: a catalog change, instant once locked.
+    tx.batch_execute(&format!("ALTER TABLE {table} {}", alterations.join(", ")))
+        .await
+        .context(format_args!("adding columns to {table}"))?;
+    if !is_new {
+        tx.execute(
+            &format!(
+                "INSERT INTO {} (table_name, column_name, replaces)
+                 SELECT $1, u.* FROM unnest($2::text[], $3::text[]) AS u
+                 ON CONFLICT (table_name, column_name) DO UPDATE SET replaces = EXCLUDED.replaces, after_id = 0",
+                store.table("_column_backfill")
+            ),
+            &[&table_name, &to_fill, &replaces],
+        )
+        .await
+        .context("recording columns to fill")?;
+    }
+    Ok(())
+}
+
+async fn record_fields(
+    client: &mut Client,
+    store: &Store,
+    portal: &str,
+    entity: Entity,
+    fields: &[FieldMeta],
+    placements: &[Placement],
+    arranged: &Arranged,
+) -> Result<(), StoreError> {
+    let tx = client
+        .transaction()
+        .await
+        .context("starting to record field metadata")?;
+    advisory_lock(
+        &tx,
+        &format!("b24-store:fields:{}:{portal}:{entity}", store.schema()),
+    )
+    .await?;
+    let actual_type: HashMap<&str, ColumnType> = arranged
+        .columns
         .iter()
         .map(|c| (c.name.as_str(), c.column_type))
         .collect();
@@ -412,8 +515,11 @@ async fn record_fields(
     let mut column_type = Vec::with_capacity(fields.len());
     let mut currency_column = Vec::with_capacity(fields.len());
     let mut rejected_reason = Vec::with_capacity(fields.len());
-    for placement in placements {
+    for (field, placement) in fields.iter().zip(placements) {
         let (name, ty, currency, reason) = match placement {
+            Placement::Columns(_) if arranged.waiting.contains(&field.code) => {
+                (None, None, None, Some(WAITING_REASON.to_string()))
+            }
             Placement::System("id") => {
                 (Some("id".to_string()), Some(ColumnType::BigInt), None, None)
             }
@@ -531,7 +637,7 @@ async fn record_fields(
     )
     .await
     .context("recording enumeration items")?;
-    Ok(())
+    tx.commit().await.context("committing field metadata")
 }
 
 #[cfg(test)]

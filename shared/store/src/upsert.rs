@@ -12,7 +12,7 @@ use serde_json::Value;
 use tokio_postgres::Transaction;
 
 use crate::copy::{CopyBuffer, copy_in};
-use crate::layout::LayoutColumn;
+use crate::layout::{LayoutColumn, portal_table_name};
 use crate::{Context, Row, Store, StoreError, TableLayout, check_portal, quote_ident, to_db_id};
 
 /// What one `upsert` call did.
@@ -49,9 +49,10 @@ impl Store {
         rows: &[Row],
     ) -> Result<UpsertStats, StoreError> {
         check_portal(portal)?;
-        if layout.entity() != entity {
+        if layout.entity() != entity || layout.portal() != portal {
             return Err(StoreError::Invalid(format!(
-                "the layout is for {}, not {entity}",
+                "the layout is for portal {:?}'s {}, not portal {portal:?}'s {entity}",
+                layout.portal(),
                 layout.entity()
             )));
         }
@@ -59,7 +60,7 @@ impl Store {
             return Ok(UpsertStats::default());
         }
         let latest = latest_by_id(rows)?;
-        let table = self.mirror_table(entity);
+        let table = layout.table();
         let mut invalid = InvalidValues::default();
         let pending: Vec<Pending> = latest
             .into_iter()
@@ -77,7 +78,7 @@ impl Store {
 
         let mut client = self.client().await?;
         let tx = client.transaction().await.context("starting upsert")?;
-        lock_rows(&tx, &table, portal).await?;
+        lock_rows(&tx, table, portal).await?;
         let ids: Vec<i64> = pending.iter().map(|p| p.id).collect();
         let versions: Vec<Option<DateTime<Utc>>> = pending
             .iter()
@@ -156,7 +157,7 @@ impl Store {
             .context("creating the upsert staging table")?;
             let copy = format!("COPY b24_stage (portal, id, raw, date_modify{list}) FROM STDIN");
             copy_in(&tx, &copy, &changed, bytes_per_row, &mut write).await?;
-            update_from_stage(&tx, &table, columns).await?
+            update_from_stage(&tx, table, columns).await?
         };
         tx.commit().await.context("committing upsert")?;
 
@@ -184,7 +185,7 @@ impl Store {
         if ids.is_empty() {
             return Ok(0);
         }
-        let table = self.mirror_table(entity);
+        let table = self.portal_table(portal, entity);
         let mut client = self.client().await?;
         let tx = client.transaction().await.context("starting soft delete")?;
         lock_rows(&tx, &table, portal).await?;
@@ -198,6 +199,11 @@ impl Store {
         };
         tx.commit().await.context("committing soft delete")?;
         Ok(deleted)
+    }
+
+    /// `portal`'s table of `entity`, schema-qualified and quoted.
+    pub(crate) fn portal_table(&self, portal: &str, entity: Entity) -> String {
+        self.table(&portal_table_name(entity, portal))
     }
 
     /// The live (not soft-deleted) IDs in `(after, up_to]`, ascending.
@@ -226,8 +232,8 @@ impl Store {
         let client = self.client().await?;
         let sql = format!(
             "SELECT id, date_modify FROM {} WHERE portal = $1 AND deleted_at IS NULL AND id > $2 AND ($3::bigint IS NULL OR id <= $3)
-             ORDER BY id",
-            self.mirror_table(entity)
+             ORDER BY portal, id",
+            self.portal_table(portal, entity)
         );
         match client.query(&sql, &[&portal, &after, &up_to]).await {
             Err(e) if is_undefined_table(&e) => Ok(Vec::new()),
@@ -260,7 +266,11 @@ impl serde::Serialize for JsonbKeyOrder<'_> {
 
 /// Serialises writers of one portal's rows in a table, so the rows `upsert` found
 /// missing are still missing when it copies them in.
-async fn lock_rows(tx: &Transaction<'_>, table: &str, portal: &str) -> Result<(), StoreError> {
+pub(crate) async fn lock_rows(
+    tx: &Transaction<'_>,
+    table: &str,
+    portal: &str,
+) -> Result<(), StoreError> {
     tx.execute(
         "SELECT pg_advisory_xact_lock(hashtext($1))",
         &[&format!("b24-store:rows:{table}:{portal}")],

@@ -52,3 +52,19 @@ pub fn with_items(mut f: FieldMeta, items: &[(&str, &str)]) -> FieldMeta {
 pub fn row(value: Value) -> Row {
     value.as_object().expect("a JSON object").clone()
 }
+
+/// The name (unqualified, a plain identifier) of `portal`'s table of `entity` in
+/// [`SCHEMA`], from the store's registry.
+pub async fn portal_table(
+    c: &tokio_postgres::Client,
+    portal: &str,
+    entity: b24_domain::entity::Entity,
+) -> String {
+    c.query_one(
+        "SELECT table_name FROM b24._mirror_tables WHERE portal = $1 AND entity = $2",
+        &[&portal, &entity.as_str()],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}

@@ -49,6 +49,8 @@ fn deal_fields() -> Vec<b24_domain::schema::FieldMeta> {
     ]
 }
 
+/// A deal as the portal sends it: a date field's value is midnight UTC written in the
+/// portal's offset (`BEGINDATE`, `UF_CRM_DATE`).
 fn deal_row() -> Value {
     json!({
         "ID": "410", "TITLE": "New Deal #1", "OPPORTUNITY": "1000000.00", "CURRENCY_ID": "EUR", "OPENED": "Y",
@@ -56,7 +58,7 @@ fn deal_row() -> Value {
         "DATE_MODIFY": "2024-08-30T14:29:00+02:00", "ASSIGNED_BY_ID": "1", "COMPANY_ID": "9", "CATEGORY_ID": "0",
         "STAGE_ID": "C1:NEW", "COMMENTS": "[B]Example\tcomment[/B]\nline \\ two 'quoted' \"double\" ünïcode",
         "UF_CRM_STR": "Hello world!", "UF_CRM_INT": "42", "UF_CRM_DBL": "9999.9", "UF_CRM_BOOL": "1",
-        "UF_CRM_DATE": "2024-09-09T00:00:00+03:00", "UF_CRM_DT": "2024-09-09T16:31:12+03:00", "UF_CRM_ENUM": "80",
+        "UF_CRM_DATE": "2024-09-09T03:00:00+03:00", "UF_CRM_DT": "2024-09-09T16:31:12+03:00", "UF_CRM_ENUM": "80",
         "UF_CRM_MONEY": "300.50|RUB", "UF_CRM_EMP": "6", "UF_CRM_URLS": ["example.com", "second-example.com"],
         "UF_CRM_FILE": {"id": 12, "showUrl": "/show?id=12"}, "UF_CRM_BIND": "CO_456",
         "UF_CRM_ADDR": "Main St 1|52.5;13.4", "UF_CRM_TAGS": ["1", "2"], "UNLISTED": "only in raw"
@@ -85,11 +87,12 @@ async fn every_column_type_round_trips() {
     assert_eq!((stats.inserted, stats.invalid_values), (1, 0));
 
     let c = db.client().await;
+    let table = portal_table(&c, "a.bitrix24.com", Entity::Deal).await;
     let types: Vec<(String, String)> = c
         .query(
             "SELECT column_name::text, data_type::text FROM information_schema.columns
-             WHERE table_schema = 'b24' AND table_name = 'deal' ORDER BY ordinal_position",
-            &[],
+             WHERE table_schema = 'b24' AND table_name = $1 ORDER BY ordinal_position",
+            &[&table],
         )
         .await
         .unwrap()
@@ -140,14 +143,16 @@ async fn every_column_type_round_trips() {
 
     let r = c
         .query_one(
-            "SELECT portal, id, title, opportunity::text, currency_id, opened, begindate::text,
+            &format!(
+                "SELECT portal, id, title, opportunity::text, currency_id, opened, begindate::text,
                     date_create = '2024-08-30T12:29:00Z'::timestamptz, date_modify = '2024-08-30T14:29:00+02:00'::timestamptz,
                     assigned_by_id, company_id, category_id, stage_id, comments,
                     uf_crm_str, uf_crm_int, uf_crm_dbl::text, uf_crm_bool, uf_crm_date::text,
                     uf_crm_dt = '2024-09-09T13:31:12Z'::timestamptz, uf_crm_enum, uf_crm_money::text,
                     uf_crm_money_currency, uf_crm_emp, uf_crm_urls, uf_crm_file, uf_crm_bind, uf_crm_addr, uf_crm_tags,
                     raw, deleted_at IS NULL, synced_at > now() - interval '1 minute'
-             FROM b24.deal",
+             FROM b24.{table}"
+            ),
             &[],
         )
         .await
@@ -195,8 +200,10 @@ async fn every_column_type_round_trips() {
     // Enumeration labels resolve through the stored items.
     let label: String = c
         .query_one(
-            "SELECT i.value FROM b24.deal d JOIN b24._field_items i
-               ON i.portal = d.portal AND i.entity = 'deal' AND i.code = 'UF_CRM_ENUM' AND i.item_id = d.uf_crm_enum::text",
+            &format!(
+                "SELECT i.value FROM b24.{table} d JOIN b24._field_items i
+                   ON i.portal = d.portal AND i.entity = 'deal' AND i.code = 'UF_CRM_ENUM' AND i.item_id = d.uf_crm_enum::text"
+            ),
             &[],
         )
         .await
@@ -268,23 +275,27 @@ async fn phone_and_email_multifields_are_queryable_jsonb() {
     assert!(bob.get::<_, bool>(0) && bob.get::<_, bool>(1) && !bob.get::<_, bool>(2));
 }
 
+/// The type of `column` in the deal table of [`PORTAL`].
 async fn column_type(c: &tokio_postgres::Client, column: &str) -> Option<String> {
+    let table = portal_table(c, PORTAL, Entity::Deal).await;
     c.query_opt(
         "SELECT data_type::text FROM information_schema.columns
-         WHERE table_schema = 'b24' AND table_name = 'deal' AND column_name = $1",
-        &[&column],
+         WHERE table_schema = 'b24' AND table_name = $1 AND column_name = $2",
+        &[&table, &column],
     )
     .await
     .unwrap()
     .map(|r| r.get(0))
 }
 
+const PORTAL: &str = "a.bitrix24.com";
+
 #[tokio::test]
 async fn new_fields_become_backfilled_columns_and_nothing_is_ever_lost() {
     let db = TestDb::create().await;
     let store = store(&db).await;
     let c = db.client().await;
-    let portal = "a.bitrix24.com";
+    let portal = PORTAL;
     let v1 = vec![
         field("ID", "integer"),
         field("TITLE", "string"),
@@ -292,6 +303,7 @@ async fn new_fields_become_backfilled_columns_and_nothing_is_ever_lost() {
         field("UF_CRM_OLD", "string"),
     ];
     let layout_v1 = store.ensure_table(portal, Entity::Deal, &v1).await.unwrap();
+    let t = portal_table(&c, portal, Entity::Deal).await;
     let rows: Vec<_> = (1..=3)
         .map(|i| {
             row(json!({"ID": i.to_string(), "TITLE": format!("deal {i}"), "DATE_MODIFY": "2024-08-30T14:29:00+02:00",
@@ -313,7 +325,10 @@ async fn new_fields_become_backfilled_columns_and_nothing_is_ever_lost() {
         Some("bigint")
     );
     let values: Vec<(i64, Option<i64>)> = c
-        .query("SELECT id, uf_crm_new FROM b24.deal ORDER BY id", &[])
+        .query(
+            &format!("SELECT id, uf_crm_new FROM b24.{t} ORDER BY id"),
+            &[],
+        )
         .await
         .unwrap()
         .iter()
@@ -352,7 +367,7 @@ async fn new_fields_become_backfilled_columns_and_nothing_is_ever_lost() {
         .await
         .unwrap();
     let old: Vec<Option<String>> = c
-        .query("SELECT uf_crm_old FROM b24.deal ORDER BY id", &[])
+        .query(&format!("SELECT uf_crm_old FROM b24.{t} ORDER BY id"), &[])
         .await
         .unwrap()
         .iter()
@@ -391,7 +406,7 @@ async fn new_fields_become_backfilled_columns_and_nothing_is_ever_lost() {
     let layout_v4 = store.ensure_table(portal, Entity::Deal, &v4).await.unwrap();
     assert_eq!(column_type(&c, "uf_crm_new").await.as_deref(), Some("text"));
     let text: Vec<Option<String>> = c
-        .query("SELECT uf_crm_new FROM b24.deal ORDER BY id", &[])
+        .query(&format!("SELECT uf_crm_new FROM b24.{t} ORDER BY id"), &[])
         .await
         .unwrap()
         .iter()
@@ -428,7 +443,7 @@ async fn new_fields_become_backfilled_columns_and_nothing_is_ever_lost() {
     assert_eq!(col.column_type, ColumnType::Text);
     assert_eq!(column_type(&c, "uf_crm_new").await.as_deref(), Some("text"));
     let kept: String = c
-        .query_one("SELECT uf_crm_new FROM b24.deal WHERE id = 5", &[])
+        .query_one(&format!("SELECT uf_crm_new FROM b24.{t} WHERE id = 5"), &[])
         .await
         .unwrap()
         .get(0);
@@ -453,7 +468,7 @@ async fn new_fields_become_backfilled_columns_and_nothing_is_ever_lost() {
         .await
         .unwrap();
     let seven: String = c
-        .query_one("SELECT uf_crm_new FROM b24.deal WHERE id = 6", &[])
+        .query_one(&format!("SELECT uf_crm_new FROM b24.{t} WHERE id = 6"), &[])
         .await
         .unwrap()
         .get(0);
@@ -504,9 +519,10 @@ async fn hostile_field_names_are_rejected_and_keywords_are_quoted() {
         .unwrap();
 
     let c = db.client().await;
+    let t = portal_table(&c, "a.bitrix24.com", Entity::Deal).await;
     let r = c
         .query_one(
-            "SELECT \"select\", \"order\", uf_crm_dup, raw FROM b24.deal",
+            &format!("SELECT \"select\", \"order\", uf_crm_dup, raw FROM b24.{t}"),
             &[],
         )
         .await
@@ -543,71 +559,6 @@ async fn hostile_field_names_are_rejected_and_keywords_are_quoted() {
             .unwrap()
             .contains("UF_CRM_DUP"),
         "{dup:?}"
-    );
-}
-
-#[tokio::test]
-async fn portals_share_tables_but_not_metadata() {
-    let db = TestDb::create().await;
-    let store = store(&db).await;
-    let a = store
-        .ensure_table(
-            "a.bitrix24.com",
-            Entity::Lead,
-            &[field("ID", "integer"), field("UF_CRM_A", "string")],
-        )
-        .await
-        .unwrap();
-    let b = store
-        .ensure_table(
-            "b.bitrix24.com",
-            Entity::Lead,
-            &[field("ID", "integer"), field("UF_CRM_B", "integer")],
-        )
-        .await
-        .unwrap();
-    // Portal A's metadata is not marked removed by portal B's different field list.
-    let described = store
-        .describe_columns("a.bitrix24.com", Entity::Lead)
-        .await
-        .unwrap();
-    assert!(described.iter().all(|d| d.removed_at.is_none()));
-    assert_eq!(b.columns().len(), 1);
-    store
-        .upsert(
-            "a.bitrix24.com",
-            Entity::Lead,
-            &a,
-            &[row(json!({"ID": 1, "UF_CRM_A": "a"}))],
-        )
-        .await
-        .unwrap();
-    store
-        .upsert(
-            "b.bitrix24.com",
-            Entity::Lead,
-            &b,
-            &[row(json!({"ID": 1, "UF_CRM_B": "5"}))],
-        )
-        .await
-        .unwrap();
-    let c = db.client().await;
-    let rows: Vec<(String, Option<String>, Option<i64>)> = c
-        .query(
-            "SELECT portal, uf_crm_a, uf_crm_b FROM b24.lead ORDER BY portal",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
-    assert_eq!(
-        rows,
-        [
-            ("a.bitrix24.com".into(), Some("a".into()), None),
-            ("b.bitrix24.com".into(), None, Some(5))
-        ]
     );
 }
 

@@ -153,12 +153,24 @@ pub async fn assert_typed_columns_match_raw(
     entity: Entity,
 ) -> BTreeMap<String, String> {
     let client = db.client().await;
+    // The portal's own table: the view named after the entity has only the standard
+    // columns every portal shares.
+    let table: String = client
+        .query_one(
+            &format!(
+                "SELECT table_name FROM {SCHEMA}._mirror_tables WHERE portal = $1 AND entity = $2"
+            ),
+            &[&PORTAL, &entity.as_str()],
+        )
+        .await
+        .unwrap()
+        .get(0);
     let columns = client
         .query(
             "SELECT column_name, data_type FROM information_schema.columns \
              WHERE table_schema = $1 AND table_name = $2 \
              AND column_name NOT IN ('portal', 'id', 'raw', 'synced_at', 'deleted_at')",
-            &[&SCHEMA, &entity.as_str()],
+            &[&SCHEMA, &table],
         )
         .await
         .unwrap();
@@ -217,8 +229,7 @@ pub async fn assert_typed_columns_match_raw(
             format!("\"{name}\"")
         };
         let sql = format!(
-            "SELECT count(*) FROM {SCHEMA}.{} WHERE portal = $1 AND raw ? '{code}' AND {actual} IS DISTINCT FROM {expected}",
-            entity.as_str()
+            "SELECT count(*) FROM {SCHEMA}.{table} WHERE portal = $1 AND raw ? '{code}' AND {actual} IS DISTINCT FROM {expected}"
         );
         let mismatches: i64 = client
             .query_one(&sql, &[&PORTAL])
