@@ -1,4 +1,7 @@
 //! The Lambda adapter: an EventBridge Scheduler `Input` in, the per-entity summaries out.
+//! A run refused by the deletion guard fails the invocation (its message says how to
+//! confirm); a run that found another one under way is a summary with outcome
+//! `already_running`.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -10,7 +13,8 @@ use serde_json::Value;
 pub fn parse_request(payload: Value) -> Result<SyncRequest, String> {
     if payload.get("detail-type").is_some() {
         return Err("got an EventBridge envelope instead of a sync request: set the schedule's Input to \
-                    {\"portal\":\"...\",\"entities\":[...],\"mode\":\"incremental|full|resume|reconcile\"}"
+                    {\"portal\":\"...\",\"entities\":[...],\"mode\":\"incremental|full|resume|reconcile\"} \
+                    (optionally \"confirm_deletes\":true)"
             .into());
     }
     serde_json::from_value(payload).map_err(|e| format!("invalid sync request: {e}"))
@@ -65,8 +69,14 @@ mod tests {
         assert_eq!(request.portal, "acme");
         assert_eq!(request.entities, Some(vec![Entity::Deal, Entity::Contact]));
         assert_eq!(request.mode, Mode::Incremental);
+        assert!(!request.confirm_deletes);
         let request = parse_request(json!({"portal": "acme", "mode": "full"})).unwrap();
         assert_eq!(request.entities, None);
+        // A one-off invocation that lets a checked mass deletion through.
+        let request =
+            parse_request(json!({"portal": "acme", "mode": "reconcile", "confirm_deletes": true}))
+                .unwrap();
+        assert!(request.confirm_deletes);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Sync decisions that need no IO: which modification time an incremental pass starts
-//! from, and what an ID-set comparison says must be deleted or fetched.
+//! from, where an unfinished pass continues, what an ID-set comparison says must be
+//! deleted or fetched, and whether a run may delete as much as it found gone.
 
 use std::fmt;
 use std::str::FromStr;
@@ -38,6 +39,34 @@ impl Mode {
 impl fmt::Display for Mode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// How a run ended, as recorded in `_sync_runs.outcome`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunOutcome {
+    /// Reached the end of what the mode does.
+    Completed,
+    /// Stopped at its time box; the next run continues from the checkpoint.
+    Stopped,
+    /// Found more deletions than the guard allows without confirmation; deleted
+    /// nothing and kept its checkpoint and the deletions it found.
+    Refused,
+    /// Another run of the same portal entity held the run lock; did nothing.
+    AlreadyRunning,
+    Failed,
+}
+
+impl RunOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunOutcome::Completed => "completed",
+            RunOutcome::Stopped => "stopped",
+            RunOutcome::Refused => "refused",
+            RunOutcome::AlreadyRunning => "already_running",
+            RunOutcome::Failed => "failed",
+        }
     }
 }
 
@@ -93,6 +122,87 @@ pub fn later_time(current: Option<String>, candidate: &str) -> Option<String> {
         Some(Ok(current_at)) if current_at >= candidate_at => current,
         _ => Some(candidate.to_string()),
     }
+}
+
+/// Where an unfinished incremental pass continues: the same `>=DATE_MODIFY` bound,
+/// after the last ID it wrote (the listing is in ascending ID order).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IncrementalCheckpoint {
+    /// The pass's `>=DATE_MODIFY` bound, kept so every slice lists the same set.
+    pub since: String,
+    pub after_id: u64,
+    /// The portal's newest `DATE_MODIFY` read before the pass's first slice; the
+    /// cursor moves there when the pass completes, so rows changed while the pass
+    /// was under way are read again by the next one.
+    pub target: Option<String>,
+}
+
+/// The default share of an entity's live mirror rows one run may soft-delete without
+/// confirmation.
+pub const DEFAULT_MAX_DELETE_SHARE: f64 = 0.10;
+
+/// How much a run may soft-delete: at most `max_share` of the entity's live rows for
+/// the portal, unless the operator confirmed (or the share is 1.0).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DeleteGuard {
+    pub max_share: f64,
+    pub confirmed: bool,
+}
+
+impl Default for DeleteGuard {
+    fn default() -> Self {
+        DeleteGuard {
+            max_share: DEFAULT_MAX_DELETE_SHARE,
+            confirmed: false,
+        }
+    }
+}
+
+/// A deletion the guard did not let through, with the counts behind it.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, thiserror::Error)]
+#[error(
+    "would soft-delete {would_delete} of {live_rows} live rows ({:.1} %), more than the allowed {:.1} %",
+    percent(*would_delete, *live_rows),
+    max_share * 100.0
+)]
+pub struct DeletesRefused {
+    pub would_delete: u64,
+    pub live_rows: u64,
+    pub max_share: f64,
+}
+
+fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 * 100.0 / whole as f64
+    }
+}
+
+impl DeleteGuard {
+    /// Whether soft-deleting `would_delete` of `live_rows` may go ahead.
+    pub fn check(&self, would_delete: u64, live_rows: u64) -> Result<(), DeletesRefused> {
+        let allowed = self.confirmed
+            || self.max_share >= 1.0
+            || would_delete == 0
+            || would_delete as f64 <= self.max_share * live_rows as f64;
+        if allowed {
+            Ok(())
+        } else {
+            Err(DeletesRefused {
+                would_delete,
+                live_rows,
+                max_share: self.max_share,
+            })
+        }
+    }
+}
+
+/// The part of `remaining` one of `parts_left` consumers gets when each takes an equal
+/// share of what is left: time one leaves unused flows to those after it, and none
+/// can take the others' share.
+pub fn fair_share(remaining: std::time::Duration, parts_left: usize) -> std::time::Duration {
+    remaining / u32::try_from(parts_left.max(1)).unwrap_or(u32::MAX)
 }
 
 /// The outcome of comparing one ID window of the portal with the same window of the mirror.
@@ -193,6 +303,45 @@ mod tests {
             (d.missing_in_mirror, d.gone_from_portal, d.different),
             (vec![3], vec![4], vec![2])
         );
+    }
+
+    #[test]
+    fn the_guard_allows_up_to_the_share_and_refuses_beyond_it() {
+        let guard = DeleteGuard::default();
+        assert_eq!(guard.check(0, 0), Ok(()));
+        assert_eq!(guard.check(100, 1_000), Ok(()));
+        let refused = guard.check(101, 1_000).unwrap_err();
+        assert_eq!((refused.would_delete, refused.live_rows), (101, 1_000));
+        assert_eq!(
+            refused.to_string(),
+            "would soft-delete 101 of 1000 live rows (10.1 %), more than the allowed 10.0 %"
+        );
+        // The portal listing nothing at all is the whole mirror.
+        assert!(guard.check(300, 300).is_err());
+        assert!(guard.check(1, 0).is_err());
+        let confirmed = DeleteGuard {
+            confirmed: true,
+            ..guard
+        };
+        assert_eq!(confirmed.check(900, 1_000), Ok(()));
+        let everything = DeleteGuard {
+            max_share: 1.0,
+            confirmed: false,
+        };
+        assert_eq!(everything.check(1_000, 1_000), Ok(()));
+        let none = DeleteGuard {
+            max_share: 0.0,
+            confirmed: false,
+        };
+        assert!(none.check(1, 1_000_000).is_err());
+    }
+
+    #[test]
+    fn fair_shares_split_what_is_left() {
+        use std::time::Duration as D;
+        assert_eq!(fair_share(D::from_secs(90), 3), D::from_secs(30));
+        assert_eq!(fair_share(D::from_secs(60), 1), D::from_secs(60));
+        assert_eq!(fair_share(D::from_secs(60), 0), D::from_secs(60));
     }
 
     #[test]

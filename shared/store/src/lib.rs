@@ -22,7 +22,7 @@ use tokio_postgres::Client;
 
 pub use layout::{ColumnInfo, LayoutColumn, TableLayout};
 pub use limiter::PgRateLimiter;
-pub use state::{RunStats, SyncState};
+pub use state::{Checkpoints, RunLock, RunStats, SyncState};
 pub use upsert::UpsertStats;
 
 /// A record as returned by `crm.<entity>.list` / `get`: Bitrix24 codes to values.

@@ -1,20 +1,27 @@
 //! One sync run of one portal entity: reads Bitrix24 through the client, writes the
-//! mirror through the store. The decisions (cursor, ID diff) are pure functions in
-//! `b24_domain::sync`; this file only sequences IO.
+//! mirror through the store. The decisions (cursor, ID diff, deletion guard) are pure
+//! functions in `b24_domain::sync`; this file only sequences IO.
+//!
+//! Every run holds its portal entity's run lock, is bounded by its options' time box
+//! (a soft stop between chunks and a hard deadline on every wait for the portal), and
+//! ends recorded in `_sync_runs` with its outcome.
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use b24_client::{B24Error, Client, Command, CommandResult, ListQuery, Row};
 use b24_domain::entity::Entity;
 use b24_domain::schema::{self, FieldMeta};
 use b24_domain::sync::{
-    Mode, diff_sorted, diff_sorted_ids, incremental_since, later_time, parse_portal_time,
+    DeleteGuard, DeletesRefused, IncrementalCheckpoint, Mode, RunOutcome, diff_sorted,
+    diff_sorted_ids, fair_share, incremental_since, later_time, parse_portal_time,
 };
-use b24_store::{RunStats, Store, SyncState, TableLayout};
-use futures::StreamExt;
+use b24_store::{RunLock, RunStats, Store, SyncState, TableLayout};
+use futures::{Stream, StreamExt};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use crate::SyncError;
 
@@ -23,16 +30,24 @@ use crate::SyncError;
 /// for a few statements per thousand rows.
 pub const CHUNK_ROWS: usize = 500;
 
-/// How a run is bounded and how far back an incremental pass looks.
+/// IDs soft-deleted per statement when a run applies the deletions it found.
+const DELETE_BATCH: usize = 10_000;
+
+/// How a run is bounded, how far back an incremental pass looks, and how much it may
+/// delete.
 #[derive(Clone, Debug)]
 pub struct SyncOptions {
     /// Re-read this much before the cursor: the portal's application servers do not
     /// share one perfectly monotonic clock, and a re-read row that did not change is
     /// skipped by the store at no write cost.
     pub overlap: chrono::Duration,
-    /// Stop a full sync or reconcile after the chunk that ends past this instant,
-    /// leaving a checkpoint to continue from.
+    /// Start no further chunk after this instant, leaving a checkpoint to continue from.
     pub stop_after: Option<Instant>,
+    /// Every wait for the portal (the next chunk, limiter sleeps, retries and their
+    /// backoff) ends here; the run then stops at its last checkpoint.
+    pub deadline: Option<Instant>,
+    /// How much of the mirror one run may soft-delete without confirmation.
+    pub delete_guard: DeleteGuard,
 }
 
 impl Default for SyncOptions {
@@ -40,6 +55,8 @@ impl Default for SyncOptions {
         SyncOptions {
             overlap: chrono::Duration::minutes(5),
             stop_after: None,
+            deadline: None,
+            delete_guard: DeleteGuard::default(),
         }
     }
 }
@@ -47,12 +64,38 @@ impl Default for SyncOptions {
 impl SyncOptions {
     /// Options for a run that must end before `deadline`, keeping `margin` for the last
     /// chunk, the state write and the response, but never more than a quarter of the
-    /// time left, so a function with a short timeout still gets work done.
+    /// time left, so a function with a short timeout still gets work done. Waits are
+    /// cut at half the margin before the deadline, which leaves the other half for
+    /// recording where the run stopped.
     pub fn until(deadline: Instant, margin: Duration) -> Self {
         let margin = margin.min(deadline.saturating_duration_since(Instant::now()) / 4);
+        let before = |d: Duration| deadline.checked_sub(d).unwrap_or_else(Instant::now);
         SyncOptions {
-            stop_after: Some(deadline.checked_sub(margin).unwrap_or_else(Instant::now)),
+            stop_after: Some(before(margin)),
+            deadline: Some(before(margin / 2)),
             ..Self::default()
+        }
+    }
+
+    /// These options for one of `parts_left` runs that share what is left of the time
+    /// box equally (see [`fair_share`]): a run that finishes early leaves its time to
+    /// those after it, and a run with a big backlog cannot starve the others.
+    pub fn share(&self, parts_left: usize) -> SyncOptions {
+        let now = Instant::now();
+        let stop_after = self
+            .stop_after
+            .map(|stop| now + fair_share(stop.saturating_duration_since(now), parts_left));
+        // The hard deadline keeps its distance from the soft stop, within the whole.
+        let deadline = match (self.deadline, self.stop_after, stop_after) {
+            (Some(whole), Some(stop), Some(share)) => {
+                Some(whole.min(share + (whole - stop.min(whole))))
+            }
+            (deadline, ..) => deadline,
+        };
+        SyncOptions {
+            stop_after,
+            deadline,
+            ..self.clone()
         }
     }
 
@@ -67,17 +110,22 @@ pub struct SyncSummary {
     pub portal: String,
     pub entity: String,
     pub mode: String,
+    /// `None` only before the run ended.
+    pub outcome: Option<RunOutcome>,
     pub rows_read: u64,
     pub rows_inserted: u64,
     pub rows_updated: u64,
     pub rows_unchanged: u64,
     pub rows_deleted: u64,
     pub http_requests: u64,
-    /// False when a full sync or reconcile stopped at its time box; the next `full` or
-    /// `resume` run continues from `checkpoint`.
+    /// False when the run stopped at its time box (the next run of the mode continues
+    /// from its checkpoint), was refused or found another run under way.
     pub completed: bool,
+    /// The full sync's checkpoint.
     pub checkpoint: Option<u64>,
     pub cursor: Option<String>,
+    /// The deletions a refused run found and kept for a confirmed run.
+    pub refused: Option<DeletesRefused>,
     pub skipped_fields: Vec<String>,
     pub seconds: f64,
 }
@@ -125,27 +173,104 @@ pub struct Syncer<'a> {
     pub portal: &'a str,
 }
 
+/// How far a step got before the run's time was up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Progress {
+    Completed,
+    Stopped,
+}
+
+/// A listing walked in ID windows, each compared with the same window of the mirror:
+/// a full sync reads every field, a reconcile only IDs.
+#[derive(Clone, Copy, Debug)]
+enum Walk {
+    Full {
+        started_at: chrono::DateTime<chrono::Utc>,
+    },
+    Reconcile,
+}
+
+impl Walk {
+    /// Where the walk's deletions wait (a resumed full sync continues `full`'s).
+    fn deletions_key(self) -> &'static str {
+        match self {
+            Walk::Full { .. } => Mode::Full.as_str(),
+            Walk::Reconcile => Mode::Reconcile.as_str(),
+        }
+    }
+}
+
+/// What every step of one run shares.
+struct Run<'r> {
+    entity: Entity,
+    options: &'r SyncOptions,
+    lock: &'r RunLock,
+    prepared: Prepared,
+}
+
+impl Run<'_> {
+    /// Checked before each state write: a run whose lock connection closed may no
+    /// longer be the only one, so it stops rather than overwrite another's state.
+    fn ensure_locked(&self) -> Result<(), SyncError> {
+        if self.lock.is_held() {
+            Ok(())
+        } else {
+            Err(SyncError::LockLost)
+        }
+    }
+}
+
 impl Syncer<'_> {
-    /// Runs `mode` for `entity`, recording the run (and its error, if any) in the store.
+    /// Runs `mode` for `entity` under the portal entity's run lock, recording the run
+    /// (its outcome, and its error, if any) in the store. When another run holds the
+    /// lock, nothing is done and the summary says `already_running`.
     pub async fn run(
         &self,
         entity: Entity,
         mode: Mode,
         options: &SyncOptions,
     ) -> Result<SyncSummary, SyncError> {
-        let started = Instant::now();
-        let requests_before = self.client.stats().http_requests;
-        let run_id = self
-            .store
-            .start_run(self.portal, entity, mode.as_str())
-            .await?;
         let mut summary = SyncSummary {
             portal: self.portal.to_string(),
             entity: entity.to_string(),
             mode: mode.to_string(),
             ..SyncSummary::default()
         };
-        let outcome = self.run_mode(entity, mode, options, &mut summary).await;
+        let Some(lock) = self.store.try_lock_run(self.portal, entity).await? else {
+            tracing::warn!(portal = %self.portal, %entity, %mode, "another run of this portal entity is under way; nothing done");
+            summary.outcome = Some(RunOutcome::AlreadyRunning);
+            return Ok(summary);
+        };
+        let result = self
+            .locked_run(entity, mode, options, &lock, &mut summary)
+            .await;
+        lock.release().await;
+        result.map(|()| summary)
+    }
+
+    async fn locked_run(
+        &self,
+        entity: Entity,
+        mode: Mode,
+        options: &SyncOptions,
+        lock: &RunLock,
+        summary: &mut SyncSummary,
+    ) -> Result<(), SyncError> {
+        let started = Instant::now();
+        let requests_before = self.client.stats().http_requests;
+        let run_id = self
+            .store
+            .start_run(self.portal, entity, mode.as_str())
+            .await?;
+        let progress = self.run_mode(entity, mode, options, lock, summary).await;
+        let outcome = match &progress {
+            Ok(Progress::Completed) => RunOutcome::Completed,
+            Ok(Progress::Stopped) => RunOutcome::Stopped,
+            Err(SyncError::Refused(_)) => RunOutcome::Refused,
+            Err(_) => RunOutcome::Failed,
+        };
+        summary.outcome = Some(outcome);
+        summary.completed = outcome == RunOutcome::Completed;
         summary.http_requests = self.client.stats().http_requests - requests_before;
         summary.seconds = started.elapsed().as_secs_f64();
         let stats = RunStats {
@@ -153,10 +278,12 @@ impl Syncer<'_> {
             rows_written: summary.rows_inserted + summary.rows_updated,
             rows_deleted: summary.rows_deleted,
             http_requests: summary.http_requests,
-            error: outcome.as_ref().err().map(ToString::to_string),
+            error: progress.as_ref().err().map(ToString::to_string),
+            outcome: Some(outcome),
+            refused: summary.refused,
         };
         self.store.finish_run(run_id, &stats).await?;
-        outcome.map(|()| summary)
+        progress.map(drop)
     }
 
     async fn run_mode(
@@ -164,39 +291,58 @@ impl Syncer<'_> {
         entity: Entity,
         mode: Mode,
         options: &SyncOptions,
+        lock: &RunLock,
         summary: &mut SyncSummary,
-    ) -> Result<(), SyncError> {
-        let mut state = self.store.load_state(self.portal, entity).await?;
+    ) -> Result<Progress, SyncError> {
+        let state = self.store.load_state(self.portal, entity).await?;
+        let checkpoints = self.store.load_checkpoints(self.portal, entity).await?;
+        summary.cursor.clone_from(&state.cursor);
+        summary.checkpoint = state.full_checkpoint;
         if mode == Mode::Resume && state.full_checkpoint.is_none() {
-            summary.completed = true;
-            summary.cursor = state.cursor;
-            return Ok(());
+            return Ok(Progress::Completed);
         }
-        let prepared = self.prepare(entity, summary).await?;
-        match mode {
+        let Some(prepared) = self.prepare(entity, options, summary).await? else {
+            return Ok(Progress::Stopped);
+        };
+        let run = Run {
+            entity,
+            options,
+            lock,
+            prepared,
+        };
+        let progress = match mode {
             Mode::Incremental if state.cursor.is_some() => {
-                self.incremental(entity, &prepared, options, &mut state, summary)
+                self.incremental(&run, &state, checkpoints.incremental, summary)
                     .await?
             }
-            Mode::Reconcile => self.reconcile(entity, &prepared, summary).await?,
+            Mode::Reconcile => {
+                if checkpoints.reconcile.is_none() {
+                    self.start_walk(&run, Walk::Reconcile).await?;
+                }
+                let start_after = checkpoints.reconcile.unwrap_or(0);
+                self.walk(&run, Walk::Reconcile, start_after, summary)
+                    .await?
+            }
             // The first incremental pass has no cursor: it is a full sync.
             Mode::Incremental | Mode::Full | Mode::Resume => {
-                self.full(entity, &prepared, options, &mut state, summary)
-                    .await?
+                self.full(&run, &state, summary).await?
             }
-        }
+        };
+        let state = self.store.load_state(self.portal, entity).await?;
         summary.cursor = state.cursor;
         summary.checkpoint = state.full_checkpoint;
-        Ok(())
+        Ok(progress)
     }
 
     /// One request for the entity's field metadata and its newest modification time;
-    /// brings the table up to date with the fields.
+    /// brings the table up to date with the fields. `None` when the deadline came
+    /// before the portal answered.
     async fn prepare(
         &self,
         entity: Entity,
+        options: &SyncOptions,
         summary: &mut SyncSummary,
-    ) -> Result<Prepared, SyncError> {
+    ) -> Result<Option<Prepared>, SyncError> {
         // The newest DATE_MODIFY is read from the data itself, so the cursor lives on the
         // portal's clock and in its time zone. One row, no COUNT.
         let newest = json!({
@@ -208,12 +354,11 @@ impl Syncer<'_> {
             Command::new("fields", entity.method("fields"), json!({})),
             Command::new("newest", entity.method("list"), newest),
         ];
-        let [fields, newest]: [CommandResult; 2] = self
-            .client
-            .batch(commands, true)
-            .await?
-            .try_into()
-            .map_err(|results: Vec<CommandResult>| {
+        let Some(answer) = within(options.deadline, self.client.batch(commands, true)).await else {
+            return Ok(None);
+        };
+        let [fields, newest]: [CommandResult; 2] =
+            answer?.try_into().map_err(|results: Vec<CommandResult>| {
                 SyncError::BadAnswer(format!(
                     "the batch answered {} results for 2 commands",
                     results.len()
@@ -233,142 +378,300 @@ impl Syncer<'_> {
             .ensure_table(self.portal, entity, &fields)
             .await?;
         summary.skipped_fields = layout.skipped_fields().to_vec();
-        Ok(Prepared {
+        Ok(Some(Prepared {
             layout,
             select: select_all(&fields),
             newest,
-        })
+        }))
     }
 
+    /// Rows modified since the cursor (minus the overlap), in ascending ID order and
+    /// checkpointed as `(since, last ID)`: a pass bigger than one invocation (a bulk
+    /// change of the whole CRM) continues where the last one stopped instead of
+    /// starting over. The cursor moves only when the pass completes.
     async fn incremental(
         &self,
-        entity: Entity,
-        prepared: &Prepared,
-        options: &SyncOptions,
-        state: &mut SyncState,
+        run: &Run<'_>,
+        state: &SyncState,
+        checkpoint: Option<IncrementalCheckpoint>,
         summary: &mut SyncSummary,
-    ) -> Result<(), SyncError> {
-        let cursor = state.cursor.clone().unwrap_or_default();
-        let since = incremental_since(&cursor, options.overlap)?;
-        let mut filter = serde_json::Map::new();
-        filter.insert(">=DATE_MODIFY".into(), Value::String(since));
-        let query = ListQuery {
-            method: entity.method("list"),
-            select: prepared.select.clone(),
-            filter,
-            after_id: None,
+    ) -> Result<Progress, SyncError> {
+        let mut checkpoint = match checkpoint {
+            Some(checkpoint) => checkpoint,
+            None => IncrementalCheckpoint {
+                since: incremental_since(
+                    state.cursor.as_deref().unwrap_or_default(),
+                    run.options.overlap,
+                )?,
+                after_id: 0,
+                target: run.prepared.newest.clone(),
+            },
         };
-        let mut rows = self.client.list_stream(query).chunks(CHUNK_ROWS).boxed();
-        while let Some(chunk) = rows.next().await {
-            let chunk = chunk.into_iter().collect::<Result<Vec<Row>, B24Error>>()?;
-            self.write_chunk(entity, &prepared.layout, &chunk, summary)
+        let mut filter = serde_json::Map::new();
+        filter.insert(
+            ">=DATE_MODIFY".into(),
+            Value::String(checkpoint.since.clone()),
+        );
+        let query = ListQuery {
+            method: run.entity.method("list"),
+            select: run.prepared.select.clone(),
+            filter,
+            after_id: (checkpoint.after_id > 0).then_some(checkpoint.after_id),
+        };
+        let mut chunks = prefetch(listed_chunks(self.client, query));
+        let Some(mut next) = within(run.options.deadline, chunks.recv()).await else {
+            return Ok(Progress::Stopped);
+        };
+        while let Some(chunk) = next {
+            let chunk = chunk?;
+            self.write_chunk(run, &chunk, summary).await?;
+            checkpoint.after_id = last_id(&chunk)?;
+            run.ensure_locked()?;
+            self.store
+                .save_incremental_checkpoint(self.portal, run.entity, Some(&checkpoint))
                 .await?;
+            let Some(following) = within(run.options.deadline, chunks.recv()).await else {
+                return Ok(Progress::Stopped);
+            };
+            next = following;
+            if next.is_some() && run.options.out_of_time() {
+                return Ok(Progress::Stopped);
+            }
         }
-        // Anything modified after the newest time read before this pass gets a later
-        // DATE_MODIFY on the portal's own clock, so the next pass starting from it cannot
-        // miss a row this pass went by.
-        if let Some(newest) = &prepared.newest {
-            state.cursor = later_time(state.cursor.take(), newest);
-        }
-        self.store.save_state(self.portal, entity, state).await?;
-        summary.completed = true;
-        Ok(())
+        // Anything modified after the newest time read before the pass's first slice
+        // gets a later DATE_MODIFY on the portal's own clock, so the next pass starting
+        // from it cannot miss a row this pass went by.
+        let cursor = match &checkpoint.target {
+            Some(target) => later_time(state.cursor.clone(), target),
+            None => state.cursor.clone(),
+        };
+        run.ensure_locked()?;
+        self.store
+            .complete_incremental(self.portal, run.entity, cursor.as_deref())
+            .await?;
+        Ok(Progress::Completed)
     }
 
     /// A full listing in ID order, continuing from the checkpoint of an unfinished one.
-    /// Each chunk covers an ID window, so rows the mirror holds in that window and the
-    /// portal no longer lists are soft-deleted on the way.
     async fn full(
         &self,
-        entity: Entity,
-        prepared: &Prepared,
-        options: &SyncOptions,
-        state: &mut SyncState,
+        run: &Run<'_>,
+        state: &SyncState,
         summary: &mut SyncSummary,
-    ) -> Result<(), SyncError> {
-        if state.full_checkpoint.is_none() {
-            if let Some(newest) = &prepared.newest {
-                state.cursor = later_time(state.cursor.take(), newest);
-            }
-            state.full_checkpoint = Some(0);
-            state.full_started_at = Some(chrono::Utc::now());
-            self.store.save_state(self.portal, entity, state).await?;
+    ) -> Result<Progress, SyncError> {
+        if let (Some(checkpoint), Some(started_at)) = (state.full_checkpoint, state.full_started_at)
+        {
+            return self
+                .walk(run, Walk::Full { started_at }, checkpoint, summary)
+                .await;
         }
-        let start_after = state.full_checkpoint.unwrap_or(0);
-        let query = ListQuery {
-            method: entity.method("list"),
-            select: prepared.select.clone(),
-            filter: serde_json::Map::new(),
-            after_id: (start_after > 0).then_some(start_after),
+        // Every row modified up to the newest time read before the listing is in it,
+        // so the cursor can move there now.
+        if let Some(newest) = &run.prepared.newest {
+            let cursor = later_time(state.cursor.clone(), newest);
+            if cursor != state.cursor {
+                run.ensure_locked()?;
+                self.store
+                    .save_cursor(self.portal, run.entity, cursor.as_deref())
+                    .await?;
+            }
+        }
+        let walk = Walk::Full {
+            started_at: chrono::Utc::now(),
         };
-        let mut chunks = prefetched_chunks(self.client, query);
-        let mut window_start = start_after;
-        let mut next = chunks.recv().await;
-        while let Some(chunk) = next {
-            let chunk = chunk?;
-            let window_end = row_id(chunk.last().expect("chunks are never empty"))?;
-            self.write_chunk(entity, &prepared.layout, &chunk, summary)
-                .await?;
-            let listed = chunk.iter().map(row_id).collect::<Result<Vec<u64>, _>>()?;
-            self.delete_gone(entity, window_start, Some(window_end), &listed, summary)
-                .await?;
-            window_start = window_end;
-            state.full_checkpoint = Some(window_end);
-            self.store.save_state(self.portal, entity, state).await?;
-            // Looking one chunk ahead (already prefetched, as a rule) lets a slice that
-            // reached the end complete instead of leaving an empty slice for later.
-            next = chunks.recv().await;
-            if next.is_some() && options.out_of_time() {
-                return Ok(());
-            }
-        }
-        self.delete_gone(entity, window_start, None, &[], summary)
+        self.start_walk(run, walk).await?;
+        self.save_walk_checkpoint(run, walk, Some(0)).await?;
+        self.walk(run, walk, 0, summary).await
+    }
+
+    /// A new listing forgets deletions an abandoned one may have left.
+    async fn start_walk(&self, run: &Run<'_>, walk: Walk) -> Result<(), SyncError> {
+        run.ensure_locked()?;
+        self.store
+            .clear_pending_deletes(self.portal, run.entity, walk.deletions_key(), None)
             .await?;
-        state.full_checkpoint = None;
-        state.full_started_at = None;
-        self.store.save_state(self.portal, entity, state).await?;
-        summary.completed = true;
         Ok(())
     }
 
-    /// Lists only IDs (2,500 per request) and compares them window by window with the
-    /// mirror: rows the portal lost are soft-deleted, rows the mirror lacks are fetched.
-    async fn reconcile(
+    /// Walks the listing after `start_after` window by window, checkpointing each.
+    /// Rows the mirror holds in a window and the portal did not list there are looked
+    /// up by ID; those still missing wait in `_sync_pending_deletes` and are
+    /// soft-deleted only when the listing has ended.
+    ///
+    /// Why at the end: the guard must judge the run's whole picture. Deleting window by
+    /// window, a listing that lost most rows (a webhook user moved to a narrower role,
+    /// or the remaining range of a resumed sync listing empty) would have deleted a
+    /// share in every slice before any slice saw the total. Keeping the candidates in
+    /// the database carries them across the slices of a resumed full sync, and a
+    /// refused run keeps both them and its checkpoint, so a confirmed run applies them
+    /// without listing again.
+    async fn walk(
         &self,
-        entity: Entity,
-        prepared: &Prepared,
+        run: &Run<'_>,
+        walk: Walk,
+        start_after: u64,
         summary: &mut SyncSummary,
-    ) -> Result<(), SyncError> {
-        let query = ListQuery {
-            method: entity.method("list"),
-            select: vec!["ID".into()],
-            filter: serde_json::Map::new(),
-            after_id: None,
+    ) -> Result<Progress, SyncError> {
+        let select = match walk {
+            Walk::Full { .. } => run.prepared.select.clone(),
+            Walk::Reconcile => vec!["ID".into()],
         };
-        let mut ids = self.client.list_stream(query).chunks(CHUNK_ROWS).boxed();
-        let mut window_start = 0;
-        while let Some(chunk) = ids.next().await {
-            let listed = chunk
-                .into_iter()
-                .map(|row| row.map_err(SyncError::from).and_then(|r| row_id(&r)))
-                .collect::<Result<Vec<u64>, SyncError>>()?;
-            let window_end = *listed.last().expect("chunks are never empty");
-            let missing = self
-                .delete_gone(entity, window_start, Some(window_end), &listed, summary)
-                .await?;
-            if !missing.is_empty() {
-                let rows = self
-                    .client
-                    .fetch_by_ids(&entity.method("list"), &missing, &prepared.select)
-                    .await?;
-                self.write_chunk(entity, &prepared.layout, &rows, summary)
-                    .await?;
+        let query = ListQuery {
+            method: run.entity.method("list"),
+            select,
+            filter: serde_json::Map::new(),
+            after_id: (start_after > 0).then_some(start_after),
+        };
+        let mut chunks = prefetch(listed_chunks(self.client, query));
+        let mut window_start = start_after;
+        let Some(mut next) = within(run.options.deadline, chunks.recv()).await else {
+            return Ok(Progress::Stopped);
+        };
+        while let Some(chunk) = next {
+            let chunk = chunk?;
+            if let Walk::Full { .. } = walk {
+                self.write_chunk(run, &chunk, summary).await?;
+            }
+            let listed = chunk.iter().map(row_id).collect::<Result<Vec<u64>, _>>()?;
+            let window_end = last_id(&chunk)?;
+            if self
+                .settle_window(run, walk, window_start, Some(window_end), &listed, summary)
+                .await?
+                == Progress::Stopped
+            {
+                return Ok(Progress::Stopped);
             }
             window_start = window_end;
+            self.save_walk_checkpoint(run, walk, Some(window_end))
+                .await?;
+            // Looking one chunk ahead (already prefetched, as a rule) lets a slice that
+            // reached the end complete instead of leaving an empty slice for later.
+            let Some(following) = within(run.options.deadline, chunks.recv()).await else {
+                return Ok(Progress::Stopped);
+            };
+            next = following;
+            if next.is_some() && run.options.out_of_time() {
+                return Ok(Progress::Stopped);
+            }
         }
-        self.delete_gone(entity, window_start, None, &[], summary)
+        if self
+            .settle_window(run, walk, window_start, None, &[], summary)
+            .await?
+            == Progress::Stopped
+        {
+            return Ok(Progress::Stopped);
+        }
+        self.apply_deletions(run, walk, summary).await?;
+        self.save_walk_checkpoint(run, walk, None).await?;
+        Ok(Progress::Completed)
+    }
+
+    async fn save_walk_checkpoint(
+        &self,
+        run: &Run<'_>,
+        walk: Walk,
+        checkpoint: Option<u64>,
+    ) -> Result<(), SyncError> {
+        run.ensure_locked()?;
+        match walk {
+            Walk::Full { started_at } => {
+                let started_at = checkpoint.map(|_| started_at);
+                self.store
+                    .save_full_checkpoint(self.portal, run.entity, checkpoint, started_at)
+                    .await?
+            }
+            Walk::Reconcile => {
+                self.store
+                    .save_reconcile_checkpoint(self.portal, run.entity, checkpoint)
+                    .await?
+            }
+        }
+        Ok(())
+    }
+
+    /// Compares one window `(after, up_to]` of the listing with the mirror. IDs the
+    /// mirror lacks (reconcile) and IDs the listing lacks are fetched by ID in one
+    /// lookup: what it returns is on the portal and is written (a row created during a
+    /// long listing, or missed at a page boundary, is never deleted); what it does not
+    /// return is confirmed gone and waits for the end of the listing.
+    async fn settle_window(
+        &self,
+        run: &Run<'_>,
+        walk: Walk,
+        after: u64,
+        up_to: Option<u64>,
+        listed: &[u64],
+        summary: &mut SyncSummary,
+    ) -> Result<Progress, SyncError> {
+        let mirror = self
+            .store
+            .live_ids(self.portal, run.entity, after, up_to)
             .await?;
-        summary.completed = true;
+        let diff = diff_sorted_ids(listed, &mirror);
+        let mut lookup = diff.gone_from_portal.clone();
+        if let Walk::Reconcile = walk {
+            lookup.extend(&diff.missing_in_mirror);
+        }
+        if lookup.is_empty() {
+            return Ok(Progress::Completed);
+        }
+        let method = run.entity.method("list");
+        let found = self
+            .client
+            .fetch_by_ids(&method, &lookup, &run.prepared.select);
+        let Some(found) = within(run.options.deadline, found).await else {
+            return Ok(Progress::Stopped);
+        };
+        let found = found?;
+        self.write_chunk(run, &found, summary).await?;
+        let mut found_ids = found.iter().map(row_id).collect::<Result<Vec<u64>, _>>()?;
+        found_ids.sort_unstable();
+        let gone = diff_sorted_ids(&found_ids, &diff.gone_from_portal).gone_from_portal;
+        self.store
+            .add_pending_deletes(self.portal, run.entity, walk.deletions_key(), &gone)
+            .await?;
+        Ok(Progress::Completed)
+    }
+
+    /// Soft-deletes what the finished listing found gone, if the guard allows that
+    /// much; otherwise the run is refused, deleting nothing and keeping the candidates.
+    async fn apply_deletions(
+        &self,
+        run: &Run<'_>,
+        walk: Walk,
+        summary: &mut SyncSummary,
+    ) -> Result<(), SyncError> {
+        let key = walk.deletions_key();
+        let pending = self
+            .store
+            .pending_deletes(self.portal, run.entity, key)
+            .await?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let live = self.store.live_count(self.portal, run.entity).await?;
+        if let Err(refused) = run.options.delete_guard.check(pending.len() as u64, live) {
+            summary.refused = Some(refused);
+            let hint = if refused.would_delete >= refused.live_rows {
+                " (the portal listed none of them: check the webhook user's access and scopes)"
+            } else {
+                ""
+            };
+            return Err(SyncError::Refused(format!(
+                "{}: {refused}{hint}; nothing was deleted",
+                run.entity
+            )));
+        }
+        run.ensure_locked()?;
+        for batch in pending.chunks(DELETE_BATCH) {
+            summary.rows_deleted += self
+                .store
+                .soft_delete(self.portal, run.entity, batch)
+                .await?;
+        }
+        self.store
+            .clear_pending_deletes(self.portal, run.entity, key, None)
+            .await?;
         Ok(())
     }
 
@@ -401,7 +704,9 @@ impl Syncer<'_> {
                     Ok((row_id(&row)?, modified.map(|t| t.timestamp_micros())))
                 })
                 .collect::<Result<Vec<_>, SyncError>>()?;
-            let window_end = listed.last().expect("chunks are never empty").0;
+            let Some(&(window_end, _)) = listed.last() else {
+                break;
+            };
             let mirror = self
                 .mirror_versions(entity, window_start, Some(window_end))
                 .await?;
@@ -432,48 +737,20 @@ impl Syncer<'_> {
             .collect())
     }
 
-    /// Soft-deletes the mirror's live rows in `(after, up_to]` that the portal did not
-    /// list there and returns the listed IDs the mirror does not hold live.
-    async fn delete_gone(
-        &self,
-        entity: Entity,
-        after: u64,
-        up_to: Option<u64>,
-        listed: &[u64],
-        summary: &mut SyncSummary,
-    ) -> Result<Vec<u64>, SyncError> {
-        let mirror = self
-            .store
-            .live_ids(self.portal, entity, after, up_to)
-            .await?;
-        let diff = diff_sorted_ids(listed, &mirror);
-        if up_to.is_none() && after == 0 && !diff.gone_from_portal.is_empty() {
-            // The portal listed nothing at all while the mirror holds rows: far more often
-            // a webhook that lost its permissions than an emptied CRM.
-            return Err(SyncError::Refused(format!(
-                "the portal listed no {entity} rows while the mirror holds {} live ones: refusing to \
-                 soft-delete them all (check the webhook's user and scopes)",
-                diff.gone_from_portal.len()
-            )));
-        }
-        if !diff.gone_from_portal.is_empty() {
-            summary.rows_deleted += self
-                .store
-                .soft_delete(self.portal, entity, &diff.gone_from_portal)
-                .await?;
-        }
-        Ok(diff.missing_in_mirror)
-    }
-
     async fn write_chunk(
         &self,
-        entity: Entity,
-        layout: &TableLayout,
+        run: &Run<'_>,
         rows: &[Row],
         summary: &mut SyncSummary,
     ) -> Result<(), SyncError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
         summary.rows_read += rows.len() as u64;
-        let written = self.store.upsert(self.portal, entity, layout, rows).await?;
+        let written = self
+            .store
+            .upsert(self.portal, run.entity, &run.prepared.layout, rows)
+            .await?;
         summary.rows_inserted += written.inserted;
         summary.rows_updated += written.updated;
         summary.rows_unchanged += written.unchanged;
@@ -511,33 +788,86 @@ fn row_id(row: &Row) -> Result<u64, SyncError> {
     .ok_or_else(|| SyncError::BadAnswer(format!("a listed row has no numeric ID (ID = {id:?})")))
 }
 
-/// Reads the listing on its own task, a chunk ahead, so the portal's next answer is
-/// read and parsed while the database works on the current chunk. Memory stays bounded:
-/// the client's current batch plus three chunks.
-fn prefetched_chunks(
+/// The ID of a chunk's last row (chunks of a listing are never empty).
+fn last_id(chunk: &[Row]) -> Result<u64, SyncError> {
+    chunk
+        .last()
+        .ok_or_else(|| SyncError::BadAnswer("the listing yielded an empty chunk".into()))
+        .and_then(row_id)
+}
+
+/// Waits for `work` until `deadline`; `None` when the deadline came first (the work is
+/// dropped, which cancels its request, sleep or retry).
+async fn within<T>(deadline: Option<Instant>, work: impl Future<Output = T>) -> Option<T> {
+    match deadline {
+        None => Some(work.await),
+        Some(deadline) => tokio::time::timeout_at(deadline.into(), work).await.ok(),
+    }
+}
+
+/// The listing in chunks of [`CHUNK_ROWS`], each failing with the listing's first error.
+fn listed_chunks(
     client: &Client,
     query: ListQuery,
-) -> mpsc::Receiver<Result<Vec<Row>, SyncError>> {
+) -> impl Stream<Item = Result<Vec<Row>, B24Error>> + Send + 'static {
+    client
+        .list_stream(query)
+        .chunks(CHUNK_ROWS)
+        .map(|chunk| chunk.into_iter().collect())
+}
+
+/// A listing read on its own task, a chunk ahead, so the portal's next answer is read
+/// and parsed while the database works on the current chunk. Memory stays bounded: the
+/// client's current batch plus three chunks.
+struct Prefetch<T> {
+    items: mpsc::Receiver<T>,
+    _reader: AbortOnDrop,
+}
+
+impl<T> Prefetch<T> {
+    async fn recv(&mut self) -> Option<T> {
+        self.items.recv().await
+    }
+}
+
+/// Aborts the task when dropped. The reader ends with the run that started it, even
+/// mid-request: no request, retry sleep or limiter transaction (which holds the
+/// portal's shared budget row) outlives the run, e.g. into a frozen Lambda.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn prefetch<S, V, E>(stream: S) -> Prefetch<Result<V, E>>
+where
+    S: Stream<Item = Result<V, E>> + Send + 'static,
+    V: Send + 'static,
+    E: Send + 'static,
+{
     let (tx, rx) = mpsc::channel(1);
-    let mut chunks = client.list_stream(query).chunks(CHUNK_ROWS).boxed();
-    tokio::spawn(async move {
-        while let Some(chunk) = chunks.next().await {
-            let chunk = chunk
-                .into_iter()
-                .collect::<Result<Vec<Row>, B24Error>>()
-                .map_err(SyncError::from);
-            let failed = chunk.is_err();
-            // A closed channel means the run stopped (time box or error): stop reading.
-            if tx.send(chunk).await.is_err() || failed {
+    let reader = tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(item) = stream.next().await {
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
                 break;
             }
         }
     });
-    rx
+    Prefetch {
+        items: rx,
+        _reader: AbortOnDrop(reader),
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use super::*;
 
     #[test]
@@ -549,12 +879,79 @@ mod tests {
             left > Duration::from_secs(839) && left < Duration::from_secs(841),
             "{left:?}"
         );
+        let hard = long.deadline.unwrap() - now;
+        assert!(
+            hard > Duration::from_secs(869) && hard < Duration::from_secs(871),
+            "{hard:?}"
+        );
         let short = SyncOptions::until(now + Duration::from_secs(20), Duration::from_secs(60));
         let left = short.stop_after.unwrap() - now;
         assert!(
             left > Duration::from_secs(14) && left < Duration::from_secs(16),
             "{left:?}"
         );
+        assert!(short.deadline.unwrap() > short.stop_after.unwrap());
         assert!(!short.out_of_time());
+    }
+
+    #[test]
+    fn each_run_gets_an_equal_share_of_what_is_left() {
+        let now = Instant::now();
+        let whole = SyncOptions::until(now + Duration::from_secs(400), Duration::from_secs(60));
+        // 340 s to the soft stop, 370 s to the hard deadline.
+        let first = whole.share(4);
+        let soft = first.stop_after.unwrap() - now;
+        assert!(
+            soft > Duration::from_secs(84) && soft < Duration::from_secs(86),
+            "{soft:?}"
+        );
+        let gap = first.deadline.unwrap() - first.stop_after.unwrap();
+        assert!(
+            gap > Duration::from_secs(29) && gap < Duration::from_secs(31),
+            "{gap:?}"
+        );
+        let last = whole.share(1);
+        assert_eq!(last.deadline, whole.deadline);
+        assert!(last.stop_after.unwrap() <= whole.stop_after.unwrap());
+        let unbounded = SyncOptions::default().share(3);
+        assert_eq!((unbounded.stop_after, unbounded.deadline), (None, None));
+    }
+
+    #[tokio::test]
+    async fn within_cuts_a_wait_at_the_deadline() {
+        let deadline = Instant::now() + Duration::from_millis(50);
+        let cut = within(Some(deadline), tokio::time::sleep(Duration::from_secs(30))).await;
+        assert!(cut.is_none());
+        assert!(Instant::now() < deadline + Duration::from_secs(5));
+        assert_eq!(within(None, async { 7 }).await, Some(7));
+        assert_eq!(within(Some(deadline), async { 7 }).await, Some(7));
+    }
+
+    /// Dropping the prefetch (the run returned) stops the reader mid-item: the item it
+    /// was producing (a request in flight) never completes.
+    #[tokio::test]
+    async fn the_reader_never_outlives_the_prefetch() {
+        let completed = Arc::new(AtomicUsize::new(0));
+        let counter = completed.clone();
+        let slow = futures::stream::unfold(counter, |counter| async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            counter.fetch_add(1, Ordering::SeqCst);
+            Some((Ok::<(), ()>(()), counter))
+        });
+        let mut items = prefetch(slow);
+        assert_eq!(items.recv().await, Some(Ok(())));
+        // The reader is now producing the second item.
+        drop(items);
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert_eq!(completed.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn the_reader_stops_after_an_error() {
+        let items = futures::stream::iter([Ok(1), Err("broken"), Ok(3)]);
+        let mut items = prefetch(items);
+        assert_eq!(items.recv().await, Some(Ok(1)));
+        assert_eq!(items.recv().await, Some(Err("broken")));
+        assert_eq!(items.recv().await, None);
     }
 }

@@ -1,6 +1,7 @@
-//! The sync engine: full (checkpointed, time-boxed slices), incremental and reconcile
-//! runs of one portal entity into the PostgreSQL mirror, plus the wiring that every
-//! entry point (the CLI and the Lambda functions) shares.
+//! The sync engine: full, incremental and reconcile runs of one portal entity into the
+//! PostgreSQL mirror, each time-boxed, checkpointed and under a per-(portal, entity)
+//! run lock, plus the wiring that every entry point (the CLI and the Lambda functions)
+//! shares.
 
 mod engine;
 mod wiring;
@@ -26,8 +27,13 @@ pub enum SyncError {
     BadTime(#[from] BadPortalTime),
     #[error("{0}")]
     BadAnswer(String),
+    /// A run found more deletions than its guard allows without confirmation.
     #[error("{0}")]
     Refused(String),
+    #[error(
+        "the run lock's database connection closed; stopping so that two runs of one portal entity never overlap"
+    )]
+    LockLost,
     #[error("configuration: {0}")]
     Config(String),
     #[error("sync failed for {0}")]

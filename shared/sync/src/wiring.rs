@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use b24_client::{Client, ClientOptions};
 use b24_config::Config;
 use b24_domain::entity::Entity;
-use b24_domain::sync::Mode;
+use b24_domain::sync::{DeleteGuard, Mode, RunOutcome};
 use b24_store::{PgRateLimiter, Store};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
@@ -29,6 +29,10 @@ pub struct SyncRequest {
     #[serde(default)]
     pub entities: Option<Vec<Entity>>,
     pub mode: Mode,
+    /// Lets the runs soft-delete more than the portal's `max_delete_share` of an
+    /// entity's live rows: for a mass deletion the operator has checked.
+    #[serde(default)]
+    pub confirm_deletes: bool,
 }
 
 /// One entity's outcome within a request.
@@ -40,9 +44,16 @@ pub enum EntityOutcome {
         portal: String,
         entity: String,
         mode: String,
+        /// `failed`, or `refused` for too many deletions without confirmation.
+        outcome: RunOutcome,
         error: String,
     },
 }
+
+/// How an operator lets a refused deletion through.
+const HOW_TO_CONFIRM: &str = "if the portal really lost these rows, run again with \
+    `b24sync sync --confirm-deletes` (or \"confirm_deletes\": true in the sync request), \
+    or set portals.<name>.max_delete_share = 1.0";
 
 /// The adapters, built once per process and reused across invocations.
 pub struct SyncService {
@@ -58,7 +69,8 @@ impl SyncService {
         let database = config.database.as_ref().ok_or_else(|| {
             SyncError::Config("the [database] section with url is required for a sync".into())
         })?;
-        let store = Store::connect(database.url.expose(), &database.schema).await?;
+        let store =
+            Store::connect_with(database.url.expose(), &database.schema, &database.session).await?;
         if migrate {
             store.migrate().await?;
         }
@@ -96,8 +108,11 @@ impl SyncService {
         Ok(client)
     }
 
-    /// Runs one request, entity by entity. A failing entity does not stop the others;
-    /// the error lists every entity that failed.
+    /// Runs one request, entity by entity, each with an equal share of what is left
+    /// of the time box (so an entity with a big backlog cannot starve the others). A
+    /// failing entity does not stop the others; the error lists every entity that
+    /// failed, and is [`SyncError::Refused`] when the only failures are refused
+    /// deletions.
     pub async fn handle(
         &self,
         request: &SyncRequest,
@@ -107,13 +122,20 @@ impl SyncService {
             .client(&request.portal)
             .await
             .map_err(|e| (Vec::new(), e))?;
+        let portal_config = &self.config.portals[&request.portal];
         let entities = match &request.entities {
             Some(list) => list.clone(),
-            None => self.config.portals[&request.portal].entities.clone(),
+            None => portal_config.entities.clone(),
         };
-        let options = deadline.map_or_else(SyncOptions::default, |d| {
-            SyncOptions::until(d, DEADLINE_MARGIN)
-        });
+        let whole = SyncOptions {
+            delete_guard: DeleteGuard {
+                max_share: portal_config.max_delete_share,
+                confirmed: request.confirm_deletes,
+            },
+            ..deadline.map_or_else(SyncOptions::default, |d| {
+                SyncOptions::until(d, DEADLINE_MARGIN)
+            })
+        };
         let syncer = Syncer {
             client: &client,
             store: &self.store,
@@ -121,7 +143,9 @@ impl SyncService {
         };
         let mut outcomes = Vec::new();
         let mut failed = Vec::new();
-        for entity in entities {
+        let mut refused = Vec::new();
+        for (index, &entity) in entities.iter().enumerate() {
+            let options = whole.share(entities.len() - index);
             match syncer.run(entity, request.mode, &options).await {
                 Ok(summary) => {
                     tracing::info!(summary = %serde_json::to_string(&summary).unwrap_or_default(), "sync run finished");
@@ -129,20 +153,34 @@ impl SyncService {
                 }
                 Err(error) => {
                     tracing::error!(portal = %request.portal, %entity, mode = %request.mode, %error, "sync run failed");
-                    failed.push(format!("{entity}: {error}"));
+                    let outcome = match error {
+                        SyncError::Refused(_) => {
+                            refused.push(error.to_string());
+                            RunOutcome::Refused
+                        }
+                        _ => {
+                            failed.push(format!("{entity}: {error}"));
+                            RunOutcome::Failed
+                        }
+                    };
                     outcomes.push(EntityOutcome::Failed {
                         portal: request.portal.clone(),
                         entity: entity.to_string(),
                         mode: request.mode.to_string(),
+                        outcome,
                         error: error.to_string(),
                     });
                 }
             }
         }
-        if failed.is_empty() {
-            Ok(outcomes)
-        } else {
+        if !failed.is_empty() {
+            failed.extend(refused);
             Err((outcomes, SyncError::Failed(failed.join("; "))))
+        } else if !refused.is_empty() {
+            let message = format!("{}. {HOW_TO_CONFIRM}", refused.join("; "));
+            Err((outcomes, SyncError::Refused(message)))
+        } else {
+            Ok(outcomes)
         }
     }
 }

@@ -16,7 +16,10 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "b24sync",
     version,
-    about = "Bitrix24 <-> PostgreSQL sync: operator tool"
+    about = "Bitrix24 <-> PostgreSQL sync: operator tool",
+    after_help = "Exit codes: 0 success (also when another run of an entity is already under way), \
+1 failure, 2 usage or configuration, 3 authentication or permission, 4 portal unreachable, \
+5 deletions refused (rerun with --confirm-deletes after checking the portal)."
 )]
 struct Cli {
     /// Configuration file (TOML or JSON). Default: $B24SYNC_CONFIG, a path or the JSON itself.
@@ -43,8 +46,13 @@ enum Command {
 }
 
 /// Exit codes: 1 other failures, 2 usage or configuration, 3 authentication or
-/// permission, 4 portal unreachable.
+/// permission, 4 portal unreachable, 5 deletions refused (a run found more rows gone
+/// than `max_delete_share` allows and deleted nothing; `--confirm-deletes` lets it
+/// through). A run that finds another run of the same entity under way exits 0.
 fn exit_code(error: &anyhow::Error) -> ExitCode {
+    if error.downcast_ref::<sync::DeletesRefused>().is_some() {
+        return ExitCode::from(5);
+    }
     if let Some(error) = error.downcast_ref::<B24Error>() {
         if error.is_auth() {
             return ExitCode::from(3);

@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use b24_domain::entity::Entity;
-use b24_domain::sync::Mode;
-use b24_sync::{SyncRequest, SyncService, Syncer};
+use b24_domain::sync::{Mode, RunOutcome};
+use b24_sync::{EntityOutcome, SyncError, SyncRequest, SyncService, Syncer};
 use clap::Args;
 
 use crate::target::{TargetArgs, resolve};
@@ -22,10 +22,15 @@ pub struct SyncArgs {
     /// incremental, full, resume or reconcile.
     #[arg(long, value_parser = |s: &str| s.parse::<Mode>())]
     mode: Mode,
-    /// Stop a full sync at a checkpoint after this many seconds (as a Lambda invocation
-    /// would); `--mode resume` continues it. Default: run to the end.
+    /// End the runs within this many seconds, as a Lambda invocation would: every mode
+    /// stops at a checkpoint and the next run of the same mode (or `resume` for a full
+    /// sync) continues it. The entities share the time equally. Default: run to the end.
     #[arg(long, value_name = "SECONDS")]
     time_box: Option<u64>,
+    /// Let the runs soft-delete more than the portal's `max_delete_share` (default
+    /// 10 %) of an entity's live rows: after a check that the portal really lost them.
+    #[arg(long)]
+    confirm_deletes: bool,
     /// Apply the migrations first (idempotent).
     #[arg(long)]
     migrate: bool,
@@ -46,6 +51,12 @@ pub struct CheckArgs {
 #[error("{0}")]
 pub struct RunFailed(String);
 
+/// Runs that found more deletions than the guard allows and deleted nothing (exit code
+/// 5); the message says how to confirm.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DeletesRefused(String);
+
 pub async fn sync(config_path: Option<&str>, args: SyncArgs) -> anyhow::Result<()> {
     let (config, portal) = resolve(config_path, &args.target)?;
     let service = SyncService::connect(config, args.migrate).await?;
@@ -53,6 +64,7 @@ pub async fn sync(config_path: Option<&str>, args: SyncArgs) -> anyhow::Result<(
         portal,
         entities: (!args.entity.is_empty()).then_some(args.entity),
         mode: args.mode,
+        confirm_deletes: args.confirm_deletes,
     };
     let deadline = args
         .time_box
@@ -64,8 +76,17 @@ pub async fn sync(config_path: Option<&str>, args: SyncArgs) -> anyhow::Result<(
     // One line per entity: a summary, or the error that stopped it.
     for outcome in &outcomes {
         println!("{}", serde_json::to_string(outcome)?);
+        if let EntityOutcome::Done(summary) = outcome
+            && summary.outcome == Some(RunOutcome::AlreadyRunning)
+        {
+            eprintln!(
+                "b24sync: {} of portal {}: another run is already running; nothing done",
+                summary.entity, summary.portal
+            );
+        }
     }
     match failure {
+        Some(SyncError::Refused(message)) => Err(DeletesRefused(message).into()),
         Some(error) => Err(RunFailed(error.to_string()).into()),
         None => Ok(()),
     }

@@ -133,68 +133,184 @@ async fn one_off_flags_migrate_sync_and_check_without_a_configuration_file() {
     }
 }
 
-#[tokio::test]
-async fn a_time_box_leaves_a_checkpoint_that_resume_finishes() {
-    let sim = sim().await;
-    let db = TestDb::create().await;
+/// A configuration file for portal `acme` (deals only) and the test database.
+fn config_file(sim: &RunningSim, db: &TestDb, name: &str) -> String {
     let config = format!(
         "[database]\nurl = \"{}\"\n\n[portals.acme]\nwebhook_url = \"{}\"\nentities = [\"deal\"]\n",
         db.url,
         sim.webhook_url()
     );
-    let path = std::env::temp_dir().join(format!("b24sync-test-{}.toml", std::process::id()));
+    let path = std::env::temp_dir().join(format!("b24sync-{name}-{}.toml", std::process::id()));
     std::fs::write(&path, config).unwrap();
-    let path = path.to_str().unwrap();
+    path.to_str().unwrap().to_string()
+}
 
+#[tokio::test]
+async fn a_time_box_leaves_a_checkpoint_that_resume_finishes() {
+    let sim = b24_sim::start(SimConfig {
+        deals: 12_000,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let db = TestDb::create().await;
+    let path = config_file(&sim, &db, "time-box");
+    let path = path.as_str();
+    let migrated = b24sync(&["--config", path, "migrate"], &[]).await;
+    assert!(migrated.status.success(), "{}", stderr(&migrated));
+
+    // Slow answers: five listing requests cannot all fit in a 2-second box.
+    sim.set_faults("latency=400@1").await.unwrap();
     let cut = b24sync(
         &[
             "--config",
             path,
             "sync",
-            "--migrate",
             "--mode",
             "full",
             "--time-box",
-            "0",
+            "2",
         ],
         &[],
     )
     .await;
     assert!(cut.status.success(), "{}", stderr(&cut));
     let first = &lines(&cut)[0];
-    let chunk = b24_sync::CHUNK_ROWS as u64;
     assert_eq!(
-        (first["completed"].as_bool(), first["checkpoint"].as_u64()),
-        (Some(false), Some(chunk))
+        (first["completed"].as_bool(), first["outcome"].as_str()),
+        (Some(false), Some("stopped"))
+    );
+    let checkpoint = first["checkpoint"].as_u64().unwrap();
+    let chunk = b24_sync::CHUNK_ROWS as u64;
+    assert!(
+        checkpoint > 0 && checkpoint.is_multiple_of(chunk),
+        "{checkpoint}"
     );
 
-    let resumed = b24sync(
+    // Every mode honours the box, however slow the portal.
+    sim.set_faults("latency=5000@1").await.unwrap();
+    for mode in ["incremental", "reconcile", "resume"] {
+        let started = std::time::Instant::now();
+        let boxed = b24sync(
+            &["--config", path, "sync", "--mode", mode, "--time-box", "2"],
+            &[],
+        )
+        .await;
+        assert!(boxed.status.success(), "{mode}: {}", stderr(&boxed));
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{mode} took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            lines(&boxed)[0]["outcome"].as_str(),
+            Some("stopped"),
+            "{mode}"
+        );
+    }
+
+    sim.set_faults("").await.unwrap();
+    let resumed = b24sync(&["--config", path, "sync", "--mode", "resume"], &[]).await;
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    let rest = &lines(&resumed)[0];
+    assert_eq!(
+        (rest["completed"].as_bool(), rest["rows_inserted"].as_u64()),
+        (Some(true), Some(12_000 - checkpoint))
+    );
+    std::fs::remove_file(path).unwrap();
+}
+
+#[tokio::test]
+async fn a_role_change_is_refused_with_its_own_exit_code_until_confirmed() {
+    let sim = sim().await;
+    let db = TestDb::create().await;
+    let path = config_file(&sim, &db, "refused");
+    let path = path.as_str();
+    let full = b24sync(
+        &["--config", path, "sync", "--migrate", "--mode", "full"],
+        &[],
+    )
+    .await;
+    assert!(full.status.success(), "{}", stderr(&full));
+    let hidden = sim
+        .hide_records(b24_sim::Entity::Deal, 0.9, 11)
+        .await
+        .unwrap();
+
+    let refused = b24sync(&["--config", path, "sync", "--mode", "full"], &[]).await;
+    assert_eq!(refused.status.code(), Some(5), "{}", stderr(&refused));
+    let message = stderr(&refused);
+    assert!(
+        message.contains(&format!("would soft-delete {hidden} of 3000 live rows")),
+        "{message}"
+    );
+    assert!(message.contains("--confirm-deletes"), "{message}");
+    assert!(message.contains("max_delete_share"), "{message}");
+    let line = &lines(&refused)[0];
+    assert_eq!(line["outcome"].as_str(), Some("refused"));
+    let live = || async {
+        db.client()
+            .await
+            .query_one(
+                "SELECT count(*) FROM b24.deal WHERE portal = 'acme' AND deleted_at IS NULL",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    assert_eq!(live().await, 3_000);
+
+    let confirmed = b24sync(
         &[
             "--config",
             path,
             "sync",
             "--mode",
             "resume",
-            "--time-box",
-            "0",
+            "--confirm-deletes",
         ],
         &[],
     )
     .await;
-    assert!(resumed.status.success(), "{}", stderr(&resumed));
-    let second = &lines(&resumed)[0];
+    assert!(confirmed.status.success(), "{}", stderr(&confirmed));
     assert_eq!(
-        (second["completed"].as_bool(), second["checkpoint"].as_u64()),
-        (Some(false), Some(2 * chunk))
+        lines(&confirmed)[0]["rows_deleted"].as_u64(),
+        Some(hidden as u64)
     );
+    assert_eq!(live().await, 3_000 - hidden as i64);
+    std::fs::remove_file(path).unwrap();
+}
 
-    let resumed = b24sync(&["--config", path, "sync", "--mode", "resume"], &[]).await;
-    assert!(resumed.status.success(), "{}", stderr(&resumed));
-    let rest = &lines(&resumed)[0];
-    assert_eq!(
-        (rest["completed"].as_bool(), rest["rows_inserted"].as_u64()),
-        (Some(true), Some(3_000 - 2 * chunk))
+#[tokio::test]
+async fn a_run_that_finds_another_under_way_says_so_and_exits_cleanly() {
+    let sim = sim().await;
+    let db = TestDb::create().await;
+    let path = config_file(&sim, &db, "locked");
+    let path = path.as_str();
+    let migrated = b24sync(&["--config", path, "migrate"], &[]).await;
+    assert!(migrated.status.success(), "{}", stderr(&migrated));
+    // Another process's run of acme's deals.
+    let store = b24_store::Store::connect(&db.url, "b24").await.unwrap();
+    let lock = store
+        .try_lock_run("acme", b24_domain::entity::Entity::Deal)
+        .await
+        .unwrap()
+        .unwrap();
+    let second = b24sync(&["--config", path, "sync", "--mode", "incremental"], &[]).await;
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert!(
+        stderr(&second).contains("already running"),
+        "{}",
+        stderr(&second)
     );
+    let line = &lines(&second)[0];
+    assert_eq!(line["outcome"].as_str(), Some("already_running"));
+    assert_eq!(line["rows_read"].as_u64(), Some(0));
+    lock.release().await;
+    let after = b24sync(&["--config", path, "sync", "--mode", "incremental"], &[]).await;
+    assert!(after.status.success(), "{}", stderr(&after));
+    assert_eq!(lines(&after)[0]["rows_inserted"].as_u64(), Some(3_000));
     std::fs::remove_file(path).unwrap();
 }
 

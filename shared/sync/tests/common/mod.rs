@@ -253,3 +253,62 @@ fn calendar_date_sql(text: &str) -> String {
          ELSE (({text})::timestamptz AT TIME ZONE 'UTC')::date END)"
     )
 }
+
+/// Simulator limits switched off, for tests about something else than pacing.
+pub fn no_limits() -> b24_sim::LimitConfig {
+    b24_sim::LimitConfig {
+        enabled: false,
+        ..b24_sim::LimitConfig::default()
+    }
+}
+
+/// The latest `_sync_runs` row, as far as the run guards record it.
+#[derive(Debug)]
+pub struct RecordedRun {
+    pub outcome: Option<String>,
+    pub would_delete: Option<i64>,
+    pub live_rows: Option<i64>,
+    pub finished: bool,
+}
+
+pub async fn last_run(db: &TestDb) -> RecordedRun {
+    let row = db
+        .client()
+        .await
+        .query_one(
+            &format!(
+                "SELECT outcome, would_delete, live_rows, finished_at IS NOT NULL
+                 FROM {SCHEMA}._sync_runs ORDER BY id DESC LIMIT 1"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    RecordedRun {
+        outcome: row.get(0),
+        would_delete: row.get(1),
+        live_rows: row.get(2),
+        finished: row.get(3),
+    }
+}
+
+pub async fn run_count(db: &TestDb) -> i64 {
+    let sql = format!("SELECT count(*) FROM {SCHEMA}._sync_runs");
+    db.client().await.query_one(&sql, &[]).await.unwrap().get(0)
+}
+
+/// Runs recorded without an end (a run must always record how it ended).
+pub async fn runs_without_end(db: &TestDb) -> i64 {
+    let sql = format!("SELECT count(*) FROM {SCHEMA}._sync_runs WHERE finished_at IS NULL");
+    db.client().await.query_one(&sql, &[]).await.unwrap().get(0)
+}
+
+/// IDs of the portal's soft-deleted mirror rows.
+pub async fn deleted_ids(db: &TestDb, entity: Entity) -> Vec<i64> {
+    let sql = format!(
+        "SELECT id FROM {SCHEMA}.{} WHERE portal = $1 AND deleted_at IS NOT NULL ORDER BY id",
+        entity.as_str()
+    );
+    let rows = db.client().await.query(&sql, &[&PORTAL]).await.unwrap();
+    rows.iter().map(|r| r.get(0)).collect()
+}
