@@ -690,4 +690,95 @@ mod tests {
         let err = plan(&[field("TITLE", "string"), field("TITLE", "string")]).unwrap_err();
         assert!(err.to_string().contains("TITLE"));
     }
+
+    fn existing(columns: &[(&str, &str, i16)], shadows: &[(&str, &str)]) -> Existing {
+        Existing {
+            columns: columns
+                .iter()
+                .map(|(n, t, a)| (n.to_string(), (t.to_string(), *a)))
+                .collect(),
+            shadows: shadows
+                .iter()
+                .map(|(c, s)| (c.to_string(), s.to_string()))
+                .collect(),
+            owner: None,
+        }
+    }
+
+    fn written(arranged: &Arranged) -> Vec<(&str, ColumnType)> {
+        arranged
+            .columns
+            .iter()
+            .map(|c| (c.name.as_str(), c.column_type))
+            .collect()
+    }
+
+    #[test]
+    fn missing_columns_are_added_and_their_fields_wait() {
+        let fields = [field("ID", "integer"), field("UF_CRM_M", "money")];
+        let arranged = arrange(&fields, &plan(&fields).unwrap(), &existing(&[], &[]));
+        assert!(arranged.columns.is_empty());
+        assert_eq!(arranged.waiting, HashSet::from(["UF_CRM_M".to_string()]));
+        assert_eq!(
+            arranged.changes,
+            [
+                Change::Add {
+                    name: "uf_crm_m".into(),
+                    column_type: ColumnType::Numeric
+                },
+                Change::Add {
+                    name: "uf_crm_m_currency".into(),
+                    column_type: ColumnType::Text
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn a_retyped_field_writes_its_old_column_and_gets_a_text_copy() {
+        let fields = [field("UF_CRM_N", "string")];
+        let placements = plan(&fields).unwrap();
+        let before = arrange(
+            &fields,
+            &placements,
+            &existing(&[("uf_crm_n", "bigint", 7)], &[]),
+        );
+        assert_eq!(written(&before), [("uf_crm_n", ColumnType::BigInt)]);
+        assert_eq!(
+            before.changes,
+            [Change::Retype {
+                column: "uf_crm_n".into(),
+                shadow: "_retype_7".into()
+            }]
+        );
+        // Once the copy exists both are written, until the copy takes the old one's place.
+        let copying = arrange(
+            &fields,
+            &placements,
+            &existing(
+                &[("uf_crm_n", "bigint", 7), ("_retype_7", "text", 9)],
+                &[("uf_crm_n", "_retype_7")],
+            ),
+        );
+        assert!(copying.changes.is_empty());
+        assert_eq!(
+            written(&copying),
+            [
+                ("uf_crm_n", ColumnType::BigInt),
+                ("_retype_7", ColumnType::Text)
+            ]
+        );
+    }
+
+    #[test]
+    fn text_columns_are_never_narrowed() {
+        let fields = [field("UF_CRM_N", "integer")];
+        let arranged = arrange(
+            &fields,
+            &plan(&fields).unwrap(),
+            &existing(&[("uf_crm_n", "text", 7)], &[]),
+        );
+        assert!(arranged.changes.is_empty());
+        assert_eq!(written(&arranged), [("uf_crm_n", ColumnType::Text)]);
+    }
 }
