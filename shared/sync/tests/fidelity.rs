@@ -480,7 +480,7 @@ async fn a_second_change_within_the_same_second_reaches_the_mirror() {
     // Read between two changes of one second: the first change is mirrored, the second
     // one has the same DATE_MODIFY. Retried when a run straddles a second boundary.
     let mut raced = false;
-    for attempt in 0..5 {
+    for attempt in 0..10 {
         start_of_next_second().await;
         let first = format!("first {attempt}");
         call(
