@@ -33,6 +33,10 @@ pub const CHUNK_ROWS: usize = 500;
 /// IDs soft-deleted per statement when a run applies the deletions it found.
 const DELETE_BATCH: usize = 10_000;
 
+/// Older deletion candidates looked up again per step: one request's worth (50
+/// commands of 50 IDs), so a time box cuts the recheck between requests.
+const RECHECK_BATCH: usize = 2_500;
+
 /// How a run is bounded, how far back an incremental pass looks, and how much it may
 /// delete.
 #[derive(Clone, Debug)]
@@ -206,6 +210,9 @@ struct Run<'r> {
     options: &'r SyncOptions,
     lock: &'r RunLock,
     prepared: Prepared,
+    /// The IDs this run confirmed gone; older candidates are looked up again before
+    /// they are deleted.
+    confirmed_gone: std::sync::Mutex<Vec<u64>>,
 }
 
 impl Run<'_> {
@@ -309,6 +316,7 @@ impl Syncer<'_> {
             options,
             lock,
             prepared,
+            confirmed_gone: std::sync::Mutex::default(),
         };
         let progress = match mode {
             Mode::Incremental if state.cursor.is_some() => {
@@ -561,7 +569,9 @@ impl Syncer<'_> {
         {
             return Ok(Progress::Stopped);
         }
-        self.apply_deletions(run, walk, summary).await?;
+        if self.apply_deletions(run, walk, summary).await? == Progress::Stopped {
+            return Ok(Progress::Stopped);
+        }
         self.save_walk_checkpoint(run, walk, None).await?;
         Ok(Progress::Completed)
     }
@@ -630,24 +640,52 @@ impl Syncer<'_> {
         self.store
             .add_pending_deletes(self.portal, run.entity, walk.deletions_key(), &gone)
             .await?;
+        if let Ok(mut confirmed) = run.confirmed_gone.lock() {
+            confirmed.extend(&gone);
+        }
         Ok(Progress::Completed)
     }
 
     /// Soft-deletes what the finished listing found gone, if the guard allows that
     /// much; otherwise the run is refused, deleting nothing and keeping the candidates.
+    /// Candidates found by an earlier run (a refused one, or an earlier slice) are
+    /// looked up again first: after a role change is undone they are back, and a
+    /// confirmation must never delete them.
     async fn apply_deletions(
         &self,
         run: &Run<'_>,
         walk: Walk,
         summary: &mut SyncSummary,
-    ) -> Result<(), SyncError> {
+    ) -> Result<Progress, SyncError> {
         let key = walk.deletions_key();
-        let pending = self
+        let mut pending = self
             .store
             .pending_deletes(self.portal, run.entity, key)
             .await?;
+        let mut confirmed = run
+            .confirmed_gone
+            .lock()
+            .map(|ids| ids.clone())
+            .unwrap_or_default();
+        confirmed.sort_unstable();
+        let older = diff_sorted_ids(&pending, &confirmed).missing_in_mirror;
+        for ids in older.chunks(RECHECK_BATCH) {
+            let method = run.entity.method("list");
+            let lookup = self.client.fetch_by_ids(&method, ids, &run.prepared.select);
+            let Some(found) = within(run.options.deadline, lookup).await else {
+                return Ok(Progress::Stopped);
+            };
+            let found = found?;
+            self.write_chunk(run, &found, summary).await?;
+            let mut back = found.iter().map(row_id).collect::<Result<Vec<u64>, _>>()?;
+            back.sort_unstable();
+            self.store
+                .clear_pending_deletes(self.portal, run.entity, key, Some(&back))
+                .await?;
+            pending.retain(|id| back.binary_search(id).is_err());
+        }
         if pending.is_empty() {
-            return Ok(());
+            return Ok(Progress::Completed);
         }
         let live = self.store.live_count(self.portal, run.entity).await?;
         if let Err(refused) = run.options.delete_guard.check(pending.len() as u64, live) {
@@ -672,7 +710,7 @@ impl Syncer<'_> {
         self.store
             .clear_pending_deletes(self.portal, run.entity, key, None)
             .await?;
-        Ok(())
+        Ok(Progress::Completed)
     }
 
     /// Compares the portal's IDs and modification times (2,500 per request) with the

@@ -75,6 +75,30 @@ async fn a_role_change_that_hides_most_deals_deletes_nothing_until_confirmed() {
         );
         assert!(run.finished, "{mode}");
     }
+    // The role change is undone: the refused runs' candidates are looked up again and
+    // are back, so the runs complete without deleting anything, unconfirmed.
+    sim.hide_records(b24_sim::Entity::Deal, 0.0, 7)
+        .await
+        .unwrap();
+    for mode in [Mode::Resume, Mode::Reconcile] {
+        let restored = syncer
+            .run(Entity::Deal, mode, &SyncOptions::default())
+            .await
+            .unwrap();
+        assert!(restored.completed, "{mode}");
+        assert_eq!(restored.rows_deleted, 0, "{mode}");
+    }
+    assert_eq!(mirror_records(&db, Entity::Deal).await.len(), 1_000);
+
+    // It happens again, and this time the rows are really gone.
+    sim.hide_records(b24_sim::Entity::Deal, 0.9, 7)
+        .await
+        .unwrap();
+    let error = syncer
+        .run(Entity::Deal, Mode::Full, &SyncOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, SyncError::Refused(_)), "{error}");
     // The refused full sync kept its checkpoint and what it found: a confirmed resume
     // applies the deletions without listing from the start again.
     let state = store.load_state(PORTAL, Entity::Deal).await.unwrap();

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use b24_domain::entity::Entity;
-use b24_store::{RunStats, Store, SyncState};
+use b24_domain::sync::IncrementalCheckpoint;
+use b24_store::{Checkpoints, RunStats, Store, SyncState};
 use chrono::{TimeZone, Utc};
 
 use crate::common::*;
@@ -224,4 +225,121 @@ async fn connection_errors_do_not_reveal_the_password() {
     let text = format!("{err} {err:?}");
     assert!(text.contains("cannot connect"), "{text}");
     assert!(!text.contains("hunter2"), "{text}");
+}
+
+#[tokio::test]
+async fn each_mode_writes_only_its_own_state() {
+    let db = TestDb::create().await;
+    let store = store(&db).await;
+    let started = Utc.with_ymd_and_hms(2024, 8, 30, 12, 0, 0).unwrap();
+    let cursor = "2024-08-30T14:29:00+03:00";
+    store
+        .save_cursor("p", Entity::Deal, Some(cursor))
+        .await
+        .unwrap();
+    store
+        .save_full_checkpoint("p", Entity::Deal, Some(500), Some(started))
+        .await
+        .unwrap();
+    let incremental = IncrementalCheckpoint {
+        since: "2024-08-30T14:24:00+03:00".into(),
+        after_id: 42,
+        target: Some("2024-08-30T15:00:00+03:00".into()),
+    };
+    store
+        .save_incremental_checkpoint("p", Entity::Deal, Some(&incremental))
+        .await
+        .unwrap();
+    store
+        .save_reconcile_checkpoint("p", Entity::Deal, Some(7))
+        .await
+        .unwrap();
+    let full = SyncState {
+        cursor: Some(cursor.into()),
+        full_checkpoint: Some(500),
+        full_started_at: Some(started),
+    };
+    assert_eq!(store.load_state("p", Entity::Deal).await.unwrap(), full);
+    assert_eq!(
+        store.load_checkpoints("p", Entity::Deal).await.unwrap(),
+        Checkpoints {
+            incremental: Some(incremental),
+            reconcile: Some(7),
+        }
+    );
+    // Completing the incremental pass moves the cursor and clears its checkpoint in
+    // one write; the full sync's and reconcile's state stay.
+    store
+        .complete_incremental("p", Entity::Deal, Some("2024-08-30T15:00:00+03:00"))
+        .await
+        .unwrap();
+    let state = store.load_state("p", Entity::Deal).await.unwrap();
+    assert_eq!(state.cursor.as_deref(), Some("2024-08-30T15:00:00+03:00"));
+    assert_eq!(state.full_checkpoint, Some(500));
+    assert_eq!(
+        store.load_checkpoints("p", Entity::Deal).await.unwrap(),
+        Checkpoints {
+            incremental: None,
+            reconcile: Some(7),
+        }
+    );
+    store
+        .save_full_checkpoint("p", Entity::Deal, None, None)
+        .await
+        .unwrap();
+    let state = store.load_state("p", Entity::Deal).await.unwrap();
+    assert_eq!(
+        (state.cursor.as_deref(), state.full_checkpoint),
+        (Some("2024-08-30T15:00:00+03:00"), None)
+    );
+    assert_eq!(
+        store.load_checkpoints("q", Entity::Deal).await.unwrap(),
+        Checkpoints::default()
+    );
+}
+
+#[tokio::test]
+async fn deletion_candidates_are_kept_per_portal_entity_and_mode() {
+    let db = TestDb::create().await;
+    let store = store(&db).await;
+    store
+        .add_pending_deletes("p", Entity::Deal, "full", &[3, 1, 2])
+        .await
+        .unwrap();
+    store
+        .add_pending_deletes("p", Entity::Deal, "full", &[2])
+        .await
+        .unwrap();
+    store
+        .add_pending_deletes("p", Entity::Deal, "reconcile", &[9])
+        .await
+        .unwrap();
+    store
+        .add_pending_deletes("q", Entity::Deal, "full", &[5])
+        .await
+        .unwrap();
+    let pending = |portal: &'static str, mode: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .pending_deletes(portal, Entity::Deal, mode)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(pending("p", "full").await, vec![1, 2, 3]);
+    store
+        .clear_pending_deletes("p", Entity::Deal, "full", Some(&[2]))
+        .await
+        .unwrap();
+    assert_eq!(pending("p", "full").await, vec![1, 3]);
+    store
+        .clear_pending_deletes("p", Entity::Deal, "full", None)
+        .await
+        .unwrap();
+    assert!(pending("p", "full").await.is_empty());
+    assert_eq!(pending("p", "reconcile").await, vec![9]);
+    assert_eq!(pending("q", "full").await, vec![5]);
+    // No mirror table yet: nothing is live.
+    assert_eq!(store.live_count("p", Entity::Deal).await.unwrap(), 0);
 }
