@@ -7,7 +7,6 @@ use serde_json::{Map, Value, json};
 
 use crate::client::{Client, RequestSpec, TimeBlock, as_u64, is_create, normalize_method};
 use crate::error::B24Error;
-use crate::limiter::Observed;
 use crate::params::encode_query;
 
 /// The portal's limit of commands in one `batch` request.
@@ -57,8 +56,9 @@ pub struct CommandOutput {
     pub total: Option<u64>,
     /// `result_next[name]`: present when a list command has another page.
     pub next: Option<u64>,
-    /// `result_time[name].operating`.
-    pub operating: f64,
+    /// `result_time[name].operating`: the method's running total in the portal's
+    /// window after this command, when the portal reports it.
+    pub operating: Option<f64>,
 }
 
 impl Client {
@@ -133,16 +133,13 @@ impl Client {
         let nexts = section(&mut sections, "result_next");
         let times = section(&mut sections, "result_time");
 
-        let mut observed = Observed {
-            operating: vec![("batch".into(), outer_time.operating)],
-            operating_reset_at: outer_time.reset_at,
-        };
+        // Every command of one method carries that method's running total; the
+        // limiter keeps the highest, never the sum.
+        let mut reports: Vec<_> = outer_time.report("batch".into()).into_iter().collect();
         let mut out = Vec::with_capacity(commands.len());
         for command in commands {
             let time = TimeBlock::from_time(times.get(&command.name));
-            observed
-                .operating
-                .push((normalize_method(&command.method), time.operating));
+            reports.extend(time.report(normalize_method(&command.method)));
             let outcome = if let Some(error) = errors.remove(&command.name) {
                 let code = error
                     .get("error")
@@ -177,7 +174,7 @@ impl Client {
                 outcome,
             });
         }
-        self.observe(observed).await;
+        self.observe(reports).await;
         Ok(out)
     }
 }

@@ -7,8 +7,10 @@ use b24_domain::webhook::WebhookUrl;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use b24_domain::limits::OperatingReport;
+
 use crate::error::B24Error;
-use crate::limiter::{InProcessLimiter, Observed, RateLimiter};
+use crate::limiter::{InProcessLimiter, RateLimiter};
 
 /// Bitrix24 cuts a request off after 60 s; give it a little more before giving up.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(75);
@@ -45,7 +47,14 @@ pub struct ClientStats {
     pub retries: u64,
     pub throttled_503: u64,
     pub throttled_429: u64,
-    /// Operating seconds the portal reported for everything this client ran.
+    /// Operating seconds this client's requests cost, as far as the answers tell.
+    /// `time.operating` is each method's running total in the portal's window, so
+    /// this adds up how much each answer's totals grew beyond what the limiter expected
+    /// to remain (never the totals themselves). The first answer of a method counts its
+    /// whole total, usage by earlier runs in the window included; an answer whose total
+    /// fell because older usage left the window counts zero; with a limiter shared
+    /// between processes, their usage in between counts too. Stays 0 when the portal
+    /// reports no operating time (on-premise, limiter off).
     pub operating_seconds: f64,
 }
 
@@ -55,8 +64,9 @@ pub struct ApiResponse {
     pub result: Value,
     pub total: Option<u64>,
     pub next: Option<u64>,
-    /// `time.operating`: what the call cost against the method's budget.
-    pub operating: f64,
+    /// `time.operating`: the method's operating seconds in the portal's window after
+    /// this call (a running total), when the portal reports it.
+    pub operating: Option<f64>,
     pub operating_reset_at: Option<f64>,
 }
 
@@ -134,11 +144,8 @@ impl Client {
         };
         let mut envelope = self.execute(&spec, params).await?;
         let time = TimeBlock::from_envelope(&envelope);
-        self.observe(Observed {
-            operating: vec![(charged, time.operating)],
-            operating_reset_at: time.reset_at,
-        })
-        .await;
+        self.observe(time.report(charged).into_iter().collect())
+            .await;
         Ok(ApiResponse {
             result: envelope.remove("result").unwrap_or(Value::Null),
             total: envelope.get("total").and_then(as_u64),
@@ -148,10 +155,9 @@ impl Client {
         })
     }
 
-    pub(crate) async fn observe(&self, observed: Observed) {
-        let spent: f64 = observed.operating.iter().map(|(_, s)| s).sum();
-        self.bump(|s| s.operating_seconds += spent);
-        self.inner.options.limiter.observe(&observed).await;
+    pub(crate) async fn observe(&self, reports: Vec<OperatingReport>) {
+        let grew = self.inner.options.limiter.observe(&reports).await;
+        self.bump(|s| s.operating_seconds += grew);
     }
 
     pub(crate) fn bump(&self, update: impl FnOnce(&mut ClientStats)) {
@@ -330,9 +336,10 @@ fn transport_error(method: &str, error: reqwest::Error) -> B24Error {
     }
 }
 
-/// `time.operating` and `time.operating_reset_at` of an envelope.
+/// `time.operating` and `time.operating_reset_at` of an envelope; either may be
+/// missing (on-premise portals and portals with the limiter off send neither).
 pub(crate) struct TimeBlock {
-    pub operating: f64,
+    pub operating: Option<f64>,
     pub reset_at: Option<f64>,
 }
 
@@ -344,9 +351,19 @@ impl TimeBlock {
     pub fn from_time(time: Option<&Value>) -> TimeBlock {
         let field = |name: &str| time.and_then(|t| t.get(name)).and_then(as_f64);
         TimeBlock {
-            operating: field("operating").unwrap_or(0.0),
+            operating: field("operating"),
             reset_at: field("operating_reset_at"),
         }
+    }
+
+    /// What the limiter learns about `method` from this block: nothing without
+    /// `operating`.
+    pub fn report(&self, method: String) -> Option<OperatingReport> {
+        self.operating.map(|total| OperatingReport {
+            method,
+            total,
+            reset_at: self.reset_at,
+        })
     }
 }
 

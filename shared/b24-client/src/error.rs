@@ -19,16 +19,24 @@ pub enum B24Error {
         "{method}: REST API blocked due to overload (503 OVERLOAD_LIMIT): contact Bitrix24 support"
     )]
     OverloadLimit { method: String },
-    /// `NO_AUTH_FOUND`, `expired_token`, `invalid_token`: the webhook is wrong, deleted or expired.
+    /// `NO_AUTH_FOUND`, `expired_token`, `invalid_token`: the request carried no usable
+    /// credentials (a malformed, deleted or expired webhook).
     #[error("{method}: authorization failed ({code}: {description}); check the webhook URL")]
     NoAuth {
         method: String,
         code: String,
         description: String,
     },
+    /// `INVALID_CREDENTIALS` ("Invalid request credentials"): the portal knows no
+    /// webhook with this user and code, which is what a wrong webhook code gets. Not a
+    /// permission problem.
+    #[error(
+        "{method}: authorization failed (INVALID_CREDENTIALS: {description}); check the webhook URL"
+    )]
+    InvalidCredentials { method: String, description: String },
     #[error("{method}: the webhook lacks the scope for this method (insufficient_scope)")]
     InsufficientScope { method: String, description: String },
-    /// `ACCESS_DENIED`, `INVALID_CREDENTIALS` and kin: the webhook's user may not do this.
+    /// `ACCESS_DENIED` and kin: the webhook's user may not do this.
     #[error("{method}: access denied ({code}: {description})")]
     AccessDenied {
         method: String,
@@ -155,6 +163,7 @@ impl B24Error {
         matches!(
             self,
             B24Error::NoAuth { .. }
+                | B24Error::InvalidCredentials { .. }
                 | B24Error::InsufficientScope { .. }
                 | B24Error::AccessDenied { .. }
         )
@@ -198,15 +207,17 @@ impl B24Error {
                 code: code.to_string(),
                 description,
             }
+        } else if is("INVALID_CREDENTIALS") {
+            B24Error::InvalidCredentials {
+                method,
+                description,
+            }
         } else if is("insufficient_scope") {
             B24Error::InsufficientScope {
                 method,
                 description,
             }
-        } else if is("ACCESS_DENIED")
-            || is("INVALID_CREDENTIALS")
-            || is("allowed_only_intranet_user")
-            || is("user_access_error")
+        } else if is("ACCESS_DENIED") || is("allowed_only_intranet_user") || is("user_access_error")
         {
             B24Error::AccessDenied {
                 method,
@@ -266,6 +277,18 @@ mod tests {
             B24Error::from_envelope(m, Some(401), "expired_token", ""),
             B24Error::NoAuth { .. }
         ));
+        for status in [Some(401), Some(403), None] {
+            let wrong_code = B24Error::from_envelope(
+                m,
+                status,
+                "INVALID_CREDENTIALS",
+                "Invalid request credentials",
+            );
+            assert!(
+                matches!(wrong_code, B24Error::InvalidCredentials { .. }),
+                "{wrong_code:?}"
+            );
+        }
         assert!(matches!(
             B24Error::from_envelope(m, None, "insufficient_scope", ""),
             B24Error::InsufficientScope { .. }
@@ -323,14 +346,29 @@ mod tests {
             cause: Box::new(B24Error::Timeout { method: m() }),
         };
         assert!(!ambiguous.is_retryable());
-        assert!(
-            B24Error::NoAuth {
-                method: m(),
-                code: "NO_AUTH_FOUND".into(),
-                description: String::new()
-            }
-            .is_auth()
-        );
+        // Both webhook refusals say "check the webhook URL", are never retried and
+        // never read as a permission problem.
+        let refusals = [
+            B24Error::from_envelope(&m(), Some(401), "NO_AUTH_FOUND", "Wrong authorization data"),
+            B24Error::from_envelope(
+                &m(),
+                Some(401),
+                "INVALID_CREDENTIALS",
+                "Invalid request credentials",
+            ),
+        ];
+        for refusal in &refusals {
+            assert!(refusal.is_auth() && !refusal.is_retryable(), "{refusal:?}");
+            let text = refusal.to_string();
+            assert!(
+                text.contains("authorization failed") && text.ends_with("check the webhook URL"),
+                "{text}"
+            );
+            assert!(
+                !text.contains("denied") && !text.contains("scope"),
+                "{text}"
+            );
+        }
         assert!(
             B24Error::Unreachable {
                 method: m(),

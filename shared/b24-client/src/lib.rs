@@ -12,8 +12,9 @@ pub mod limiter;
 pub mod list;
 mod params;
 
+pub use b24_domain::limits::OperatingReport;
 pub use batch::{Command, CommandOutput, CommandResult, MAX_BATCH_COMMANDS};
 pub use client::{ApiResponse, Client, ClientOptions, ClientStats};
 pub use error::B24Error;
-pub use limiter::{InProcessLimiter, Observed, RateLimiter, unix_now};
+pub use limiter::{InProcessLimiter, RateLimiter, sleep_secs, unix_now};
 pub use list::{ListQuery, PAGE_SIZE, Row};

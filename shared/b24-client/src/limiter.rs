@@ -1,30 +1,21 @@
 //! The rate-limiter port. Every HTTP request to a portal passes through one; the
 //! in-process implementation lives here, the shared Postgres-backed one in `b24-store`.
-
-use std::collections::HashMap;
+//! Both keep a [`PortalBudget`] and differ only in where it lives.
 
 use async_trait::async_trait;
-use b24_domain::limits::{LeakyBucket, LimitSettings, OperatingWindow};
-
-/// What a limiter learns from one portal answer.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Observed {
-    /// Operating seconds charged per method: the top-level `time.operating` for a single
-    /// call, and every batch command's `result_time[cmd].operating` for a batch.
-    pub operating: Vec<(String, f64)>,
-    /// `time.operating_reset_at` when the portal sent it.
-    pub operating_reset_at: Option<f64>,
-}
+use b24_domain::limits::{Admission, LimitSettings, OperatingReport, PortalBudget};
 
 /// Keeps one portal's request rate and per-method operating time inside its limits.
 #[async_trait]
 pub trait RateLimiter: Send + Sync {
     /// Waits until one HTTP request that runs `methods` (one method for a single call,
-    /// the inner methods for a batch) may be sent, and reserves it.
+    /// `batch` and the inner methods for a batch) may be sent, and reserves it.
     async fn acquire(&self, methods: &[&str]);
 
-    /// Records what the portal reported after answering.
-    async fn observe(&self, observed: &Observed);
+    /// Takes the operating totals one answer reported (none when the portal sent no
+    /// `operating` keys) and returns how much they grew, in operating seconds (see
+    /// [`PortalBudget::observe`]).
+    async fn observe(&self, reports: &[OperatingReport]) -> f64;
 
     /// The portal refused with 503 `QUERY_LIMIT_EXCEEDED`: the bucket is full.
     async fn on_query_limit(&self);
@@ -41,42 +32,28 @@ pub fn unix_now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// Requests kept free below the portal's burst, so that requests arriving closer
-/// together than they were sent (network jitter) still fit in the portal's bucket.
-const BUCKET_HEADROOM: f64 = 2.0;
-
-/// When a 429 carries no `operating_reset_at` and this limiter saw no usage of the
-/// method, wait this long before trying again.
-const BLOCK_WITHOUT_RESET_AT_SECS: f64 = 60.0;
+/// Sleeps for a wait the limit arithmetic computed (already clamped to the window);
+/// anything that is not a positive finite number is no wait.
+pub async fn sleep_secs(secs: f64) {
+    if let Ok(duration) = std::time::Duration::try_from_secs_f64(secs)
+        && !duration.is_zero()
+    {
+        tokio::time::sleep(duration).await;
+    }
+}
 
 /// A limiter for the callers inside one process (every clone of a `Client` and every
 /// task sharing it). Several processes sharing one portal need the Postgres-backed one.
 pub struct InProcessLimiter {
     settings: LimitSettings,
-    state: tokio::sync::Mutex<LimiterState>,
-}
-
-struct LimiterState {
-    bucket: LeakyBucket,
-    methods: HashMap<String, MethodBudget>,
-}
-
-#[derive(Default)]
-struct MethodBudget {
-    window: OperatingWindow,
-    /// What the method's last request cost: kept free in the budget so that the next
-    /// request does not cross it.
-    last_request_cost: f64,
+    budget: tokio::sync::Mutex<PortalBudget>,
 }
 
 impl InProcessLimiter {
     pub fn new(settings: LimitSettings) -> Self {
         InProcessLimiter {
             settings,
-            state: tokio::sync::Mutex::new(LimiterState {
-                bucket: LeakyBucket::new(unix_now()),
-                methods: HashMap::new(),
-            }),
+            budget: tokio::sync::Mutex::new(PortalBudget::new(unix_now())),
         }
     }
 
@@ -84,17 +61,10 @@ impl InProcessLimiter {
         &self.settings
     }
 
-    fn capacity(&self) -> f64 {
-        (self.settings.burst - BUCKET_HEADROOM).max(1.0)
-    }
-
-    /// Operating seconds `method` used within the window, as far as this limiter saw.
-    pub async fn operating_used(&self, method: &str) -> f64 {
-        let state = self.state.lock().await;
-        state.methods.get(method).map_or(0.0, |b| {
-            b.window
-                .used(unix_now(), self.settings.operating_window_secs)
-        })
+    /// The latest window total the portal reported for `method` (0 when none).
+    pub async fn reported_total(&self, method: &str) -> f64 {
+        let budget = self.budget.lock().await;
+        budget.methods.get(method).map_or(0.0, |m| m.reported_total)
     }
 }
 
@@ -108,78 +78,44 @@ impl Default for InProcessLimiter {
 impl RateLimiter for InProcessLimiter {
     async fn acquire(&self, methods: &[&str]) {
         loop {
-            let now = unix_now();
-            let mut state = self.state.lock().await;
-            let operating_wait = methods
-                .iter()
-                .filter_map(|m| state.methods.get(*m))
-                .map(|b| {
-                    b.window
-                        .wait_needed(now, &self.settings, b.last_request_cost)
-                })
-                .fold(0.0, f64::max);
-            if operating_wait > 0.0 {
-                drop(state);
-                tracing::info!(
-                    ?methods,
-                    wait_secs = operating_wait,
-                    "operating budget nearly spent, waiting"
-                );
-                sleep_secs(operating_wait).await;
-                continue;
+            let admission = self
+                .budget
+                .lock()
+                .await
+                .admit(unix_now(), methods, &self.settings);
+            match admission {
+                Admission::Wait(secs) => {
+                    tracing::info!(
+                        ?methods,
+                        wait_secs = secs,
+                        "operating budget nearly spent, waiting"
+                    );
+                    sleep_secs(secs).await;
+                }
+                Admission::Send { after } => {
+                    sleep_secs(after).await;
+                    return;
+                }
             }
-            let wait = state
-                .bucket
-                .reserve(now, self.capacity(), self.settings.drain_per_sec);
-            drop(state);
-            sleep_secs(wait).await;
-            return;
         }
     }
 
-    async fn observe(&self, observed: &Observed) {
-        let now = unix_now();
-        let mut per_method: HashMap<&str, f64> = HashMap::new();
-        for (method, secs) in &observed.operating {
-            *per_method.entry(method.as_str()).or_default() += secs;
+    async fn observe(&self, reports: &[OperatingReport]) -> f64 {
+        if reports.is_empty() {
+            return 0.0;
         }
-        let mut state = self.state.lock().await;
-        for (method, cost) in per_method {
-            let budget = state.methods.entry(method.to_string()).or_default();
-            budget
-                .window
-                .record(now, cost, self.settings.operating_window_secs);
-            budget.last_request_cost = cost;
-        }
+        let mut budget = self.budget.lock().await;
+        budget.observe(unix_now(), reports, &self.settings)
     }
 
     async fn on_query_limit(&self) {
-        let mut state = self.state.lock().await;
-        state.bucket.saturate(unix_now(), self.settings.burst);
+        let mut budget = self.budget.lock().await;
+        budget.request_refused(unix_now(), &self.settings);
     }
 
     async fn on_operation_limit(&self, method: &str, reset_at: Option<f64>) {
-        let now = unix_now();
-        let mut state = self.state.lock().await;
-        let budget = state.methods.entry(method.to_string()).or_default();
-        // Without the portal's word, the block lasts until the oldest usage seen here
-        // leaves the window.
-        let estimate = budget
-            .window
-            .samples
-            .first()
-            .map(|(t, _)| t + self.settings.operating_window_secs);
-        let until = reset_at
-            .or(estimate)
-            .filter(|t| *t > now)
-            .unwrap_or(now + BLOCK_WITHOUT_RESET_AT_SECS);
-        budget.window.block_until(until);
-    }
-}
-
-async fn sleep_secs(secs: f64) {
-    if secs > 0.0 && secs.is_finite() {
-        tokio::time::sleep(std::time::Duration::from_secs_f64(secs)).await;
+        let mut budget = self.budget.lock().await;
+        budget.method_refused(unix_now(), method, reset_at, &self.settings);
     }
 }
 
@@ -193,6 +129,14 @@ mod tests {
             drain_per_sec: drain,
             ..LimitSettings::standard()
         })
+    }
+
+    fn total(method: &str, total: f64, reset_at: Option<f64>) -> OperatingReport {
+        OperatingReport {
+            method: method.into(),
+            total,
+            reset_at,
+        }
     }
 
     #[tokio::test]
@@ -226,23 +170,30 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn waits_when_the_next_request_would_cross_the_operating_budget() {
+    async fn takes_reported_totals_and_waits_when_the_next_request_would_cross_the_budget() {
         let limiter = InProcessLimiter::new(LimitSettings {
             operating_budget_secs: 10.0,
             operating_window_secs: 1.0,
             ..LimitSettings::standard()
         });
-        let observed = Observed {
-            operating: vec![("m".into(), 3.0), ("m".into(), 3.0)],
-            operating_reset_at: None,
-        };
-        limiter.observe(&observed).await;
-        assert_eq!(limiter.operating_used("m").await, 6.0);
-        // 6 used + 6 expected for the next request > 10: wait for the window (1 s) to pass.
+        // Running totals 3 then 6 (two commands of one batch carry 5.5 and 6): the
+        // method used 6 s, not 14.5, and one request costs about 3.
+        assert_eq!(limiter.observe(&[total("m", 3.0, None)]).await, 3.0);
+        let grew = limiter
+            .observe(&[total("m", 5.5, None), total("m", 6.0, None)])
+            .await;
+        assert_eq!(grew, 3.0);
+        assert_eq!(limiter.reported_total("m").await, 6.0);
+        // 6 + 3 <= 10: no wait.
+        let start = std::time::Instant::now();
+        limiter.acquire(&["m"]).await;
+        assert!(start.elapsed().as_secs_f64() < 0.05);
+        // 9 + 3 > 10: wait for the window (1 s) to let the first part go.
+        limiter.observe(&[total("m", 9.0, None)]).await;
         let start = std::time::Instant::now();
         limiter.acquire(&["m"]).await;
         assert!(
-            start.elapsed().as_secs_f64() >= 0.9,
+            (0.8..1.5).contains(&start.elapsed().as_secs_f64()),
             "{:?}",
             start.elapsed()
         );
@@ -267,5 +218,37 @@ mod tests {
             "{:?}",
             start.elapsed()
         );
+    }
+
+    #[tokio::test]
+    async fn garbled_reset_times_neither_panic_nor_block_beyond_the_window() {
+        let limiter = InProcessLimiter::new(LimitSettings {
+            operating_budget_secs: 1.0,
+            operating_window_secs: 0.3,
+            ..LimitSettings::standard()
+        });
+        let now = unix_now();
+        for garbled in [1e20, f64::INFINITY, f64::NAN, -1.0, now * 1000.0] {
+            limiter.on_operation_limit("m", Some(garbled)).await;
+            limiter.observe(&[total("m", 5.0, Some(garbled))]).await;
+            let start = std::time::Instant::now();
+            limiter.acquire(&["m"]).await;
+            let waited = start.elapsed().as_secs_f64();
+            assert!(waited < 0.6, "{garbled}: waited {waited} s");
+        }
+        assert_eq!(limiter.observe(&[total("m", f64::NAN, None)]).await, 0.0);
+        assert_eq!(
+            limiter.observe(&[total("m", f64::INFINITY, None)]).await,
+            0.0
+        );
+    }
+
+    #[tokio::test]
+    async fn sleeping_for_garbage_returns_at_once() {
+        let start = std::time::Instant::now();
+        for secs in [f64::NAN, f64::NEG_INFINITY, -1.0, 0.0, f64::INFINITY, 1e300] {
+            sleep_secs(secs).await;
+        }
+        assert!(start.elapsed().as_secs_f64() < 0.05);
     }
 }

@@ -304,6 +304,14 @@ async fn auth_scope_and_unknown_method_errors_are_typed_and_not_retried() {
             "NoAuth",
         ),
         (
+            // What a real portal answers for a wrong webhook code.
+            Reply::Json(
+                401,
+                json!({"error": "INVALID_CREDENTIALS", "error_description": "Invalid request credentials"}),
+            ),
+            "InvalidCredentials",
+        ),
+        (
             Reply::Json(
                 403,
                 json!({"error": "insufficient_scope", "error_description": "higher privileges"}),
@@ -397,11 +405,19 @@ async fn batch_reports_per_command_results_and_errors_inside_a_200() {
             "result_error": {"b": {"error": "", "error_description": "Not found"}},
             "result_total": {"c": 1},
             "result_next": [],
-            "result_time": {"a": {"operating": 0.5}, "b": {"operating": 0.25}, "c": {"operating": 1.0}}
+            "result_time": {"a": {"operating": 0.5}, "b": {"operating": 0.75}, "c": {"operating": 1.0}}
         },
         "time": {"operating": 0.125}
     });
-    let portal = FakePortal::start(vec![Reply::Json(200, answer)]).await;
+    // The same commands again: every `operating` is its method's running total.
+    let again = json!({
+        "result": {
+            "result": {"a": {"ID": "1"}, "b": {"ID": "2"}, "c": [{"ID": "3"}]},
+            "result_time": {"a": {"operating": 0.875}, "b": {"operating": 1.0}, "c": {"operating": 1.5}}
+        },
+        "time": {"operating": 0.25}
+    });
+    let portal = FakePortal::start(vec![Reply::Json(200, answer), Reply::Json(200, again)]).await;
     let client = portal.client(Duration::from_secs(2));
     let commands = vec![
         Command::new("a", "crm.deal.get", json!({"id": 1})),
@@ -412,7 +428,7 @@ async fn batch_reports_per_command_results_and_errors_inside_a_200() {
             json!({"filter": {"ID": "$result[a][ID]"}}),
         ),
     ];
-    let results = client.batch(commands, false).await.unwrap();
+    let results = client.batch(commands.clone(), false).await.unwrap();
     assert_eq!(results.len(), 3);
     assert_eq!(
         results[0].outcome.as_ref().unwrap().result,
@@ -420,12 +436,16 @@ async fn batch_reports_per_command_results_and_errors_inside_a_200() {
     );
     assert!(matches!(results[1].outcome, Err(B24Error::NotFound { .. })));
     let c = results[2].outcome.as_ref().unwrap();
-    assert_eq!((c.total, c.operating), (Some(1), 1.0));
+    assert_eq!((c.total, c.operating), (Some(1), Some(1.0)));
+    // crm.deal.get's total is 0.75 (not 0.5 + 0.75), crm.deal.list 1.0, batch 0.125.
     assert_eq!(client.stats().operating_seconds, 1.875);
+    assert!(client.batch(commands.clone(), false).await.is_ok());
+    // What the totals grew by: 0.25 + 0.5 + 0.125.
+    assert_eq!(client.stats().operating_seconds, 2.75);
 
     // What went over the wire: one request, PHP-style commands, halt as 0.
     let requests = portal.requests.lock().unwrap();
-    assert_eq!(requests.len(), 1);
+    assert_eq!(requests.len(), 2);
     assert_eq!(requests[0].0, format!("/rest/1/{SECRET}/batch"));
     assert_eq!(requests[0].1["halt"], json!(0));
     assert_eq!(
@@ -467,4 +487,160 @@ async fn batch_with_halt_marks_unexecuted_commands_and_skips_later_requests() {
             .len(),
         50
     );
+}
+
+fn with_operating(total: f64, reset_at: f64) -> Reply {
+    Reply::Json(
+        200,
+        json!({"result": [], "time": {"operating": total, "operating_reset_at": reset_at}}),
+    )
+}
+
+fn tight_client(portal: &FakePortal, budget: f64, window: f64) -> Client {
+    let settings = LimitSettings {
+        operating_budget_secs: budget,
+        operating_window_secs: window,
+        ..LimitSettings::standard()
+    };
+    let options = ClientOptions {
+        limiter: Arc::new(InProcessLimiter::new(settings)),
+        ..ClientOptions::default()
+    };
+    Client::new(portal.url.clone(), options).unwrap()
+}
+
+#[tokio::test]
+async fn near_the_budget_the_next_call_waits_for_the_window_taking_totals_not_sums() {
+    // Budget 1 s per 2 s window. Totals 0.4 then 0.8: each call costs 0.4 (summing
+    // would say 1.2 used and stall at once), and a third would end at 1.2, so it waits
+    // until the first calls' usage leaves the window; then the total is 0.4 again and
+    // the fourth call goes at once.
+    let start = unix_now();
+    let portal = FakePortal::start(vec![
+        with_operating(0.4, start + 2.0),
+        with_operating(0.8, start + 2.0),
+        with_operating(0.4, start + 4.0),
+        with_operating(0.8, start + 4.0),
+    ])
+    .await;
+    let client = tight_client(&portal, 1.0, 2.0);
+    let started = Instant::now();
+    let mut sent_at = Vec::new();
+    for _ in 0..4 {
+        client.call("crm.deal.list", &json!({})).await.unwrap();
+        sent_at.push(started.elapsed().as_secs_f64());
+    }
+    assert!(sent_at[1] < 0.5, "{sent_at:?}");
+    assert!((1.8..3.0).contains(&sent_at[2]), "{sent_at:?}");
+    assert!(sent_at[3] - sent_at[2] < 0.5, "{sent_at:?}");
+    let stats = client.stats();
+    assert_eq!(stats.throttled_429, 0);
+    // 0.4 + 0.4, then 0.4 in a fresh window, then 0.4.
+    assert!((stats.operating_seconds - 1.6).abs() < 1e-9, "{stats:?}");
+}
+
+#[tokio::test]
+async fn answers_without_operating_keys_work_unpaced() {
+    // On-premise portals (limiter off) send a time block without `operating` and
+    // `operating_reset_at`; some answers have no time block at all.
+    let bare_time = |result: Value| {
+        Reply::Json(
+            200,
+            json!({"result": result, "time": {"start": 1.0, "finish": 1.1, "duration": 0.1, "processing": 0.1}}),
+        )
+    };
+    let batch_answer = json!({
+        "result": {"result": {"a": [{"ID": "1"}]}, "result_error": [], "result_total": [], "result_next": [],
+                   "result_time": {"a": {"start": 1.0, "finish": 1.1}}},
+        "time": {"start": 1.0}
+    });
+    let mut script: Vec<Reply> = (0..5).map(|_| bare_time(json!([]))).collect();
+    script.push(Reply::Json(200, json!({"result": true})));
+    script.push(Reply::Json(200, batch_answer));
+    let portal = FakePortal::start(script).await;
+    // A budget so small that any reported usage would hold calls back.
+    let client = tight_client(&portal, 0.001, 60.0);
+    let started = Instant::now();
+    for _ in 0..5 {
+        let answer = client.call("crm.deal.list", &json!({})).await.unwrap();
+        assert_eq!((answer.operating, answer.operating_reset_at), (None, None));
+    }
+    assert_eq!(
+        client
+            .call("crm.deal.get", &json!({"id": 1}))
+            .await
+            .unwrap()
+            .result,
+        json!(true)
+    );
+    let results = client
+        .batch(vec![Command::new("a", "crm.deal.list", json!({}))], false)
+        .await
+        .unwrap();
+    assert_eq!(results[0].outcome.as_ref().unwrap().operating, None);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(client.stats().operating_seconds, 0.0);
+    assert_eq!(portal.hits(), 7);
+}
+
+#[tokio::test]
+async fn garbled_operating_values_neither_panic_nor_block_beyond_the_window() {
+    // 1e20 and a reset in milliseconds are clamped to the window (0.5 s here); a
+    // non-numeric total is no total.
+    let now = unix_now();
+    let portal = FakePortal::start(vec![
+        with_operating(5.0, 1e20),
+        with_operating(6.0, now * 1000.0),
+        Reply::Json(200, json!({"result": [], "time": {"operating": "soon", "operating_reset_at": -4}})),
+        Reply::Json(
+            429,
+            json!({"error": "OPERATION_TIME_LIMIT", "error_description": "Method is blocked", "time": {"operating_reset_at": 1e20}}),
+        ),
+        ok(json!([])),
+    ])
+    .await;
+    let client = tight_client(&portal, 1.0, 0.5);
+    let started = Instant::now();
+    for _ in 0..4 {
+        client.call("crm.deal.list", &json!({})).await.unwrap();
+    }
+    let took = started.elapsed().as_secs_f64();
+    // At most one window per call (four calls, one of them retried after the 429).
+    assert!(took < 3.5, "{took}");
+    assert_eq!(portal.hits(), 5);
+    assert_eq!(client.stats().throttled_429, 1);
+}
+
+#[tokio::test]
+async fn a_full_listing_sends_no_counting_command() {
+    let page: Vec<Value> = (1..=10).map(|id| json!({"ID": id.to_string()})).collect();
+    let answer = json!({
+        "result": {"result": {"c0": page}, "result_error": [], "result_total": {"c0": 0}, "result_next": [],
+                   "result_time": {"c0": {"operating": 0.01}}},
+        "time": {"operating": 0.001}
+    });
+    let portal = FakePortal::start(vec![Reply::Json(200, answer)]).await;
+    let client = portal.client(Duration::from_secs(2));
+    let rows: Vec<_> = futures::TryStreamExt::try_collect::<Vec<_>>(
+        client.list_stream(b24_client::ListQuery::new("crm.deal.list")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 10);
+    let requests = portal.requests.lock().unwrap();
+    assert_eq!(requests.len(), 1);
+    let commands = requests[0].1["cmd"].as_object().unwrap();
+    assert_eq!(commands.len(), 50);
+    for (name, command) in commands {
+        let command = command.as_str().unwrap();
+        let starts: Vec<&str> = command
+            .split(['?', '&'])
+            .filter(|p| p.starts_with("start="))
+            .collect();
+        assert_eq!(starts, ["start=-1"], "{name}: {command}");
+    }
 }

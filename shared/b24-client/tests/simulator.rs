@@ -89,11 +89,21 @@ fn assert_strictly_ascending(ids: &[u64]) {
     );
 }
 
+/// Operating seconds the simulator charged, over all methods.
+async fn charged(sim: &RunningSim) -> f64 {
+    sim.stats()
+        .await
+        .unwrap()
+        .operating_seconds_by_method
+        .values()
+        .sum()
+}
+
 #[tokio::test]
-async fn a_full_listing_returns_every_row_once_in_id_order_with_the_fewest_requests() {
-    // (rows, HTTP requests): 2,500 rows per request and no extra request at the end,
-    // also when the data ends exactly on a full request.
-    for (rows, expected_requests) in [(0, 1), (1, 1), (2_500, 1), (5_000, 2), (5_123, 3)] {
+async fn a_full_listing_returns_every_row_once_in_id_order_without_counting() {
+    // (rows, HTTP requests): 2,500 rows per request; without a count the listing ends
+    // on a short page, so rows ending exactly on a full request take one more request.
+    for (rows, expected_requests) in [(0, 1), (1, 1), (2_500, 2), (5_000, 3), (5_123, 3)] {
         let sim = sim(rows).await;
         let client = client(&sim);
         let rows_seen: Vec<Row> = client.list_stream(deals()).try_collect().await.unwrap();
@@ -112,7 +122,14 @@ async fn a_full_listing_returns_every_row_once_in_id_order_with_the_fewest_reque
             (stats.retries, stats.throttled_503, stats.throttled_429),
             (0, 0, 0)
         );
-        assert!(stats.operating_seconds > 0.0);
+        // The answers carry running totals: what they grew by is what the portal
+        // charged (summing them would count the first pages fifty times over).
+        let charged = charged(&sim).await;
+        assert!(
+            (stats.operating_seconds - charged).abs() < 1e-6 && charged > 0.0,
+            "client {} vs portal {charged}",
+            stats.operating_seconds
+        );
         assert_eq!(sim.stats().await.unwrap().status_503, 0);
     }
 }
@@ -397,6 +414,80 @@ async fn the_operating_budget_is_kept_without_429s() {
 }
 
 #[tokio::test]
+async fn a_tight_budget_listing_finishes_without_429s_near_the_theoretical_minimum() {
+    // The portal's budget is a few requests' worth per window, so the listing spends
+    // most of its time waiting for the window; a scaled-down version of 5 operating
+    // seconds per 30 s window.
+    let (budget, window) = (2.2, 4.0);
+    let portal = LimitConfig {
+        operating_budget_secs: budget,
+        operating_window_secs: window,
+        ..LimitConfig::default()
+    };
+    let sim = sim_with(30_000, 20, portal).await;
+    let settings = LimitSettings {
+        operating_budget_secs: budget,
+        operating_window_secs: window,
+        ..LimitSettings::standard()
+    };
+    let client = client_with(&sim, Arc::new(InProcessLimiter::new(settings)));
+    let started = std::time::Instant::now();
+    let listed = list_ids(&client, deals()).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    assert_eq!(listed, live_ids(&sim).await);
+
+    let portal_stats = sim.stats().await.unwrap();
+    assert_eq!(portal_stats.status_429, 0, "the hard requirement: no 429");
+    assert_eq!(client.stats().throttled_429, 0);
+    // The portal admits calls while a method's total is within the budget, so at best
+    // the listing spends a budget per window: its cost C needs ceil(C / B) windows, the
+    // first of which starts at once.
+    let cost = portal_stats.operating_seconds_by_method["crm.deal.list"];
+    let minimum = ((cost / budget).ceil() - 1.0) * window;
+    eprintln!("cost {cost:.2} s, minimum {minimum:.1} s, elapsed {elapsed:.1} s");
+    assert!(cost > 2.0 * budget, "the budget must bind: {cost}");
+    assert!(
+        elapsed >= minimum - window,
+        "{elapsed} s < {minimum} s - one window"
+    );
+    // About one window over the minimum, with room for a debug build's own work.
+    assert!(
+        elapsed <= minimum + 2.0 * window + 10.0,
+        "{elapsed} s vs {minimum} s"
+    );
+}
+
+#[tokio::test]
+async fn a_portal_without_the_operating_limiter_lists_unpaced() {
+    // On-premise: answers carry no `operating` / `operating_reset_at`.
+    let portal = LimitConfig {
+        operating_limiter: false,
+        ..LimitConfig::default()
+    };
+    let sim = sim_with(6_000, 3, portal).await;
+    // A budget so small that any reported usage would hold the listing back.
+    let settings = LimitSettings {
+        operating_budget_secs: 0.001,
+        operating_window_secs: 60.0,
+        ..LimitSettings::standard()
+    };
+    let client = client_with(&sim, Arc::new(InProcessLimiter::new(settings)));
+    let started = std::time::Instant::now();
+    assert_eq!(list_ids(&client, deals()).await, live_ids(&sim).await);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(client.stats().operating_seconds, 0.0);
+    let answer = client
+        .call("crm.deal.get", &json!({"id": 1}))
+        .await
+        .unwrap();
+    assert_eq!((answer.operating, answer.operating_reset_at), (None, None));
+}
+
+#[tokio::test]
 async fn injected_faults_lose_and_duplicate_nothing() {
     let sim = sim(12_000).await;
     let expected = live_ids(&sim).await;
@@ -530,8 +621,13 @@ async fn a_wrong_webhook_fails_with_a_typed_error_that_hides_the_secret() {
         .try_collect::<Vec<_>>()
         .await
         .unwrap_err();
-    assert!(matches!(err, B24Error::NoAuth { .. }), "{err:?}");
+    // A real portal answers a wrong webhook code 401 INVALID_CREDENTIALS.
+    assert!(
+        matches!(err, B24Error::InvalidCredentials { .. }),
+        "{err:?}"
+    );
     assert!(err.is_auth());
+    assert!(err.to_string().contains("check the webhook URL"), "{err}");
     for text in [err.to_string(), format!("{err:?}"), format!("{client:?}")] {
         assert!(!text.contains("wrongsecret987654"), "{text}");
     }
