@@ -90,6 +90,16 @@ pub(crate) async fn fill_pending(
         assignments.join(", "),
         pending.len() + 2
     );
+    let fill = Fill {
+        table: &table,
+        registry: &registry,
+        table_name,
+        portal,
+        pending: &pending,
+        update: &update,
+        names: &names,
+        plain: &plain,
+    };
     let mut after = pending.iter().map(|p| p.after_id).min().unwrap_or(0);
     let (mut filled, mut invalid) = (0u64, 0u64);
     loop {
@@ -97,64 +107,26 @@ pub(crate) async fn fill_pending(
             .transaction()
             .await
             .context("starting a backfill batch")?;
-        // Upserts of the portal wait for the batch, so it never writes a value derived
-        // from a `raw` that an upsert has just replaced.
-        lock_rows(&tx, &table, portal).await?;
-        let rows = tx
-            .query(
-                &format!(
-                    "SELECT id, raw FROM {table} WHERE portal = $1 AND id > $2 ORDER BY portal, id LIMIT {BATCH_ROWS}"
-                ),
-                &[&portal, &after],
-            )
-            .await
-            .context(format_args!("reading rows of {table} to backfill"))?;
-        let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
-        let mut values: Vec<Vec<Option<String>>> =
-            vec![Vec::with_capacity(rows.len()); pending.len()];
-        for row in &rows {
-            let raw: Value = row.get(1);
-            for (p, out) in pending.iter().zip(&mut values) {
-                let value = raw.get(&p.column.code).unwrap_or(&Value::Null);
-                out.push(
-                    column_text(p.column.part, p.column.column_type, value).unwrap_or_else(|_| {
-                        invalid += 1;
-                        None
-                    }),
-                );
+        match fill.batch(&tx, after, &mut invalid).await {
+            Ok((rows, last, done)) => {
+                tx.commit().await.context("committing a backfill batch")?;
+                filled += rows;
+                after = last;
+                if done {
+                    break;
+                }
             }
-        }
-        if !ids.is_empty() {
-            let mut params: Vec<&(dyn ToSql + Sync)> = vec![&ids];
-            params.extend(values.iter().map(|v| v as &(dyn ToSql + Sync)));
-            params.push(&portal);
-            tx.execute(&update, &params)
-                .await
-                .context(format_args!("backfilling columns of {table}"))?;
-        }
-        let last = ids.last().copied().unwrap_or(after);
-        let done = (ids.len() as i64) < BATCH_ROWS;
-        tx.execute(
-            &format!(
-                "UPDATE {registry} SET after_id = greatest(after_id, $2) WHERE table_name = $1 AND column_name = ANY($3)"
-            ),
-            &[&table_name, &last, &names],
-        )
-        .await
-        .context("recording backfill progress")?;
-        if done {
-            tx.execute(
-                &format!("DELETE FROM {registry} WHERE table_name = $1 AND column_name = ANY($2)"),
-                &[&table_name, &plain],
-            )
-            .await
-            .context("finishing the backfill")?;
-        }
-        tx.commit().await.context("committing a backfill batch")?;
-        filled += ids.len() as u64;
-        after = last;
-        if done {
-            break;
+            Err(e) if sql_state(&e) == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
+                // Rows locked by another session (SELECT ... FOR UPDATE): the sync goes
+                // on and a later run continues from `after`.
+                tx.rollback()
+                    .await
+                    .context("rolling back a backfill batch")?;
+                tracing::warn!(%table, columns = ?names, after_id = after, error = %e,
+                    "rows to backfill are locked; the fill continues on a later run");
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
         }
     }
     tracing::info!(%table, columns = ?names, rows = filled, invalid_values = invalid, "backfilled columns from raw");
@@ -166,6 +138,87 @@ pub(crate) async fn fill_pending(
         }
     }
     Ok(swapped)
+}
+
+/// One fill of a table's pending columns.
+struct Fill<'a> {
+    table: &'a str,
+    registry: &'a str,
+    table_name: &'a str,
+    portal: &'a str,
+    pending: &'a [Pending],
+    /// `UPDATE ... FROM unnest(ids, values...)` of the pending columns.
+    update: &'a str,
+    names: &'a [&'a str],
+    /// The pending columns that are done when the last batch is (not retyping copies).
+    plain: &'a [&'a str],
+}
+
+impl Fill<'_> {
+    /// Fills the rows after `after` (up to [`BATCH_ROWS`]) in `tx` and records the
+    /// progress: (rows filled, last ID, whether this was the last batch).
+    async fn batch(
+        &self,
+        tx: &Transaction<'_>,
+        after: i64,
+        invalid: &mut u64,
+    ) -> Result<(u64, i64, bool), StoreError> {
+        let (table, registry) = (self.table, self.registry);
+        // Upserts of the portal wait for the batch, so it never writes a value derived
+        // from a `raw` that an upsert has just replaced.
+        lock_rows(tx, table, self.portal).await?;
+        let rows = tx
+            .query(
+                &format!(
+                    "SELECT id, raw FROM {table} WHERE portal = $1 AND id > $2 ORDER BY portal, id LIMIT {BATCH_ROWS}"
+                ),
+                &[&self.portal, &after],
+            )
+            .await
+            .context(format_args!("reading rows of {table} to backfill"))?;
+        let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        let mut values: Vec<Vec<Option<String>>> =
+            vec![Vec::with_capacity(rows.len()); self.pending.len()];
+        for row in &rows {
+            let raw: Value = row.get(1);
+            for (p, out) in self.pending.iter().zip(&mut values) {
+                let value = raw.get(&p.column.code).unwrap_or(&Value::Null);
+                out.push(
+                    column_text(p.column.part, p.column.column_type, value).unwrap_or_else(|_| {
+                        *invalid += 1;
+                        None
+                    }),
+                );
+            }
+        }
+        if !ids.is_empty() {
+            let mut params: Vec<&(dyn ToSql + Sync)> = vec![&ids];
+            params.extend(values.iter().map(|v| v as &(dyn ToSql + Sync)));
+            params.push(&self.portal);
+            tx.execute(self.update, &params)
+                .await
+                .context(format_args!("backfilling columns of {table}"))?;
+        }
+        let last = ids.last().copied().unwrap_or(after);
+        let done = (ids.len() as i64) < BATCH_ROWS;
+        tx.execute(
+            &format!(
+                "UPDATE {registry} SET after_id = greatest(after_id, $2) WHERE table_name = $1 AND column_name = ANY($3)"
+            ),
+            &[&self.table_name, &last, &self.names],
+        )
+        .await
+        .context("recording backfill progress")?;
+        if done {
+            tx.execute(
+                &format!("DELETE FROM {registry} WHERE table_name = $1 AND column_name = ANY($2)"),
+                &[&self.table_name, &self.plain],
+            )
+            .await
+            .context("finishing the backfill")?;
+        }
+        Ok((ids.len() as u64, last, done))
+    }
 }
 
 /// Replaces the retyped column `old` by its filled text column `filled`: drop and

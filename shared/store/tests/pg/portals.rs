@@ -4,9 +4,10 @@
 
 use std::time::{Duration, Instant};
 
+use b24_domain::database::SessionSettings;
 use b24_domain::entity::Entity;
 use b24_domain::schema::FieldMeta;
-use b24_store::Row;
+use b24_store::{Row, Store};
 use serde_json::{Value, json};
 
 use crate::common::*;
@@ -592,6 +593,69 @@ async fn new_columns_fill_in_batches_and_a_cut_short_fill_resumes() {
         .unwrap()
         .get(0);
     assert_eq!(text, 12_000);
+}
+
+#[tokio::test]
+async fn a_fill_that_meets_locked_rows_leaves_them_for_a_later_run() {
+    let db = TestDb::create().await;
+    let session = SessionSettings {
+        lock_timeout: Duration::from_millis(300),
+        ..SessionSettings::default()
+    };
+    let store = Store::connect_with(&db.url, SCHEMA, &session)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let c = db.client().await;
+    let portal = "locked-rows";
+    let fields = with(standard(), &[("UF_CRM_N", "integer")]);
+    let layout = store
+        .ensure_table(portal, Entity::Deal, &fields)
+        .await
+        .unwrap();
+    let rows: Vec<Row> = (1..=3)
+        .map(|i| deal(i, json!({"UF_CRM_N": i.to_string()})))
+        .collect();
+    store
+        .upsert(portal, Entity::Deal, &layout, &rows)
+        .await
+        .unwrap();
+    let t = portal_table(&c, portal, Entity::Deal).await;
+    // A column waiting to be filled (as after a run cut short) ...
+    c.batch_execute(&format!(
+        "UPDATE b24.{t} SET uf_crm_n = NULL;
+         INSERT INTO b24._column_backfill (table_name, column_name) VALUES ('{t}', 'uf_crm_n');"
+    ))
+    .await
+    .unwrap();
+    // ... and a session holding one of its rows.
+    let mut holder = db.client().await;
+    let editor = holder.transaction().await.unwrap();
+    editor
+        .batch_execute(&format!("SELECT * FROM b24.{t} WHERE id = 2 FOR UPDATE"))
+        .await
+        .unwrap();
+    let filled = format!("SELECT count(uf_crm_n) FROM b24.{t}");
+    store
+        .ensure_table(portal, Entity::Deal, &fields)
+        .await
+        .expect("the sync does not fail");
+    let n: i64 = c.query_one(&filled, &[]).await.unwrap().get(0);
+    assert_eq!(n, 0, "the locked batch was rolled back");
+    let pending: i64 = c
+        .query_one("SELECT count(*) FROM b24._column_backfill", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(pending, 1, "still waiting to be filled");
+
+    editor.commit().await.unwrap();
+    store
+        .ensure_table(portal, Entity::Deal, &fields)
+        .await
+        .unwrap();
+    let n: i64 = c.query_one(&filled, &[]).await.unwrap().get(0);
+    assert_eq!(n, 3);
 }
 
 #[tokio::test]
