@@ -411,7 +411,8 @@ impl Store {
         Ok(())
     }
 
-    /// The IDs a `mode` run found gone, ascending.
+    /// The IDs a `mode` run found gone that are still live in the mirror (another run
+    /// may have soft-deleted some meanwhile), ascending.
     pub async fn pending_deletes(
         &self,
         portal: &str,
@@ -420,17 +421,24 @@ impl Store {
     ) -> Result<Vec<u64>, StoreError> {
         check_portal(portal)?;
         let client = self.client().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT id FROM {} WHERE portal = $1 AND entity = $2 AND mode = $3 ORDER BY id",
-                    self.table("_sync_pending_deletes")
-                ),
-                &[&portal, &entity.as_str(), &mode],
-            )
+        let sql = format!(
+            "SELECT p.id FROM {} p JOIN {} m ON m.portal = p.portal AND m.id = p.id
+             WHERE p.portal = $1 AND p.entity = $2 AND p.mode = $3 AND m.deleted_at IS NULL
+             ORDER BY p.id",
+            self.table("_sync_pending_deletes"),
+            self.portal_table(portal, entity)
+        );
+        match client
+            .query(&sql, &[&portal, &entity.as_str(), &mode])
             .await
-            .context("reading rows gone from the portal")?;
-        Ok(rows.iter().map(|r| r.get::<_, i64>(0) as u64).collect())
+        {
+            Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => Ok(Vec::new()),
+            result => Ok(result
+                .context("reading rows gone from the portal")?
+                .iter()
+                .map(|r| r.get::<_, i64>(0) as u64)
+                .collect()),
+        }
     }
 
     /// Forgets the IDs a `mode` run found gone: all of them, or only `ids`.

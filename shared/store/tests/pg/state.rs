@@ -6,6 +6,7 @@ use b24_domain::entity::Entity;
 use b24_domain::sync::IncrementalCheckpoint;
 use b24_store::{Checkpoints, RunStats, Store, SyncState};
 use chrono::{TimeZone, Utc};
+use serde_json::json;
 
 use crate::common::*;
 
@@ -302,6 +303,36 @@ async fn each_mode_writes_only_its_own_state() {
 async fn deletion_candidates_are_kept_per_portal_entity_and_mode() {
     let db = TestDb::create().await;
     let store = store(&db).await;
+    // No mirror table yet: nothing is live, and no candidate either.
+    assert_eq!(store.live_count("p", Entity::Deal).await.unwrap(), 0);
+    store
+        .add_pending_deletes("p", Entity::Deal, "full", &[1])
+        .await
+        .unwrap();
+    assert!(
+        store
+            .pending_deletes("p", Entity::Deal, "full")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let fields = [field("ID", "integer"), field("DATE_MODIFY", "datetime")];
+    for (portal, ids) in [("p", 1..=9), ("q", 1..=5)] {
+        let layout = store
+            .ensure_table(portal, Entity::Deal, &fields)
+            .await
+            .unwrap();
+        let rows: Vec<_> = ids
+            .map(|id| {
+                row(json!({"ID": id.to_string(), "DATE_MODIFY": "2024-08-30T14:29:00+03:00"}))
+            })
+            .collect();
+        store
+            .upsert(portal, Entity::Deal, &layout, &rows)
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.live_count("p", Entity::Deal).await.unwrap(), 9);
     store
         .add_pending_deletes("p", Entity::Deal, "full", &[3, 1, 2])
         .await
@@ -328,11 +359,15 @@ async fn deletion_candidates_are_kept_per_portal_entity_and_mode() {
         }
     };
     assert_eq!(pending("p", "full").await, vec![1, 2, 3]);
+    // A candidate another run soft-deleted meanwhile is no longer one.
+    store.soft_delete("p", Entity::Deal, &[1]).await.unwrap();
+    assert_eq!(pending("p", "full").await, vec![2, 3]);
+    assert_eq!(store.live_count("p", Entity::Deal).await.unwrap(), 8);
     store
         .clear_pending_deletes("p", Entity::Deal, "full", Some(&[2]))
         .await
         .unwrap();
-    assert_eq!(pending("p", "full").await, vec![1, 3]);
+    assert_eq!(pending("p", "full").await, vec![3]);
     store
         .clear_pending_deletes("p", Entity::Deal, "full", None)
         .await
@@ -340,6 +375,4 @@ async fn deletion_candidates_are_kept_per_portal_entity_and_mode() {
     assert!(pending("p", "full").await.is_empty());
     assert_eq!(pending("p", "reconcile").await, vec![9]);
     assert_eq!(pending("q", "full").await, vec![5]);
-    // No mirror table yet: nothing is live.
-    assert_eq!(store.live_count("p", Entity::Deal).await.unwrap(), 0);
 }
