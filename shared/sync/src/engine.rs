@@ -125,7 +125,8 @@ pub struct SyncSummary {
     /// False when the run stopped at its time box (the next run of the mode continues
     /// from its checkpoint), was refused or found another run under way.
     pub completed: bool,
-    /// The full sync's checkpoint.
+    /// The last ID the mode's unfinished pass got to (a full sync's, an incremental
+    /// pass's or a reconcile's), where its next run continues.
     pub checkpoint: Option<u64>,
     pub cursor: Option<String>,
     /// The deletions a refused run found and kept for a confirmed run.
@@ -336,9 +337,16 @@ impl Syncer<'_> {
                 self.full(&run, &state, summary).await?
             }
         };
-        let state = self.store.load_state(self.portal, entity).await?;
-        summary.cursor = state.cursor;
-        summary.checkpoint = state.full_checkpoint;
+        let after = self.store.load_state(self.portal, entity).await?;
+        let checkpoints = self.store.load_checkpoints(self.portal, entity).await?;
+        summary.checkpoint = match mode {
+            Mode::Incremental if state.cursor.is_some() => {
+                checkpoints.incremental.map(|c| c.after_id)
+            }
+            Mode::Reconcile => checkpoints.reconcile,
+            Mode::Incremental | Mode::Full | Mode::Resume => after.full_checkpoint,
+        };
+        summary.cursor = after.cursor;
         Ok(progress)
     }
 
@@ -669,6 +677,8 @@ impl Syncer<'_> {
             .unwrap_or_default();
         confirmed.sort_unstable();
         let older = diff_sorted_ids(&pending, &confirmed).missing_in_mirror;
+        let live = self.store.live_count(self.portal, run.entity).await?;
+        let guard = run.options.delete_guard;
         for ids in older.chunks(RECHECK_BATCH) {
             let method = run.entity.method("list");
             let lookup = self.client.fetch_by_ids(&method, ids, &run.prepared.select);
@@ -683,12 +693,16 @@ impl Syncer<'_> {
                 .clear_pending_deletes(self.portal, run.entity, key, Some(&back))
                 .await?;
             pending.retain(|id| back.binary_search(id).is_err());
+            // Nothing came back and the guard refuses anyway: the rest would cost a
+            // request per 2,500 IDs on every refused attempt and change nothing.
+            if back.is_empty() && guard.check(pending.len() as u64, live).is_err() {
+                break;
+            }
         }
         if pending.is_empty() {
             return Ok(Progress::Completed);
         }
-        let live = self.store.live_count(self.portal, run.entity).await?;
-        if let Err(refused) = run.options.delete_guard.check(pending.len() as u64, live) {
+        if let Err(refused) = guard.check(pending.len() as u64, live) {
             summary.refused = Some(refused);
             let hint = if refused.would_delete >= refused.live_rows {
                 " (the portal listed none of them: check the webhook user's access and scopes)"

@@ -51,7 +51,7 @@ pub enum EntityOutcome {
 }
 
 /// How an operator lets a refused deletion through.
-const HOW_TO_CONFIRM: &str = "if the portal really lost these rows, run again with \
+const HOW_TO_CONFIRM: &str = "If the portal really lost these rows, run again with \
     `b24sync sync --confirm-deletes` (or \"confirm_deletes\": true in the sync request), \
     or set portals.<name>.max_delete_share = 1.0";
 
