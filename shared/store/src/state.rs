@@ -355,6 +355,15 @@ impl Store {
     ) -> Result<Option<RunLock>, StoreError> {
         check_portal(portal)?;
         let client = self.inner.connection.open_another().await?;
+        // The server probes this otherwise idle connection, so a process that died
+        // mid-run (a Lambda killed at its timeout) frees the lock within about a
+        // minute rather than after the operating system's two-hour keepalive default.
+        client
+            .batch_execute(
+                "SET tcp_keepalives_idle = 30; SET tcp_keepalives_interval = 10; SET tcp_keepalives_count = 3",
+            )
+            .await
+            .context("setting keepalives on the run lock's connection")?;
         let key = format!("b24-sync:run:{}:{portal}:{entity}", self.schema());
         let locked: bool = client
             .query_one(TRY_RUN_LOCK, &[&key])
