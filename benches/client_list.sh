@@ -2,7 +2,8 @@
 # Benchmark of the Bitrix24 client's full listing: `b24sync list` of N deals with `*`
 # and `UF_*` (20 user fields) from the simulator with its default limits (burst 50,
 # 2 requests/s, 480 operating seconds per method per 10 minutes), release build.
-# Prints the CLI's summary line, the figures derived from it and the CLI's peak RSS.
+# Prints the CLI's summary line, the figures derived from it, the operating seconds the
+# simulator charged (its own count, to check the client's) and the CLI's peak RSS.
 # Usage: benches/client_list.sh DEALS   (client_list_100k.sh / client_list_1m.sh wrap it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,10 +38,14 @@ rows=$(field rows)
 requests=$(field http_requests)
 operating=$(field operating_seconds)
 peak_kb=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$work/run.err")
+sim_stats=$(curl -s "${url%%/rest/*}/_sim/stats")
+charged=$(printf '%s' "$sim_stats" | sed -n 's/.*"crm.deal.list":\([0-9.e-]*\).*/\1/p' | tail -1)
 
 echo "summary: $summary"
-awk -v rows="$rows" -v requests="$requests" -v operating="$operating" -v kb="$peak_kb" 'BEGIN {
+echo "simulator: $sim_stats"
+awk -v rows="$rows" -v requests="$requests" -v operating="$operating" -v charged="$charged" -v kb="$peak_kb" 'BEGIN {
     printf "rows_per_http_request: %.1f\n", rows / requests
-    printf "operating_seconds_per_10k_rows: %.3f\n", operating / rows * 10000
+    printf "operating_seconds_per_10k_rows (client): %.3f\n", operating / rows * 10000
+    printf "crm.deal.list_seconds_per_10k_rows (simulator): %.3f\n", charged / rows * 10000
     printf "peak_rss_mb: %.1f\n", kb / 1024
 }'
