@@ -9,6 +9,7 @@ use b24_domain::schema::ColumnType;
 use b24_domain::values::{ValueError, column_text, record_without_nul, to_copy_text};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use tokio_postgres::Transaction;
 
 use crate::copy::{CopyBuffer, copy_in};
@@ -84,8 +85,8 @@ impl Store {
             .iter()
             .map(|p| parse_utc(p.date_modify.as_deref()))
             .collect();
-        // The stored record comes back only when its version equals the incoming one:
-        // only then does the content decide.
+        // The stored record's fingerprint comes back only when its version equals the
+        // incoming one: only then does the content decide.
         let stored: HashMap<i64, Stored> = tx
             .query(
                 // A join on the unnested IDs keeps the plan on the primary key whatever
@@ -94,7 +95,8 @@ impl Store {
                 // as the whole table and scanned sequentially, per chunk.
                 &format!(
                     "SELECT t.id, t.date_modify, t.deleted_at IS NOT NULL,
-                            CASE WHEN t.date_modify = k.date_modify AND t.deleted_at IS NULL THEN t.raw END
+                            CASE WHEN t.date_modify = k.date_modify AND t.deleted_at IS NULL
+                                 THEN sha256(convert_to(t.raw::text, 'UTF8')) END
                      FROM unnest($2::bigint[], $3::timestamptz[]) AS k(id, date_modify)
                      JOIN {table} t ON t.portal = $1 AND t.id = k.id"
                 ),
@@ -107,7 +109,7 @@ impl Store {
                 let stored = Stored {
                     date_modify: r.get(1),
                     deleted: r.get(2),
-                    same_version_raw: r.get(3),
+                    same_version_fingerprint: r.get(3),
                 };
                 (r.get(0), stored)
             })
@@ -246,10 +248,11 @@ impl Store {
     }
 }
 
-/// A record serialised with its keys in jsonb's storage order (shorter keys first,
-/// then bytewise). jsonb sorts every object's keys on input; PostgreSQL's sort returns
-/// at once on sorted input, which takes the largest single cost off ingesting a wide
-/// record. Key order carries no meaning in jsonb, so nothing else changes.
+/// A JSON value serialised with the keys of every object in jsonb's storage order
+/// (shorter keys first, then bytewise). jsonb sorts every object's keys on input;
+/// PostgreSQL's sort returns at once on sorted input, which takes the largest single
+/// cost off ingesting a wide record. Key order carries no meaning in jsonb, so nothing
+/// else changes.
 struct JsonbKeyOrder<'a>(&'a serde_json::Map<String, Value>);
 
 impl serde::Serialize for JsonbKeyOrder<'_> {
@@ -260,8 +263,70 @@ impl serde::Serialize for JsonbKeyOrder<'_> {
                 .cmp(&b.len())
                 .then_with(|| a.as_bytes().cmp(b.as_bytes()))
         });
-        serializer.collect_map(entries)
+        serializer.collect_map(entries.into_iter().map(|(k, v)| (k, JsonbValue(v))))
     }
+}
+
+/// A value inside a record, its objects' keys in jsonb's order too.
+struct JsonbValue<'a>(&'a Value);
+
+impl serde::Serialize for JsonbValue<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Object(map) => JsonbKeyOrder(map).serialize(serializer),
+            Value::Array(items) => serializer.collect_seq(items.iter().map(JsonbValue)),
+            scalar => scalar.serialize(serializer),
+        }
+    }
+}
+
+/// Writes JSON the way PostgreSQL prints jsonb: `", "` between items, `": "` after keys.
+struct JsonbTextFormatter;
+
+impl serde_json::ser::Formatter for JsonbTextFormatter {
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
+    }
+
+    fn begin_object_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+    ) -> std::io::Result<()> {
+        writer.write_all(b": ")
+    }
+}
+
+/// SHA-256 of the record as PostgreSQL prints it once stored (`raw::text`), to tell
+/// an unchanged record without reading it back. A record printed differently (a float
+/// in exponent form, which jsonb writes out in full) only misses this shortcut: it is
+/// staged, and the exact jsonb comparison of the final `UPDATE` decides.
+fn jsonb_fingerprint(record: &Row) -> Vec<u8> {
+    let mut text = Vec::with_capacity(4096);
+    let mut serializer = serde_json::Serializer::with_formatter(&mut text, JsonbTextFormatter);
+    // Writing into memory cannot fail, and every key of a JSON object is a string.
+    let _ =
+        serde::Serialize::serialize(&JsonbKeyOrder(&record_without_nul(record)), &mut serializer);
+    Sha256::digest(&text).to_vec()
 }
 
 /// Serialises writers of one portal's rows in a table, so the rows `upsert` found
@@ -284,8 +349,9 @@ pub(crate) async fn lock_rows(
 struct Stored {
     date_modify: Option<DateTime<Utc>>,
     deleted: bool,
-    /// The stored record, read only when its `DATE_MODIFY` equals the incoming one.
-    same_version_raw: Option<Value>,
+    /// [`jsonb_fingerprint`] of the stored record, read only when its `DATE_MODIFY`
+    /// equals the incoming one.
+    same_version_fingerprint: Option<Vec<u8>>,
 }
 
 /// Whether an incoming version replaces the stored one. A later `DATE_MODIFY` does (at
@@ -293,8 +359,9 @@ struct Stored {
 /// reordered reads leave the newest version in place. The same `DATE_MODIFY` replaces
 /// a soft-deleted row, and a live one whose record differs: the portal's times have
 /// whole seconds, so two changes within one second share one, and the read that comes
-/// second carries the second change. Without a time on either side nothing tells the
-/// versions apart, so the row is rewritten.
+/// second carries the second change. A record that may differ is staged; the final
+/// `UPDATE` compares the jsonb values themselves. Without a time on either side
+/// nothing tells the versions apart, so the row is rewritten.
 fn supersedes(stored: &Stored, incoming: Option<&str>, row: &Row) -> bool {
     match (
         stored.date_modify,
@@ -305,18 +372,12 @@ fn supersedes(stored: &Stored, incoming: Option<&str>, row: &Row) -> bool {
                 (stored_at.timestamp_micros(), incoming_at.timestamp_micros());
             incoming_at > stored_at
                 || (incoming_at == stored_at
-                    && (stored.deleted || !same_record(stored.same_version_raw.as_ref(), row)))
+                    && (stored.deleted
+                        || stored.same_version_fingerprint.as_deref()
+                            != Some(jsonb_fingerprint(row).as_slice())))
         }
         _ => true,
     }
-}
-
-/// Whether the stored `raw` is the incoming record (key order does not matter; NUL
-/// characters were replaced on the way in).
-fn same_record(stored_raw: Option<&Value>, row: &Row) -> bool {
-    stored_raw
-        .and_then(Value::as_object)
-        .is_some_and(|raw| *raw == *record_without_nul(row))
 }
 
 fn parse_utc(time: Option<&str>) -> Option<DateTime<Utc>> {
@@ -466,7 +527,7 @@ mod tests {
         let stored = |raw: Option<&Row>, deleted: bool| Stored {
             date_modify: at("2024-08-30T12:29:00Z"),
             deleted,
-            same_version_raw: raw.map(|r| Value::Object(r.clone())),
+            same_version_fingerprint: raw.map(jsonb_fingerprint),
         };
         let same_second = Some("2024-08-30T14:29:00+02:00");
         // Re-read as stored (keys in another order): nothing to write.
@@ -508,6 +569,32 @@ mod tests {
         ));
         // No time on either side: rewrite.
         assert!(supersedes(&stored(Some(&record), false), None, &record));
+    }
+
+    #[tokio::test]
+    async fn the_fingerprint_is_that_of_the_text_postgresql_prints() {
+        let db = b24_testkit::TestDb::create().await;
+        let client = db.client().await;
+        let records = [
+            json!({"ID": "1", "TITLE": "plain", "OPPORTUNITY": "1000000.00", "UF_CRM_1": null}),
+            json!({"ID": "2", "PHONE": [{"ID": "156", "VALUE_TYPE": "WORK", "VALUE": "+13333333555", "TYPE_ID": "PHONE"}],
+                   "PHOTO": {"id": 37375, "showUrl": "/show?a=1&b=2", "downloadUrl": "/dl"},
+                   "UF_CRM_LIST": [], "UF_CRM_EMPTY": {}, "UF_CRM_FLAGS": [true, false, null, 12, -3, 2.5]}),
+            json!({"ID": "3", "COMMENTS": "quote \" backslash \\ tab \t newline \n cr \r bell \u{7} del \u{7f} nul \u{0}",
+                   "TITLE": "Zürich – 東京 🚀 / slash", "A": "", "BB": "same length", "AA": "order"}),
+        ];
+        for record in records {
+            let record = row(record);
+            let printed: Vec<u8> = client
+                .query_one(
+                    "SELECT sha256(convert_to($1::jsonb::text, 'UTF8'))",
+                    &[&Value::Object(record_without_nul(&record).into_owned())],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(printed, jsonb_fingerprint(&record), "{record:?}");
+        }
     }
 
     #[test]

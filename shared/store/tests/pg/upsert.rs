@@ -173,6 +173,36 @@ async fn upsert_skips_rows_whose_date_modify_did_not_change() {
 }
 
 #[tokio::test]
+async fn a_record_postgresql_prints_differently_is_compared_exactly() {
+    // jsonb prints 1e20 in full, so the record's fingerprint never matches the stored
+    // one: the row takes the exact path, and is still left alone while unchanged.
+    let db = TestDb::create().await;
+    let store = store(&db).await;
+    let layout = deal_table(&store).await;
+    let t0 = "2024-08-30T14:29:00+02:00";
+    let mut record = deal(1, "huge", t0);
+    record.insert("UF_CRM_HUGE".into(), json!(1e20));
+    for expected in [stats(1, 0, 0), stats(0, 0, 1), stats(0, 0, 1)] {
+        assert_eq!(
+            store
+                .upsert(PORTAL, Entity::Deal, &layout, std::slice::from_ref(&record))
+                .await
+                .unwrap(),
+            expected
+        );
+    }
+    record.insert("TITLE".into(), json!("huge, same second"));
+    assert_eq!(
+        store
+            .upsert(PORTAL, Entity::Deal, &layout, std::slice::from_ref(&record))
+            .await
+            .unwrap(),
+        stats(0, 1, 0)
+    );
+    assert_eq!(titles(&db.client().await).await[0].1, "huge, same second");
+}
+
+#[tokio::test]
 async fn soft_delete_keeps_data_and_upsert_brings_rows_back() {
     let db = TestDb::create().await;
     let store = store(&db).await;
