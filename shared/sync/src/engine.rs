@@ -33,8 +33,9 @@ pub const CHUNK_ROWS: usize = 500;
 /// IDs soft-deleted per statement when a run applies the deletions it found.
 const DELETE_BATCH: usize = 10_000;
 
-/// Older deletion candidates looked up again per step: one request's worth (50
-/// commands of 50 IDs), so a time box cuts the recheck between requests.
+/// IDs looked up per step (to confirm deletions, or fetch what a reconcile found
+/// missing): one request's worth, 50 commands of 50 IDs, so a time box cuts a long
+/// lookup between requests.
 const RECHECK_BATCH: usize = 2_500;
 
 /// How a run is bounded, how far back an incremental pass looks, and how much it may
@@ -608,10 +609,15 @@ impl Syncer<'_> {
     }
 
     /// Compares one window `(after, up_to]` of the listing with the mirror. IDs the
-    /// mirror lacks (reconcile) and IDs the listing lacks are fetched by ID in one
-    /// lookup: what it returns is on the portal and is written (a row created during a
-    /// long listing, or missed at a page boundary, is never deleted); what it does not
+    /// mirror lacks (reconcile) and IDs the listing lacks are fetched by ID: what the
+    /// lookup returns is on the portal and is written (a row created during a long
+    /// listing, or missed at a page boundary, is never deleted); what it does not
     /// return is confirmed gone and waits for the end of the listing.
+    ///
+    /// A window where the portal lost a long run of IDs (or the tail after its last
+    /// row) can hold far more mirror rows than one invocation can look up; it is
+    /// looked up 2,500 IDs per request, and a run out of time keeps its place inside
+    /// the window (every ID up to there is settled; new rows get higher IDs).
     async fn settle_window(
         &self,
         run: &Run<'_>,
@@ -629,27 +635,39 @@ impl Syncer<'_> {
         let mut lookup = diff.gone_from_portal.clone();
         if let Walk::Reconcile = walk {
             lookup.extend(&diff.missing_in_mirror);
-        }
-        if lookup.is_empty() {
-            return Ok(Progress::Completed);
+            lookup.sort_unstable();
         }
         let method = run.entity.method("list");
-        let found = self
-            .client
-            .fetch_by_ids(&method, &lookup, &run.prepared.select);
-        let Some(found) = within(run.options.deadline, found).await else {
-            return Ok(Progress::Stopped);
-        };
-        let found = found?;
-        self.write_chunk(run, &found, summary).await?;
-        let mut found_ids = found.iter().map(row_id).collect::<Result<Vec<u64>, _>>()?;
-        found_ids.sort_unstable();
-        let gone = diff_sorted_ids(&found_ids, &diff.gone_from_portal).gone_from_portal;
-        self.store
-            .add_pending_deletes(self.portal, run.entity, walk.deletions_key(), &gone)
-            .await?;
-        if let Ok(mut confirmed) = run.confirmed_gone.lock() {
-            confirmed.extend(&gone);
+        let mut batches = lookup.chunks(RECHECK_BATCH).peekable();
+        while let Some(ids) = batches.next() {
+            let found = self.client.fetch_by_ids(&method, ids, &run.prepared.select);
+            let Some(found) = within(run.options.deadline, found).await else {
+                return Ok(Progress::Stopped);
+            };
+            let found = found?;
+            self.write_chunk(run, &found, summary).await?;
+            let mut found_ids = found.iter().map(row_id).collect::<Result<Vec<u64>, _>>()?;
+            found_ids.sort_unstable();
+            let gone: Vec<u64> = ids
+                .iter()
+                .copied()
+                .filter(|id| {
+                    diff.gone_from_portal.binary_search(id).is_ok()
+                        && found_ids.binary_search(id).is_err()
+                })
+                .collect();
+            self.store
+                .add_pending_deletes(self.portal, run.entity, walk.deletions_key(), &gone)
+                .await?;
+            if let Ok(mut confirmed) = run.confirmed_gone.lock() {
+                confirmed.extend(&gone);
+            }
+            if let (Some(_), Some(&settled)) = (batches.peek(), ids.last())
+                && run.options.out_of_time()
+            {
+                self.save_walk_checkpoint(run, walk, Some(settled)).await?;
+                return Ok(Progress::Stopped);
+            }
         }
         Ok(Progress::Completed)
     }

@@ -192,13 +192,8 @@ async fn a_full_sync_racing_with_inserts_deletes_nothing_live() {
     .await;
     let plain = client(&sim);
     // The table and its layout, as the change worker would have them.
-    let fields = plain.call("crm.deal.fields", &json!({})).await.unwrap();
-    let fields = b24_domain::schema::parse_fields(&fields.result).unwrap();
     let writer = Store::connect(&db.url, SCHEMA).await.unwrap();
-    let layout = writer
-        .ensure_table(PORTAL, Entity::Deal, &fields)
-        .await
-        .unwrap();
+    let layout = deal_layout(&plain, &writer).await;
     let racing = Arc::new(InsertAfterEachAnswer {
         inner: InProcessLimiter::default(),
         portal: plain.clone(),
@@ -232,6 +227,71 @@ async fn a_full_sync_racing_with_inserts_deletes_nothing_live() {
 
 /// The 40,000 rows scaled to what a debug build reads in a few 3-second runs
 /// (about 4,000 rows a second here): several runs are still needed.
+/// The deal table's layout from the portal's field metadata.
+async fn deal_layout(client: &Client, store: &Store) -> TableLayout {
+    let fields = client.call("crm.deal.fields", &json!({})).await.unwrap();
+    let fields = b24_domain::schema::parse_fields(&fields.result).unwrap();
+    store
+        .ensure_table(PORTAL, Entity::Deal, &fields)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_long_run_of_ids_gone_from_the_portal_is_settled_across_time_boxed_runs() {
+    let db = TestDb::create().await;
+    let store = store(&db).await;
+    let sim = sim(SimConfig {
+        limits: no_limits(),
+        ..seeded(1_000, 0)
+    })
+    .await;
+    let client = client(&sim);
+    let syncer = Syncer {
+        client: &client,
+        store: &store,
+        portal: PORTAL,
+    };
+    syncer
+        .run(Entity::Deal, Mode::Full, &SyncOptions::default())
+        .await
+        .unwrap();
+    // The mirror holds 6,000 rows after the portal's last one that the portal lost.
+    let layout = deal_layout(&client, &store).await;
+    let lost: Vec<_> = (5_001..=11_000u64)
+        .map(|id| {
+            json!({"ID": id.to_string(), "DATE_MODIFY": "2024-01-01T00:00:00+03:00"})
+                .as_object()
+                .unwrap()
+                .clone()
+        })
+        .collect();
+    store
+        .upsert(PORTAL, Entity::Deal, &layout, &lost)
+        .await
+        .unwrap();
+    // Every run is out of time after its first step.
+    let cut = SyncOptions {
+        stop_after: Some(Instant::now()),
+        ..confirmed()
+    };
+    let mut checkpoints = Vec::new();
+    let mut deleted = 0;
+    for _ in 0..10 {
+        let summary = syncer.run(Entity::Deal, Mode::Full, &cut).await.unwrap();
+        deleted += summary.rows_deleted;
+        if summary.completed {
+            break;
+        }
+        checkpoints.push(summary.checkpoint.unwrap());
+    }
+    assert_eq!(deleted, 6_000);
+    // The first listing chunk; the last one and the first 2,500 lost IDs; then the
+    // rest 2,500 at a time, each run keeping its place inside the last window.
+    assert_eq!(checkpoints, vec![500, 7_500, 10_000]);
+    assert_mirror_equals_portal(&sim, &db, Entity::Deal).await;
+}
+
 #[tokio::test]
 async fn an_incremental_over_a_bulk_change_progresses_across_time_boxed_runs() {
     const CHANGED: usize = 20_000;
