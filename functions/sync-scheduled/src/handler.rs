@@ -178,4 +178,52 @@ mod tests {
         let error = handle(&service, event).await.unwrap_err().to_string();
         assert!(error.contains("mode"), "{error}");
     }
+
+    /// A mass deletion fails the invocation with the counts and how to confirm; an
+    /// invocation with `confirm_deletes` applies it.
+    #[tokio::test]
+    async fn a_refused_deletion_fails_the_invocation_until_confirmed() {
+        let sim = b24_sim::start(b24_sim::SimConfig {
+            deals: 600,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let db = b24_testkit::TestDb::create().await;
+        let config = json!({
+            "database": {"url": db.url},
+            "portals": {"acme": {"webhook_url": sim.webhook_url(), "entities": ["deal"]}},
+        });
+        let config = b24_config::Config::from_json_str(&config.to_string()).unwrap();
+        let service = SyncService::connect(config, true).await.unwrap();
+        let mut context = Context::default();
+        context.deadline = 600_000;
+        let invoke = |payload: Value| handle(&service, LambdaEvent::new(payload, context.clone()));
+
+        invoke(json!({"portal": "acme", "mode": "full"}))
+            .await
+            .unwrap();
+        let hidden = sim
+            .hide_records(b24_sim::Entity::Deal, 0.5, 3)
+            .await
+            .unwrap();
+        let error = invoke(json!({"portal": "acme", "mode": "reconcile"}))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains(&format!("would soft-delete {hidden} of 600 live rows")),
+            "{error}"
+        );
+        assert!(error.contains("confirm_deletes"), "{error}");
+        let answer =
+            invoke(json!({"portal": "acme", "mode": "reconcile", "confirm_deletes": true}))
+                .await
+                .unwrap();
+        assert_eq!(
+            answer["runs"][0]["rows_deleted"].as_u64(),
+            Some(hidden as u64)
+        );
+        assert_eq!(answer["runs"][0]["outcome"].as_str(), Some("completed"));
+    }
 }
