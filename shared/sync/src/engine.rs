@@ -436,24 +436,20 @@ impl Syncer<'_> {
             after_id: (checkpoint.after_id > 0).then_some(checkpoint.after_id),
         };
         let mut chunks = prefetch(listed_chunks(self.client, query));
-        let Some(mut next) = within(run.options.deadline, chunks.recv()).await else {
-            return Ok(Progress::Stopped);
-        };
-        while let Some(chunk) = next {
-            let chunk = chunk?;
+        let mut first = true;
+        loop {
+            let chunk = match chunks.next_within(run.options, first).await {
+                Step::Item(chunk) => chunk?,
+                Step::End => break,
+                Step::OutOfTime => return Ok(Progress::Stopped),
+            };
+            first = false;
             self.write_chunk(run, &chunk, summary).await?;
             checkpoint.after_id = last_id(&chunk)?;
             run.ensure_locked()?;
             self.store
                 .save_incremental_checkpoint(self.portal, run.entity, Some(&checkpoint))
                 .await?;
-            let Some(following) = within(run.options.deadline, chunks.recv()).await else {
-                return Ok(Progress::Stopped);
-            };
-            next = following;
-            if next.is_some() && run.options.out_of_time() {
-                return Ok(Progress::Stopped);
-            }
         }
         // Anything modified after the newest time read before the pass's first slice
         // gets a later DATE_MODIFY on the portal's own clock, so the next pass starting
@@ -541,11 +537,14 @@ impl Syncer<'_> {
         };
         let mut chunks = prefetch(listed_chunks(self.client, query));
         let mut window_start = start_after;
-        let Some(mut next) = within(run.options.deadline, chunks.recv()).await else {
-            return Ok(Progress::Stopped);
-        };
-        while let Some(chunk) = next {
-            let chunk = chunk?;
+        let mut first = true;
+        loop {
+            let chunk = match chunks.next_within(run.options, first).await {
+                Step::Item(chunk) => chunk?,
+                Step::End => break,
+                Step::OutOfTime => return Ok(Progress::Stopped),
+            };
+            first = false;
             if let Walk::Full { .. } = walk {
                 self.write_chunk(run, &chunk, summary).await?;
             }
@@ -561,15 +560,6 @@ impl Syncer<'_> {
             window_start = window_end;
             self.save_walk_checkpoint(run, walk, Some(window_end))
                 .await?;
-            // Looking one chunk ahead (already prefetched, as a rule) lets a slice that
-            // reached the end complete instead of leaving an empty slice for later.
-            let Some(following) = within(run.options.deadline, chunks.recv()).await else {
-                return Ok(Progress::Stopped);
-            };
-            next = following;
-            if next.is_some() && run.options.out_of_time() {
-                return Ok(Progress::Stopped);
-            }
         }
         if self
             .settle_window(run, walk, window_start, None, &[], summary)
@@ -894,9 +884,25 @@ struct Prefetch<T> {
     _reader: AbortOnDrop,
 }
 
+/// What a run does next with a listing.
+enum Step<T> {
+    Item(T),
+    End,
+    OutOfTime,
+}
+
 impl<T> Prefetch<T> {
-    async fn recv(&mut self) -> Option<T> {
-        self.items.recv().await
+    /// The next item, unless the run must stop: the deadline came before it, or (after
+    /// the run's first item) the soft stop has passed and there is more to do. Looking
+    /// one item ahead (already prefetched, as a rule) lets a slice that reached the end
+    /// complete instead of leaving an empty slice for later.
+    async fn next_within(&mut self, options: &SyncOptions, first: bool) -> Step<T> {
+        match within(options.deadline, self.items.recv()).await {
+            None => Step::OutOfTime,
+            Some(None) => Step::End,
+            Some(Some(_)) if !first && options.out_of_time() => Step::OutOfTime,
+            Some(Some(item)) => Step::Item(item),
+        }
     }
 }
 
@@ -1009,7 +1015,7 @@ mod tests {
             Some((Ok::<(), ()>(()), counter))
         });
         let mut items = prefetch(slow);
-        assert_eq!(items.recv().await, Some(Ok(())));
+        assert_eq!(items.items.recv().await, Some(Ok(())));
         // The reader is now producing the second item.
         drop(items);
         tokio::time::sleep(Duration::from_millis(350)).await;
@@ -1017,11 +1023,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_run_out_of_time_takes_one_item_and_still_sees_the_end() {
+        let past = SyncOptions {
+            stop_after: Some(Instant::now()),
+            ..SyncOptions::default()
+        };
+        let mut items = prefetch(futures::stream::iter([Ok::<_, ()>(1), Ok(2)]));
+        assert!(matches!(
+            items.next_within(&past, true).await,
+            Step::Item(Ok(1))
+        ));
+        assert!(matches!(
+            items.next_within(&past, false).await,
+            Step::OutOfTime
+        ));
+        let mut items = prefetch(futures::stream::iter([Ok::<_, ()>(1)]));
+        assert!(matches!(
+            items.next_within(&past, true).await,
+            Step::Item(Ok(1))
+        ));
+        assert!(matches!(items.next_within(&past, false).await, Step::End));
+        // A deadline that passes before the next item arrives.
+        let hard = SyncOptions {
+            deadline: Some(Instant::now() + Duration::from_millis(50)),
+            ..SyncOptions::default()
+        };
+        let mut items = prefetch(futures::stream::pending::<Result<(), ()>>());
+        assert!(matches!(
+            items.next_within(&hard, true).await,
+            Step::OutOfTime
+        ));
+    }
+
+    #[tokio::test]
     async fn the_reader_stops_after_an_error() {
         let items = futures::stream::iter([Ok(1), Err("broken"), Ok(3)]);
         let mut items = prefetch(items);
-        assert_eq!(items.recv().await, Some(Ok(1)));
-        assert_eq!(items.recv().await, Some(Err("broken")));
-        assert_eq!(items.recv().await, None);
+        assert_eq!(items.items.recv().await, Some(Ok(1)));
+        assert_eq!(items.items.recv().await, Some(Err("broken")));
+        assert_eq!(items.items.recv().await, None);
     }
 }
