@@ -450,9 +450,10 @@ async fn a_tight_budget_listing_finishes_without_429s_near_the_theoretical_minim
         elapsed >= minimum - window,
         "{elapsed} s < {minimum} s - one window"
     );
-    // About one window over the minimum, with room for a debug build's own work.
+    // About one window over the minimum, with room for a debug build's own work on a
+    // busy machine.
     assert!(
-        elapsed <= minimum + 2.0 * window + 10.0,
+        elapsed <= minimum + 2.0 * window + 20.0,
         "{elapsed} s vs {minimum} s"
     );
 }
