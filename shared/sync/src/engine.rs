@@ -13,8 +13,8 @@ use b24_client::{B24Error, Client, Command, CommandResult, ListQuery, Row};
 use b24_domain::entity::Entity;
 use b24_domain::schema::{self, FieldMeta};
 use b24_domain::sync::{
-    DeleteGuard, DeletesRefused, IncrementalCheckpoint, Mode, RunOutcome, diff_sorted,
-    diff_sorted_ids, fair_share, incremental_since, later_time, parse_portal_time,
+    DeleteGuard, IncrementalCheckpoint, Mode, RunOutcome, diff_sorted, diff_sorted_ids, fair_share,
+    incremental_since, later_time, parse_portal_time,
 };
 use b24_store::{RunLock, RunStats, Store, SyncState, TableLayout};
 use futures::{Stream, StreamExt};
@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::SyncError;
+use crate::{Refusal, SyncError};
 
 /// Rows written per store round trip. Small enough that the rows in flight (this chunk
 /// plus the client's current batch of 2,500) stay within a 128 MB Lambda; large enough
@@ -130,8 +130,6 @@ pub struct SyncSummary {
     /// pass's or a reconcile's), where its next run continues.
     pub checkpoint: Option<u64>,
     pub cursor: Option<String>,
-    /// The deletions a refused run found and kept for a confirmed run.
-    pub refused: Option<DeletesRefused>,
     pub skipped_fields: Vec<String>,
     pub seconds: f64,
 }
@@ -289,7 +287,10 @@ impl Syncer<'_> {
             http_requests: summary.http_requests,
             error: progress.as_ref().err().map(ToString::to_string),
             outcome: Some(outcome),
-            refused: summary.refused,
+            refused: match &progress {
+                Err(SyncError::Refused(refusal)) => refusal.counts,
+                _ => None,
+            },
         };
         self.store.finish_run(run_id, &stats).await?;
         progress.map(drop)
@@ -711,16 +712,15 @@ impl Syncer<'_> {
             return Ok(Progress::Completed);
         }
         if let Err(refused) = guard.check(pending.len() as u64, live) {
-            summary.refused = Some(refused);
             let hint = if refused.would_delete >= refused.live_rows {
                 " (the portal listed none of them: check the webhook user's access and scopes)"
             } else {
                 ""
             };
-            return Err(SyncError::Refused(format!(
-                "{}: {refused}{hint}; nothing was deleted",
-                run.entity
-            )));
+            return Err(SyncError::Refused(Refusal {
+                message: format!("{}: {refused}{hint}; nothing was deleted", run.entity),
+                counts: Some(refused),
+            }));
         }
         run.ensure_locked()?;
         for batch in pending.chunks(DELETE_BATCH) {

@@ -11,7 +11,7 @@ pub use wiring::{EntityOutcome, SyncRequest, SyncService};
 
 use b24_client::B24Error;
 use b24_domain::schema::SchemaError;
-use b24_domain::sync::BadPortalTime;
+use b24_domain::sync::{BadPortalTime, DeletesRefused};
 use b24_store::StoreError;
 
 /// Why a sync run failed. Messages never contain a webhook secret or a password.
@@ -29,7 +29,7 @@ pub enum SyncError {
     BadAnswer(String),
     /// A run found more deletions than its guard allows without confirmation.
     #[error("{0}")]
-    Refused(String),
+    Refused(Refusal),
     #[error(
         "the run lock's database connection closed; stopping so that two runs of one portal entity never overlap"
     )]
@@ -38,4 +38,12 @@ pub enum SyncError {
     Config(String),
     #[error("sync failed for {0}")]
     Failed(String),
+}
+
+/// Why deletions were refused: the message and, for one run, the counts behind it.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Refusal {
+    pub message: String,
+    pub counts: Option<DeletesRefused>,
 }

@@ -15,7 +15,7 @@ use b24_store::{PgRateLimiter, Store};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-use crate::{SyncError, SyncOptions, SyncSummary, Syncer};
+use crate::{Refusal, SyncError, SyncOptions, SyncSummary, Syncer};
 
 /// Time kept back from a deadline for the last chunk, the checkpoint and the answer.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(60);
@@ -177,8 +177,11 @@ impl SyncService {
             failed.extend(refused);
             Err((outcomes, SyncError::Failed(failed.join("; "))))
         } else if !refused.is_empty() {
-            let message = format!("{}. {HOW_TO_CONFIRM}", refused.join("; "));
-            Err((outcomes, SyncError::Refused(message)))
+            let refusal = Refusal {
+                message: format!("{}. {HOW_TO_CONFIRM}", refused.join("; ")),
+                counts: None,
+            };
+            Err((outcomes, SyncError::Refused(refusal)))
         } else {
             Ok(outcomes)
         }

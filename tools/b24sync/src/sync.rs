@@ -86,7 +86,7 @@ pub async fn sync(config_path: Option<&str>, args: SyncArgs) -> anyhow::Result<(
         }
     }
     match failure {
-        Some(SyncError::Refused(message)) => Err(DeletesRefused(message).into()),
+        Some(SyncError::Refused(refusal)) => Err(DeletesRefused(refusal.message).into()),
         Some(error) => Err(RunFailed(error.to_string()).into()),
         None => Ok(()),
     }
