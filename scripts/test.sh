@@ -9,10 +9,11 @@ ensure_rust
 ensure_postgres
 
 if cargo nextest --version >/dev/null 2>&1; then
-    say "Running every test (cargo nextest, debug profile)"
-    cargo nextest run --workspace --no-fail-fast
+    # Doc tests first, so the run ends on nextest's summary of every test.
     say "Running doc tests"
     cargo test --workspace --doc
+    say "Running every test (cargo nextest, debug profile)"
+    cargo nextest run --workspace --no-fail-fast
 else
     say "Running every test (cargo test, debug profile)"
     cargo test --workspace --no-fail-fast
