@@ -1289,6 +1289,45 @@ mod tests {
         assert!(normalize_uf_code("").is_err());
     }
 
+    /// One line per standard field: entity, code, `fields` type, value type, flags,
+    /// status type and title, in the order `fields` and `get` list them.
+    fn describe_standard_fields() -> String {
+        let mut out = String::new();
+        for entity in Entity::ALL {
+            for f in standard_fields(entity) {
+                let flags: Vec<&str> = [
+                    (f.read_only, "ro"),
+                    (f.immutable, "imm"),
+                    (f.required, "req"),
+                    (f.deprecated, "dep"),
+                    (f.multiple, "mult"),
+                    (!f.readable, "unread"),
+                ]
+                .into_iter()
+                .filter_map(|(set, flag)| set.then_some(flag))
+                .collect();
+                out += &format!(
+                    "{entity} {} {} {:?} [{}] {} {:?}\n",
+                    f.name,
+                    f.api_type,
+                    f.value_type,
+                    flags.join(" "),
+                    f.status_type.unwrap_or("-"),
+                    f.title
+                );
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn standard_fields_match_the_snapshot() {
+        assert_eq!(
+            describe_standard_fields(),
+            include_str!("snapshots/standard_fields.txt")
+        );
+    }
+
     #[test]
     fn multifields_come_after_standard_fields() {
         let contact = standard_fields(Entity::Contact);
