@@ -675,16 +675,15 @@ fn derive(table: &mut Table, row: usize, moved: Option<(i64, i64)>) {
         }),
         _ => false,
     };
-    if !table.entity.multifields().is_empty() {
-        let flags = [
-            ("HAS_PHONE", has(table, "PHONE", None)),
-            ("HAS_EMAIL", has(table, "EMAIL", None)),
-            ("HAS_IMOL", has(table, "IM", Some(&["IMOL", "OPENLINE"]))),
-        ];
-        for (name, value) in flags {
-            if let Some(column) = table.column(name) {
-                table.set(row, column, Stored::Flag(value));
-            }
+    // Deals carry neither the multi-fields nor the `HAS_*` flags: nothing to set.
+    let flags = [
+        ("HAS_PHONE", has(table, "PHONE", None)),
+        ("HAS_EMAIL", has(table, "EMAIL", None)),
+        ("HAS_IMOL", has(table, "IM", Some(&["IMOL", "OPENLINE"]))),
+    ];
+    for (name, value) in flags {
+        if let Some(column) = table.column(name) {
+            table.set(row, column, Stored::Flag(value));
         }
     }
 }
