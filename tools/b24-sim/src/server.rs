@@ -22,10 +22,10 @@ use tower::ServiceExt;
 
 use crate::error::ApiError;
 use crate::faults::{AfterFault, BeforeFault, FaultInjector, FaultSpec};
-use crate::limits::{Limiter, LimitsUpdate};
+use crate::limits::{LimitConfig, Limiter, LimitsUpdate};
 use crate::methods::{execute, normalize_method};
 use crate::params;
-use crate::portal::{HideRequest, MutateBody, Portal, UserFieldRequest};
+use crate::portal::{HideRequest, MutateBody, MutateOutcome, Portal, UserFieldRequest};
 use crate::schema::Entity;
 use crate::shared::Shared;
 use crate::stats::SimStats;
@@ -234,12 +234,40 @@ async fn truncated(response: Response) -> Response {
     bytes_response(status, bytes[..bytes.len() / 2].to_vec())
 }
 
-fn control_error(problem: impl Into<String>) -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        Json(json!({"error": problem.into()})),
-    )
-        .into_response()
+/// A refused control request: 400 with `{"error": "<what is wrong>"}`.
+struct ControlError(String);
+
+impl IntoResponse for ControlError {
+    fn into_response(self) -> Response {
+        (StatusCode::BAD_REQUEST, Json(json!({"error": self.0}))).into_response()
+    }
+}
+
+impl From<String> for ControlError {
+    fn from(problem: String) -> Self {
+        ControlError(problem)
+    }
+}
+
+/// The body of a control request, or what is wrong with it.
+fn control_body<T>(request: Result<Json<T>, JsonRejection>) -> Result<T, ControlError> {
+    request
+        .map(|Json(body)| body)
+        .map_err(|rejection| ControlError(rejection.body_text()))
+}
+
+/// Runs a control operation off the async workers (it may hold the portal's lock for
+/// long); a worker that died is refused too (`failure` says what failed).
+async fn control_blocking<T: Send + 'static>(
+    shared: &Arc<Shared>,
+    failure: &str,
+    operation: impl FnOnce(&Shared) -> Result<T, String> + Send + 'static,
+) -> Result<T, ControlError> {
+    let worker = Arc::clone(shared);
+    match tokio::task::spawn_blocking(move || operation(&worker)).await {
+        Ok(outcome) => Ok(outcome?),
+        Err(_) => Err(ControlError(failure.to_string())),
+    }
 }
 
 async fn stats(State(shared): State<Arc<Shared>>) -> Json<SimStats> {
@@ -252,94 +280,73 @@ async fn reset_stats(State(shared): State<Arc<Shared>>) -> Json<Value> {
 }
 
 /// Back to the seeded state: data, user fields, product rows, comments and limit levels.
-async fn reset(State(shared): State<Arc<Shared>>) -> Response {
+async fn reset(State(shared): State<Arc<Shared>>) -> Result<Json<Value>, ControlError> {
     let plan = shared.plan;
-    let Ok(portal) = tokio::task::spawn_blocking(move || Portal::seeded(&plan)).await else {
-        return control_error("regenerating the seeded data failed");
-    };
+    let portal = control_blocking(&shared, "regenerating the seeded data failed", move |_| {
+        Ok(Portal::seeded(&plan))
+    })
+    .await?;
     *shared.portal.write() = portal;
     let config = shared.limiter.lock().config;
     *shared.limiter.lock() = Limiter::new(config);
-    Json(json!({"ok": true})).into_response()
+    Ok(Json(json!({"ok": true})))
 }
 
 async fn mutate(
     State(shared): State<Arc<Shared>>,
     request: Result<Json<MutateBody>, JsonRejection>,
-) -> Response {
-    let request = match request {
-        Ok(Json(request)) => request,
-        Err(rejection) => return control_error(rejection.body_text()),
-    };
-    let worker = Arc::clone(&shared);
-    let outcome = tokio::task::spawn_blocking(move || {
+) -> Result<Json<MutateOutcome>, ControlError> {
+    let request = control_body(request)?;
+    let entity = request.request.entity;
+    let outcome = control_blocking(&shared, "the mutation failed", move |worker| {
         let now = worker.clock.now_secs();
-        let outcome =
-            worker
-                .portal
-                .write()
-                .mutate(&request, now, worker.user_id as i64, &worker.clock)?;
-        Ok::<_, String>((request.request.entity, outcome))
+        worker
+            .portal
+            .write()
+            .mutate(&request, now, worker.user_id as i64, &worker.clock)
     })
-    .await;
-    match outcome {
-        Ok(Ok((entity, outcome))) => {
-            if let Some(events) = &shared.events {
-                events.publish(&Portal::mutation_changes(entity, &outcome));
-            }
-            Json(outcome).into_response()
-        }
-        Ok(Err(problem)) => control_error(problem),
-        Err(_) => control_error("the mutation failed"),
+    .await?;
+    if let Some(events) = &shared.events {
+        events.publish(&Portal::mutation_changes(entity, &outcome));
     }
+    Ok(Json(outcome))
 }
 
-async fn dump(State(shared): State<Arc<Shared>>, Path(entity): Path<String>) -> Response {
-    let entity: Entity = match entity.parse() {
-        Ok(entity) => entity,
-        Err(problem) => return control_error(problem),
-    };
-    let worker = Arc::clone(&shared);
-    match tokio::task::spawn_blocking(move || worker.portal.read().dump(entity, &worker.clock))
-        .await
-    {
-        Ok(records) => Json(Value::Array(records)).into_response(),
-        Err(_) => control_error("the dump failed"),
-    }
+async fn dump(
+    State(shared): State<Arc<Shared>>,
+    Path(entity): Path<String>,
+) -> Result<Json<Value>, ControlError> {
+    let entity: Entity = entity.parse()?;
+    let records = control_blocking(&shared, "the dump failed", move |worker| {
+        Ok(worker.portal.read().dump(entity, &worker.clock))
+    })
+    .await?;
+    Ok(Json(Value::Array(records)))
 }
 
 async fn add_user_field(
     State(shared): State<Arc<Shared>>,
     request: Result<Json<UserFieldRequest>, JsonRejection>,
-) -> Response {
-    let request = match request {
-        Ok(Json(request)) => request,
-        Err(rejection) => return control_error(rejection.body_text()),
-    };
-    let worker = Arc::clone(&shared);
-    match tokio::task::spawn_blocking(move || worker.portal.write().add_user_field(&request)).await
-    {
-        Ok(Ok(name)) => Json(json!({"FIELD_NAME": name})).into_response(),
-        Ok(Err(problem)) => control_error(problem),
-        Err(_) => control_error("adding the user field failed"),
-    }
+) -> Result<Json<Value>, ControlError> {
+    let request = control_body(request)?;
+    let name = control_blocking(&shared, "adding the user field failed", move |worker| {
+        worker.portal.write().add_user_field(&request)
+    })
+    .await?;
+    Ok(Json(json!({"FIELD_NAME": name})))
 }
 
 /// Hides a share of an entity's records from the webhook's user (role change).
 async fn hide(
     State(shared): State<Arc<Shared>>,
     request: Result<Json<HideRequest>, JsonRejection>,
-) -> Response {
-    let request = match request {
-        Ok(Json(request)) => request,
-        Err(rejection) => return control_error(rejection.body_text()),
-    };
-    let worker = Arc::clone(&shared);
-    match tokio::task::spawn_blocking(move || worker.portal.write().hide(&request)).await {
-        Ok(Ok(hidden)) => Json(json!({"hidden": hidden})).into_response(),
-        Ok(Err(problem)) => control_error(problem),
-        Err(_) => control_error("hiding records failed"),
-    }
+) -> Result<Json<Value>, ControlError> {
+    let request = control_body(request)?;
+    let hidden = control_blocking(&shared, "hiding records failed", move |worker| {
+        worker.portal.write().hide(&request)
+    })
+    .await?;
+    Ok(Json(json!({"hidden": hidden})))
 }
 
 #[derive(Deserialize)]
@@ -356,19 +363,11 @@ async fn faults(State(shared): State<Arc<Shared>>) -> Json<Value> {
 async fn set_faults(
     State(shared): State<Arc<Shared>>,
     request: Result<Json<FaultsRequest>, JsonRejection>,
-) -> Response {
-    let spec = match request {
-        Ok(Json(request)) => request.spec,
-        Err(rejection) => return control_error(rejection.body_text()),
-    };
-    match spec.parse::<FaultSpec>() {
-        Ok(spec) => {
-            let shown = spec.to_string();
-            *shared.faults.lock() = FaultInjector::new(spec);
-            Json(json!({"spec": shown})).into_response()
-        }
-        Err(problem) => control_error(problem),
-    }
+) -> Result<Json<Value>, ControlError> {
+    let spec: FaultSpec = control_body(request)?.spec.parse()?;
+    let shown = spec.to_string();
+    *shared.faults.lock() = FaultInjector::new(spec);
+    Ok(Json(json!({"spec": shown})))
 }
 
 async fn limits(State(shared): State<Arc<Shared>>) -> Response {
@@ -379,19 +378,12 @@ async fn limits(State(shared): State<Arc<Shared>>) -> Response {
 async fn set_limits(
     State(shared): State<Arc<Shared>>,
     request: Result<Json<LimitsUpdate>, JsonRejection>,
-) -> Response {
-    let update = match request {
-        Ok(Json(update)) => update,
-        Err(rejection) => return control_error(rejection.body_text()),
-    };
+) -> Result<Json<LimitConfig>, ControlError> {
+    let update = control_body(request)?;
     let mut limiter = shared.limiter.lock();
-    match limiter.config.updated(&update) {
-        Ok(config) => {
-            *limiter = Limiter::new(config);
-            Json(config).into_response()
-        }
-        Err(problem) => control_error(problem),
-    }
+    let config = limiter.config.updated(&update)?;
+    *limiter = Limiter::new(config);
+    Ok(Json(config))
 }
 
 async fn timeline(State(shared): State<Arc<Shared>>) -> Json<Value> {

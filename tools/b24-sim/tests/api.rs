@@ -798,6 +798,67 @@ async fn control_surface_dump_mutate_reset_and_user_fields() {
         .await
         .unwrap();
     assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown entity 'quote'"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn control_surface_refusals_answer_400_and_say_what_is_wrong() {
+    let sim = sim_with(5, 0).await;
+    let refused = |result: anyhow::Result<()>| {
+        let message = result.unwrap_err().to_string();
+        assert!(message.contains("400"), "{message}");
+        message
+    };
+    let hide = refused(sim.hide_records(Entity::Deal, 2.0, 1).await.map(drop));
+    assert!(hide.contains("share must be between 0 and 1"), "{hide}");
+    let user_field = refused(
+        sim.add_user_field(&UserFieldRequest {
+            entity: Entity::Deal,
+            field_type: UserFieldType::Boolean,
+            multiple: true,
+            code: None,
+            unchecked: false,
+        })
+        .await
+        .map(drop),
+    );
+    assert!(
+        user_field.contains("boolean user fields cannot be multiple"),
+        "{user_field}"
+    );
+    let limits = refused(
+        sim.set_limits(&b24_sim::LimitsUpdate {
+            burst: Some(-1.0),
+            ..Default::default()
+        })
+        .await
+        .map(drop),
+    );
+    assert!(
+        limits.contains("burst must be a positive number"),
+        "{limits}"
+    );
+
+    let response = http()
+        .post(format!("{}/_sim/hide", sim.base_url()))
+        .header("content-type", "application/json")
+        .body("{\"entity\": \"deal\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("JSON"),
+        "a body that is not JSON is named: {body}"
+    );
 }
 
 #[tokio::test]
