@@ -291,57 +291,18 @@ macro_rules! address_block {
         $location:literal $(,)?]) => {
         &[
             ($prefix, "string", V::Text, 0, None, $line1),
-            (concat!($prefix, "_2"), "string", V::Text, 0, None, $line2),
-            (concat!($prefix, "_CITY"), "string", V::Text, 0, None, $city),
-            (
-                concat!($prefix, "_POSTAL_CODE"),
-                "string",
-                V::Text,
-                0,
-                None,
-                $postal_code,
-            ),
-            (
-                concat!($prefix, "_REGION"),
-                "string",
-                V::Text,
-                0,
-                None,
-                $region,
-            ),
-            (
-                concat!($prefix, "_PROVINCE"),
-                "string",
-                V::Text,
-                0,
-                None,
-                $province,
-            ),
-            (
-                concat!($prefix, "_COUNTRY"),
-                "string",
-                V::Text,
-                0,
-                None,
-                $country,
-            ),
-            (
-                concat!($prefix, "_COUNTRY_CODE"),
-                "string",
-                V::Text,
-                0,
-                None,
-                $country_code,
-            ),
-            (
-                concat!($prefix, "_LOC_ADDR_ID"),
-                "integer",
-                V::Integer,
-                0,
-                None,
-                $location,
-            ),
+            address_block!(@text $prefix, "_2", $line2),
+            address_block!(@text $prefix, "_CITY", $city),
+            address_block!(@text $prefix, "_POSTAL_CODE", $postal_code),
+            address_block!(@text $prefix, "_REGION", $region),
+            address_block!(@text $prefix, "_PROVINCE", $province),
+            address_block!(@text $prefix, "_COUNTRY", $country),
+            address_block!(@text $prefix, "_COUNTRY_CODE", $country_code),
+            (concat!($prefix, "_LOC_ADDR_ID"), "integer", V::Integer, 0, None, $location),
         ]
+    };
+    (@text $prefix:literal, $suffix:literal, $title:literal) => {
+        (concat!($prefix, $suffix), "string", V::Text, 0, None, $title)
     };
 }
 

@@ -112,15 +112,9 @@ async fn parameters_arrive_as_json_form_or_query() {
     let record = ok(&sim, "crm.company.get", json!({"ID": id})).await;
     assert_eq!(record["result"]["COMMENTS"], "from json");
     // A body that is not JSON gets a clear 400.
-    let response = http()
-        .post(format!("{}crm.deal.list", sim.webhook_url()))
-        .header("Content-Type", "application/json")
-        .body("{not json")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 400);
-    let body: Value = response.json().await.unwrap();
+    let (status, body) =
+        post_raw_json(format!("{}crm.deal.list", sim.webhook_url()), "{not json").await;
+    assert_eq!(status, 400);
     assert_eq!(body["error"], "INVALID_REQUEST");
     assert!(
         body["error_description"]
@@ -133,7 +127,7 @@ async fn parameters_arrive_as_json_form_or_query() {
 #[tokio::test]
 async fn fields_describe_standard_multi_and_user_fields() {
     let sim = sim_with(0, 20).await;
-    let deal = ok(&sim, "crm.deal.fields", json!({})).await["result"].clone();
+    let deal = fields_of(&sim, "deal").await;
     assert_eq!(
         deal["ID"],
         json!({"type":"integer","isRequired":false,"isReadOnly":true,"isImmutable":false,"isMultiple":false,"isDynamic":false,"title":"ID"})
@@ -181,7 +175,7 @@ async fn fields_describe_standard_multi_and_user_fields() {
     // The first round of types is single-valued, the second multiple but boolean.
     let multiple = ufs.iter().filter(|(_, d)| d["isMultiple"] == true).count();
     assert_eq!(multiple, 9);
-    let contact = ok(&sim, "crm.contact.fields", json!({})).await["result"].clone();
+    let contact = fields_of(&sim, "contact").await;
     for code in ["PHONE", "EMAIL", "WEB", "IM"] {
         assert_eq!(contact[code]["type"], "crm_multifield");
         assert_eq!(contact[code]["isMultiple"], true);
@@ -250,16 +244,8 @@ async fn get_renders_values_as_the_old_crm_api_does() {
     );
     assert!(deal["CATEGORY_ID"].is_string());
     assert!(deal.get("CONTACT_IDS").is_none());
-    let fields = ok(&sim, "crm.deal.fields", json!({})).await["result"].clone();
-    let uf_of = |t: &str, multiple: bool| {
-        fields
-            .as_object()
-            .unwrap()
-            .iter()
-            .find(|(k, d)| k.starts_with("UF_") && d["type"] == t && d["isMultiple"] == multiple)
-            .map(|(k, _)| k.clone())
-            .unwrap()
-    };
+    let fields = fields_of(&sim, "deal").await;
+    let uf_of = |t: &str, multiple: bool| user_field(&fields, Some(t), multiple);
     // Write one value of each type and read it back.
     let enum_item = fields[uf_of("enumeration", false)]["items"][1]["ID"]
         .as_str()
@@ -749,7 +735,7 @@ async fn control_surface_dump_mutate_reset_and_user_fields() {
         unchecked: true,
     };
     assert_eq!(a.add_user_field(&unchecked).await.unwrap(), hostile);
-    let fields = ok(&a, "crm.deal.fields", json!({})).await["result"].clone();
+    let fields = fields_of(&a, "deal").await;
     assert_eq!(fields[hostile]["type"], "integer");
     assert!(
         a.dump(Entity::Deal)
@@ -846,15 +832,12 @@ async fn control_surface_refusals_answer_400_and_say_what_is_wrong() {
         "{limits}"
     );
 
-    let response = http()
-        .post(format!("{}/_sim/hide", sim.base_url()))
-        .header("content-type", "application/json")
-        .body("{\"entity\": \"deal\"")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 400);
-    let body: Value = response.json().await.unwrap();
+    let (status, body) = post_raw_json(
+        format!("{}/_sim/hide", sim.base_url()),
+        "{\"entity\": \"deal\"",
+    )
+    .await;
+    assert_eq!(status, 400);
     assert!(
         body["error"].as_str().unwrap().contains("JSON"),
         "a body that is not JSON is named: {body}"

@@ -22,21 +22,6 @@ fn at_offset(utc_offset_secs: i32) -> SimConfig {
     }
 }
 
-async fn fields_of(sim: &b24_sim::RunningSim, entity: &str) -> Value {
-    ok(sim, &format!("crm.{entity}.fields"), json!({})).await["result"].clone()
-}
-
-/// The name of the entity's first user field of the type (single-valued).
-fn user_field(fields: &Value, field_type: &str) -> String {
-    fields
-        .as_object()
-        .unwrap()
-        .iter()
-        .find(|(k, d)| k.starts_with("UF_") && d["type"] == field_type && d["isMultiple"] == false)
-        .map(|(k, _)| k.clone())
-        .unwrap()
-}
-
 async fn get(sim: &b24_sim::RunningSim, entity: &str, id: u64) -> Value {
     ok(sim, &format!("crm.{entity}.get"), json!({"id": id})).await["result"].clone()
 }
@@ -61,8 +46,8 @@ async fn dates_are_midnight_utc_in_the_portal_offset_at_positive_and_negative_of
             "2001-11-10T19:00:00-05:00",
         ),
     ] {
-        let date_uf = user_field(&fields_of(sim, "deal").await, "date");
-        let datetime_uf = user_field(&fields_of(sim, "deal").await, "datetime");
+        let date_uf = user_field(&fields_of(sim, "deal").await, Some("date"), false);
+        let datetime_uf = user_field(&fields_of(sim, "deal").await, Some("datetime"), false);
         let id = ok(
             sim,
             "crm.deal.add",
@@ -94,13 +79,10 @@ async fn dates_are_midnight_utc_in_the_portal_offset_at_positive_and_negative_of
         )
         .await;
         assert_eq!(get(sim, "deal", id).await["BEGINDATE"], begin);
-        let found = ok(
-            sim,
-            "crm.deal.list",
-            json!({"filter": {"BEGINDATE": "2024-08-30"}, "select": ["ID"]}),
-        )
-        .await;
-        assert_eq!(ids(&found["result"]), vec![id]);
+        assert_eq!(
+            listed_ids(sim, "deal", json!({"BEGINDATE": "2024-08-30"})).await,
+            vec![id]
+        );
         let contact = ok(
             sim,
             "crm.contact.add",
@@ -117,9 +99,9 @@ async fn dates_are_midnight_utc_in_the_portal_offset_at_positive_and_negative_of
 async fn empty_values_render_as_the_portal_renders_them() {
     let sim = sim(at_offset(3 * 3600)).await;
     let fields = fields_of(&sim, "lead").await;
-    let string_uf = user_field(&fields, "string");
-    let date_uf = user_field(&fields, "date");
-    let file_uf = user_field(&fields, "file");
+    let string_uf = user_field(&fields, Some("string"), false);
+    let date_uf = user_field(&fields, Some("date"), false);
+    let file_uf = user_field(&fields, Some("file"), false);
     let id = ok(
         &sim,
         "crm.lead.add",
@@ -360,7 +342,7 @@ async fn field_names_are_case_sensitive_but_parameter_names_are_not() {
 #[tokio::test]
 async fn percent_is_exact_on_links_statuses_and_multifields_and_booleans_filter_by_1_0() {
     let sim = sim_with(0, 10).await;
-    let bool_uf = user_field(&fields_of(&sim, "deal").await, "boolean");
+    let bool_uf = user_field(&fields_of(&sim, "deal").await, Some("boolean"), false);
     let deal = |title: &str, stage: &str, contact: u64, flag: &str| json!({"fields": {"TITLE": title, "STAGE_ID": stage, "CONTACT_ID": contact, bool_uf.clone(): flag}});
     for body in [
         deal("Alpha", "PREPARATION", 1, "Y"),
@@ -369,17 +351,7 @@ async fn percent_is_exact_on_links_statuses_and_multifields_and_booleans_filter_
     ] {
         ok(&sim, "crm.deal.add", body).await;
     }
-    let found = |filter: Value| {
-        let sim = &sim;
-        async move {
-            ids(&ok(
-                sim,
-                "crm.deal.list",
-                json!({"filter": filter, "select": ["ID"]}),
-            )
-            .await["result"])
-        }
-    };
+    let found = |filter: Value| listed_ids(&sim, "deal", filter);
     assert_eq!(
         found(json!({"%TITLE": "ph"})).await,
         vec![1],
@@ -412,17 +384,7 @@ async fn percent_is_exact_on_links_statuses_and_multifields_and_booleans_filter_
         .await;
         added.push(answer["result"].as_u64().unwrap());
     }
-    let contacts = |filter: Value| {
-        let sim = &sim;
-        async move {
-            ids(&ok(
-                sim,
-                "crm.contact.list",
-                json!({"filter": filter, "select": ["ID"]}),
-            )
-            .await["result"])
-        }
-    };
+    let contacts = |filter: Value| listed_ids(&sim, "contact", filter);
     assert_eq!(
         contacts(json!({"PHONE": "+15550002"})).await,
         vec![added[1]]

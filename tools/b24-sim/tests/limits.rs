@@ -247,41 +247,16 @@ async fn a_full_listing_the_fast_way_costs_about_two_seconds_per_10000_wide_rows
         ..SimConfig::default()
     })
     .await;
-    let fields = ok(&sim, "crm.deal.fields", json!({})).await["result"].clone();
-    let mut select = vec!["*".to_string(), "UF_*".to_string()];
-    select.extend(
-        fields
-            .as_object()
-            .unwrap()
-            .iter()
-            .filter(|(k, d)| k.starts_with("UF_") && d["isMultiple"] == true)
-            .map(|(k, _)| k.clone()),
-    );
-    let select: String = select
-        .iter()
-        .enumerate()
-        .map(|(i, f)| format!("&select%5B{i}%5D={f}"))
-        .collect();
+    let multiple_ufs = user_fields(&fields_of(&sim, "deal").await, None, true);
+    let mut select = vec!["*", "UF_*"];
+    select.extend(multiple_ufs.iter().map(String::as_str));
     // Chained batches of 50 `start=-1` commands filtered `>ID`: 2,500 rows a request.
     let (mut seen, mut last, mut requests) = (0, 0u64, 0);
     let mut list_total;
     // Empty single file fields are absent, so the widest row shows the selection.
     let mut widest = 0;
     'outer: loop {
-        let mut cmd = serde_json::Map::new();
-        for n in 1..=50 {
-            let after = if n == 1 {
-                last.to_string()
-            } else {
-                format!("%24result%5B{}%5D%5B49%5D%5BID%5D", n - 1)
-            };
-            cmd.insert(
-                n.to_string(),
-                json!(format!(
-                    "crm.deal.list?order%5BID%5D=ASC&filter%5B%3EID%5D={after}{select}&start=-1"
-                )),
-            );
-        }
+        let cmd = chained_deal_lists(last, &select);
         let answer = ok(&sim, "batch", json!({"cmd": cmd})).await;
         requests += 1;
         let result = &answer["result"];

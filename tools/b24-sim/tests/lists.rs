@@ -114,17 +114,7 @@ async fn chained_batches_return_every_row_exactly_once() {
     let mut last = 0u64;
     let mut requests = 0;
     'outer: loop {
-        // Keys "1".."50", each command URL-encoded as a whole and filtering on the
-        // previous command's 50th row, as fast_bitrix24 and b24pysdk send them.
-        let mut cmd = serde_json::Map::new();
-        for n in 1..=50 {
-            let filter = if n == 1 {
-                last.to_string()
-            } else {
-                format!("%24result%5B{}%5D%5B49%5D%5BID%5D", n - 1)
-            };
-            cmd.insert(n.to_string(), json!(format!("crm.deal.list?order%5BID%5D=ASC&filter%5B%3EID%5D={filter}&select%5B0%5D=ID&start=-1")));
-        }
+        let cmd = chained_deal_lists(last, &["ID"]);
         let answer = ok(&sim, "batch", json!({"halt": 0, "cmd": cmd})).await;
         requests += 1;
         assert_eq!(
@@ -148,23 +138,9 @@ async fn chained_batches_return_every_row_exactly_once() {
 #[tokio::test]
 async fn select_masks_and_named_fields() {
     let sim = sim_with(5, 20).await;
-    let fields = ok(&sim, "crm.contact.fields", json!({})).await["result"].clone();
-    let multiple_uf = fields
-        .as_object()
-        .unwrap()
-        .iter()
-        .find(|(k, d)| k.starts_with("UF_") && d["isMultiple"] == true)
-        .unwrap()
-        .0
-        .clone();
-    let single_uf = fields
-        .as_object()
-        .unwrap()
-        .iter()
-        .find(|(k, d)| k.starts_with("UF_") && d["isMultiple"] == false)
-        .unwrap()
-        .0
-        .clone();
+    let fields = fields_of(&sim, "contact").await;
+    let multiple_uf = user_field(&fields, None, true);
+    let single_uf = user_field(&fields, None, false);
     let row = |answer: &Value| answer["result"][0].as_object().unwrap().clone();
     let star = row(&ok(&sim, "crm.contact.list", json!({"select": ["*"]})).await);
     assert!(star.contains_key("NAME") && star.contains_key("DATE_MODIFY"));
