@@ -42,6 +42,32 @@ pub async fn sleep_secs(secs: f64) {
     }
 }
 
+/// Asks `admit` (which reserves against wherever the budget lives) until it lets one
+/// request for `methods` go, sleeping for each wait it names; returns once the request
+/// may be sent. Every limiter's `acquire`.
+pub async fn wait_for_admission<F, Fut>(methods: &[&str], mut admit: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Admission>,
+{
+    loop {
+        match admit().await {
+            Admission::Wait(secs) => {
+                tracing::info!(
+                    ?methods,
+                    wait_secs = secs,
+                    "operating budget nearly spent, waiting"
+                );
+                sleep_secs(secs).await;
+            }
+            Admission::Send { after } => {
+                sleep_secs(after).await;
+                return;
+            }
+        }
+    }
+}
+
 /// A limiter for the callers inside one process (every clone of a `Client` and every
 /// task sharing it). Several processes sharing one portal need the Postgres-backed one.
 pub struct InProcessLimiter {
@@ -77,27 +103,13 @@ impl Default for InProcessLimiter {
 #[async_trait]
 impl RateLimiter for InProcessLimiter {
     async fn acquire(&self, methods: &[&str]) {
-        loop {
-            let admission = self
-                .budget
+        wait_for_admission(methods, || async {
+            self.budget
                 .lock()
                 .await
-                .admit(unix_now(), methods, &self.settings);
-            match admission {
-                Admission::Wait(secs) => {
-                    tracing::info!(
-                        ?methods,
-                        wait_secs = secs,
-                        "operating budget nearly spent, waiting"
-                    );
-                    sleep_secs(secs).await;
-                }
-                Admission::Send { after } => {
-                    sleep_secs(after).await;
-                    return;
-                }
-            }
-        }
+                .admit(unix_now(), methods, &self.settings)
+        })
+        .await;
     }
 
     async fn observe(&self, reports: &[OperatingReport]) -> f64 {
@@ -131,12 +143,12 @@ mod tests {
         })
     }
 
-    fn total(method: &str, total: f64, reset_at: Option<f64>) -> OperatingReport {
-        OperatingReport {
-            method: method.into(),
-            total,
-            reset_at,
-        }
+    fn operating(budget_secs: f64, window_secs: f64) -> InProcessLimiter {
+        InProcessLimiter::new(LimitSettings {
+            operating_budget_secs: budget_secs,
+            operating_window_secs: window_secs,
+            ..LimitSettings::standard()
+        })
     }
 
     #[tokio::test]
@@ -171,16 +183,20 @@ mod tests {
 
     #[tokio::test]
     async fn takes_reported_totals_and_waits_when_the_next_request_would_cross_the_budget() {
-        let limiter = InProcessLimiter::new(LimitSettings {
-            operating_budget_secs: 10.0,
-            operating_window_secs: 1.0,
-            ..LimitSettings::standard()
-        });
+        let limiter = operating(10.0, 1.0);
         // Running totals 3 then 6 (two commands of one batch carry 5.5 and 6): the
         // method used 6 s, not 14.5, and one request costs about 3.
-        assert_eq!(limiter.observe(&[total("m", 3.0, None)]).await, 3.0);
+        assert_eq!(
+            limiter
+                .observe(&[OperatingReport::new("m", 3.0, None)])
+                .await,
+            3.0
+        );
         let grew = limiter
-            .observe(&[total("m", 5.5, None), total("m", 6.0, None)])
+            .observe(&[
+                OperatingReport::new("m", 5.5, None),
+                OperatingReport::new("m", 6.0, None),
+            ])
             .await;
         assert_eq!(grew, 3.0);
         assert_eq!(limiter.reported_total("m").await, 6.0);
@@ -189,7 +205,9 @@ mod tests {
         limiter.acquire(&["m"]).await;
         assert!(start.elapsed().as_secs_f64() < 0.05);
         // 9 + 3 > 10: wait for the window (1 s) to let the first part go.
-        limiter.observe(&[total("m", 9.0, None)]).await;
+        limiter
+            .observe(&[OperatingReport::new("m", 9.0, None)])
+            .await;
         let start = std::time::Instant::now();
         limiter.acquire(&["m"]).await;
         assert!(
@@ -222,23 +240,28 @@ mod tests {
 
     #[tokio::test]
     async fn garbled_reset_times_neither_panic_nor_block_beyond_the_window() {
-        let limiter = InProcessLimiter::new(LimitSettings {
-            operating_budget_secs: 1.0,
-            operating_window_secs: 0.3,
-            ..LimitSettings::standard()
-        });
+        let limiter = operating(1.0, 0.3);
         let now = unix_now();
         for garbled in [1e20, f64::INFINITY, f64::NAN, -1.0, now * 1000.0] {
             limiter.on_operation_limit("m", Some(garbled)).await;
-            limiter.observe(&[total("m", 5.0, Some(garbled))]).await;
+            limiter
+                .observe(&[OperatingReport::new("m", 5.0, Some(garbled))])
+                .await;
             let start = std::time::Instant::now();
             limiter.acquire(&["m"]).await;
             let waited = start.elapsed().as_secs_f64();
             assert!(waited < 0.6, "{garbled}: waited {waited} s");
         }
-        assert_eq!(limiter.observe(&[total("m", f64::NAN, None)]).await, 0.0);
         assert_eq!(
-            limiter.observe(&[total("m", f64::INFINITY, None)]).await,
+            limiter
+                .observe(&[OperatingReport::new("m", f64::NAN, None)])
+                .await,
+            0.0
+        );
+        assert_eq!(
+            limiter
+                .observe(&[OperatingReport::new("m", f64::INFINITY, None)])
+                .await,
             0.0
         );
     }

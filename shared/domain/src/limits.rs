@@ -156,6 +156,16 @@ pub struct OperatingReport {
     pub reset_at: Option<f64>,
 }
 
+impl OperatingReport {
+    pub fn new(method: impl Into<String>, total: f64, reset_at: Option<f64>) -> Self {
+        OperatingReport {
+            method: method.into(),
+            total,
+            reset_at,
+        }
+    }
+}
+
 /// The portal keeps the window in ten buckets and drops a bucket whole, so usage stays
 /// in the portal's total for at least nine tenths of the window after it was charged.
 const SHORTEST_STAY: f64 = 0.9;
@@ -518,14 +528,6 @@ mod tests {
         }
     }
 
-    fn report(method: &str, total: f64, reset_at: Option<f64>) -> OperatingReport {
-        OperatingReport {
-            method: method.into(),
-            total,
-            reset_at,
-        }
-    }
-
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-9
     }
@@ -573,10 +575,10 @@ mod tests {
         let s = tight();
         let mut budget = PortalBudget::new(0.0);
         let reports = [
-            report("crm.deal.list", 0.5, Some(60.0)),
-            report("crm.deal.list", 1.5, Some(60.0)),
-            report("crm.deal.list", 1.0, Some(60.0)),
-            report("batch", 0.001, None),
+            OperatingReport::new("crm.deal.list", 0.5, Some(60.0)),
+            OperatingReport::new("crm.deal.list", 1.5, Some(60.0)),
+            OperatingReport::new("crm.deal.list", 1.0, Some(60.0)),
+            OperatingReport::new("batch", 0.001, None),
         ];
         assert!(close(budget.observe(1.0, &reports, &s), 1.501));
         assert_eq!(budget.methods["crm.deal.list"].reported_total, 1.5);
@@ -603,7 +605,7 @@ mod tests {
     fn paces_on_its_own_model_not_on_the_reset_and_never_waits_past_the_window() {
         let s = tight();
         let mut budget = PortalBudget::new(0.0);
-        let deal = |t, r| [report("crm.deal.list", t, Some(r))];
+        let deal = |t, r| [OperatingReport::new("crm.deal.list", t, Some(r))];
         budget.observe(0.0, &deal(3.0, 30.0), &s);
         budget.observe(1.0, &deal(6.0, 30.0), &s);
         budget.observe(2.0, &deal(9.0, 30.0), &s);
@@ -813,7 +815,11 @@ mod tests {
         let mut budget = PortalBudget::new(0.0);
         for i in 0..1_000 {
             let t = f64::from(i) * 0.1;
-            budget.observe(t, &[report("m", f64::from(i) * 0.001, None)], &s);
+            budget.observe(
+                t,
+                &[OperatingReport::new("m", f64::from(i) * 0.001, None)],
+                &s,
+            );
         }
         let parts = budget.methods["m"].parts.len();
         assert!(parts <= 101, "{parts} parts");

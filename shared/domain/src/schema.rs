@@ -6,7 +6,8 @@
 
 use serde_json::Value;
 
-/// Columns every mirror table has; no Bitrix24 field may take their names.
+/// Columns every mirror table has, in this order (the cross-portal view has them
+/// all); no Bitrix24 field may take their names.
 pub const SYSTEM_COLUMNS: [&str; 6] = [
     "portal",
     "id",
@@ -20,7 +21,7 @@ pub const SYSTEM_COLUMNS: [&str; 6] = [
 pub const SYSTEM_FIELDS: [&str; 2] = ["ID", "DATE_MODIFY"];
 
 /// PostgreSQL's identifier limit (NAMEDATALEN - 1).
-const MAX_IDENTIFIER_BYTES: usize = 63;
+pub const MAX_IDENTIFIER_BYTES: usize = 63;
 
 /// Suffix of the text column that keeps the currency of a money user field.
 const CURRENCY_SUFFIX: &str = "_currency";

@@ -206,10 +206,8 @@ impl Session<'_> {
     where
         T: ?Sized + ToStatement,
     {
-        match (**self).query(statement, params).await {
-            Err(error) => self.reopen(error).await?.query(statement, params).await,
-            rows => rows,
-        }
+        self.retrying(|client| client.query(statement, params))
+            .await
     }
 
     pub(crate) async fn query_one<T>(
@@ -220,10 +218,8 @@ impl Session<'_> {
     where
         T: ?Sized + ToStatement,
     {
-        match (**self).query_one(statement, params).await {
-            Err(error) => self.reopen(error).await?.query_one(statement, params).await,
-            row => row,
-        }
+        self.retrying(|client| client.query_one(statement, params))
+            .await
     }
 
     pub(crate) async fn query_opt<T>(
@@ -234,10 +230,8 @@ impl Session<'_> {
     where
         T: ?Sized + ToStatement,
     {
-        match (**self).query_opt(statement, params).await {
-            Err(error) => self.reopen(error).await?.query_opt(statement, params).await,
-            row => row,
-        }
+        self.retrying(|client| client.query_opt(statement, params))
+            .await
     }
 
     pub(crate) async fn execute<T>(
@@ -248,9 +242,22 @@ impl Session<'_> {
     where
         T: ?Sized + ToStatement,
     {
-        match (**self).execute(statement, params).await {
-            Err(error) => self.reopen(error).await?.execute(statement, params).await,
-            count => count,
+        self.retrying(|client| client.execute(statement, params))
+            .await
+    }
+
+    /// Runs `statement` on the live connection and, when that connection turns out to
+    /// be lost, once more on a new one (see [`Session::reopen`]).
+    async fn retrying<'c, R, Fut>(
+        &'c self,
+        statement: impl Fn(&'c Client) -> Fut,
+    ) -> Result<R, Error>
+    where
+        Fut: std::future::Future<Output = Result<R, Error>>,
+    {
+        match statement(self).await {
+            Err(error) => statement(self.reopen(error).await?).await,
+            result => result,
         }
     }
 

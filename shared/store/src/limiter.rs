@@ -8,10 +8,12 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use b24_client::{RateLimiter, sleep_secs};
+use b24_client::RateLimiter;
+use b24_client::limiter::wait_for_admission;
 use b24_domain::limits::{
     Admission, LeakyBucket, LimitSettings, OperatingReport, OperatingWindow, PortalBudget,
 };
+use tracing::Instrument;
 
 use crate::{Context, Store, StoreError};
 
@@ -107,22 +109,13 @@ impl PgRateLimiter {
 impl RateLimiter for PgRateLimiter {
     async fn acquire(&self, methods: &[&str]) {
         let settings = self.settings;
-        loop {
-            let admission = self
-                .update(|budget, now| budget.admit(now, methods, &settings))
+        wait_for_admission(methods, || async {
+            self.update(|budget, now| budget.admit(now, methods, &settings))
                 .await
-                .unwrap_or_else(|e| self.fallback(&e));
-            match admission {
-                Admission::Wait(secs) => {
-                    tracing::info!(portal = %self.portal, ?methods, wait_secs = secs, "operating budget nearly spent, waiting");
-                    sleep_secs(secs).await;
-                }
-                Admission::Send { after } => {
-                    sleep_secs(after).await;
-                    return;
-                }
-            }
-        }
+                .unwrap_or_else(|e| self.fallback(&e))
+        })
+        .instrument(tracing::info_span!("shared_rate_limit", portal = %self.portal))
+        .await;
     }
 
     async fn observe(&self, reports: &[OperatingReport]) -> f64 {

@@ -77,3 +77,37 @@ pub async fn connect(url: &str) -> Client {
     tokio::spawn(connection);
     client
 }
+
+/// Ends backend `pid` the way a failover or a proxy's idle cut-off does: the server
+/// closes the connection. Returns at once, possibly before the backend has gone.
+pub async fn terminate_backend(admin: &Client, pid: i32) {
+    let done: bool = admin
+        .query_one("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(done, "backend {pid} was not terminated");
+}
+
+/// Waits (up to 10 s) until backend `pid` has left `pg_stat_activity`.
+pub async fn wait_for_backend_exit(admin: &Client, pid: i32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let alive: bool = admin
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)",
+                &[&pid],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if !alive {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "backend {pid} did not exit"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

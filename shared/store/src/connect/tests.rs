@@ -267,25 +267,8 @@ async fn backend_pid(client: &Client) -> i32 {
 }
 
 async fn kill(admin: &Client, pid: i32) {
-    admin
-        .execute("SELECT pg_terminate_backend($1)", &[&pid])
-        .await
-        .unwrap();
-    for _ in 0..500 {
-        let alive: bool = admin
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)",
-                &[&pid],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if !alive {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("backend {pid} did not exit");
+    b24_testkit::terminate_backend(admin, pid).await;
+    b24_testkit::wait_for_backend_exit(admin, pid).await;
 }
 
 /// `(setting, unit)` from pg_settings: the value PostgreSQL holds, in its base unit.

@@ -6,13 +6,13 @@
 //! table.
 
 use b24_domain::entity::Entity;
+use b24_domain::schema::SYSTEM_COLUMNS;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Transaction};
 
 use super::backfill::BATCH_ROWS;
 use super::tables::{
-    SYSTEM_COLUMNS, ShortLock, advisory_lock, create_portal_table, portal_table_name, refresh_view,
-    register_table,
+    ShortLock, advisory_lock, create_portal_table, portal_table_name, refresh_view, register_table,
 };
 use crate::{Context, Store, StoreError, quote_ident};
 

@@ -7,25 +7,13 @@ use std::error::Error as _;
 use std::time::Duration;
 
 use b24_domain::entity::Entity;
-use b24_domain::schema::{ColumnType, check_identifier};
+use b24_domain::schema::{ColumnType, MAX_IDENTIFIER_BYTES, SYSTEM_COLUMNS, check_identifier};
 use sha2::{Digest, Sha256};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, GenericClient, Transaction};
 
 use crate::{Context, Store, StoreError, quote_ident};
 
-/// The columns of every mirror table, in this order; the view has them all.
-pub(crate) const SYSTEM_COLUMNS: [&str; 6] = [
-    "portal",
-    "id",
-    "raw",
-    "date_modify",
-    "synced_at",
-    "deleted_at",
-];
-
-/// PostgreSQL silently truncates longer identifiers.
-const MAX_IDENTIFIER_BYTES: usize = 63;
 /// Hex digits of the portal name's SHA-256 appended when the name alone cannot be used.
 const HASH_DIGITS: usize = 8;
 

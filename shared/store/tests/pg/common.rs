@@ -3,6 +3,8 @@
 use b24_domain::schema::{EnumItem, FieldMeta};
 use b24_store::{Row, Store};
 use serde_json::Value;
+use tokio_postgres::Client;
+use tokio_postgres::types::FromSqlOwned;
 
 pub use b24_testkit::TestDb;
 
@@ -55,11 +57,7 @@ pub fn row(value: Value) -> Row {
 
 /// The name (unqualified, a plain identifier) of `portal`'s table of `entity` in
 /// [`SCHEMA`], from the store's registry.
-pub async fn portal_table(
-    c: &tokio_postgres::Client,
-    portal: &str,
-    entity: b24_domain::entity::Entity,
-) -> String {
+pub async fn portal_table(c: &Client, portal: &str, entity: b24_domain::entity::Entity) -> String {
     c.query_one(
         "SELECT table_name FROM b24._mirror_tables WHERE portal = $1 AND entity = $2",
         &[&portal, &entity.as_str()],
@@ -67,4 +65,15 @@ pub async fn portal_table(
     .await
     .unwrap()
     .get(0)
+}
+
+/// The one value the one row of `sql` holds.
+pub async fn scalar<T: FromSqlOwned>(c: &Client, sql: &str) -> T {
+    c.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+/// The two values the one row of `sql` holds.
+pub async fn scalar_pair<A: FromSqlOwned, B: FromSqlOwned>(c: &Client, sql: &str) -> (A, B) {
+    let row = c.query_one(sql, &[]).await.unwrap();
+    (row.get(0), row.get(1))
 }

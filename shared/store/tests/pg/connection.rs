@@ -33,30 +33,9 @@ async fn store_backends(admin: &Client, db: &TestDb) -> Vec<i32> {
 }
 
 async fn terminate(admin: &Client, pid: i32, wait_until_gone: bool) {
-    let done: bool = admin
-        .query_one("SELECT pg_terminate_backend($1)", &[&pid])
-        .await
-        .unwrap()
-        .get(0);
-    assert!(done, "backend {pid} was not terminated");
-    if !wait_until_gone {
-        return;
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let alive: bool = admin
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)",
-                &[&pid],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if !alive {
-            return;
-        }
-        assert!(Instant::now() < deadline, "backend {pid} did not exit");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    b24_testkit::terminate_backend(admin, pid).await;
+    if wait_until_gone {
+        b24_testkit::wait_for_backend_exit(admin, pid).await;
     }
 }
 
@@ -88,11 +67,7 @@ async fn a_killed_connection_recovers_on_the_next_statement() {
             .unwrap();
         store.load_state("acme", Entity::Deal).await.unwrap();
     }
-    let runs: i64 = admin
-        .query_one("SELECT count(*) FROM b24._sync_runs", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let runs: i64 = scalar(&admin, "SELECT count(*) FROM b24._sync_runs").await;
     assert_eq!(runs, 5, "every start_run recorded once");
     assert_eq!(store_backends(&admin, &db).await.len(), 1);
 }

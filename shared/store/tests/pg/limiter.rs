@@ -107,7 +107,9 @@ async fn operating_time_blocks_only_the_spent_method() {
         },
     );
     // crm.deal.list used 10.5 s of its 10 s budget; the window is ten minutes long.
-    limiter.observe(&[total("crm.deal.list", 10.5, None)]).await;
+    limiter
+        .observe(&[OperatingReport::new("crm.deal.list", 10.5, None)])
+        .await;
     let start = Instant::now();
     limiter.acquire(&["crm.contact.list"]).await;
     assert!(
@@ -138,14 +140,6 @@ async fn operating_time_blocks_only_the_spent_method() {
     );
 }
 
-fn total(method: &str, total: f64, reset_at: Option<f64>) -> OperatingReport {
-    OperatingReport {
-        method: method.into(),
-        total,
-        reset_at,
-    }
-}
-
 #[tokio::test]
 async fn processes_share_the_latest_running_total_never_a_sum() {
     let db = TestDb::create().await;
@@ -159,8 +153,16 @@ async fn processes_share_the_latest_running_total_never_a_sum() {
     let la = PgRateLimiter::new(&a, "p", s);
     let lb = PgRateLimiter::new(&b, "p", s);
     // Each process reports the portal's running total after its own call: 4, then 6.
-    assert_eq!(la.observe(&[total("crm.deal.list", 4.0, None)]).await, 4.0);
-    assert_eq!(lb.observe(&[total("crm.deal.list", 6.0, None)]).await, 2.0);
+    assert_eq!(
+        la.observe(&[OperatingReport::new("crm.deal.list", 4.0, None)])
+            .await,
+        4.0
+    );
+    assert_eq!(
+        lb.observe(&[OperatingReport::new("crm.deal.list", 6.0, None)])
+            .await,
+        2.0
+    );
     // 6 used (not 10) + 2 for the next call <= 10: no wait for either process.
     let start = Instant::now();
     la.acquire(&["crm.deal.list"]).await;
@@ -171,7 +173,8 @@ async fn processes_share_the_latest_running_total_never_a_sum() {
         start.elapsed()
     );
     // 9 + 3 > 10: now both wait.
-    lb.observe(&[total("crm.deal.list", 9.0, None)]).await;
+    lb.observe(&[OperatingReport::new("crm.deal.list", 9.0, None)])
+        .await;
     let blocked =
         tokio::time::timeout(Duration::from_millis(400), la.acquire(&["crm.deal.list"])).await;
     assert!(

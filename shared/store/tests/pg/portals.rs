@@ -105,16 +105,8 @@ async fn portals_keep_their_own_user_field_types_values_and_retyping() {
         type_of(&column_types(&c, &tb).await, "uf_crm_x"),
         Some("text")
     );
-    let x_a: i64 = c
-        .query_one(&format!("SELECT uf_crm_x FROM b24.{ta}"), &[])
-        .await
-        .unwrap()
-        .get(0);
-    let x_b: String = c
-        .query_one(&format!("SELECT uf_crm_x FROM b24.{tb}"), &[])
-        .await
-        .unwrap()
-        .get(0);
+    let x_a: i64 = scalar(&c, &format!("SELECT uf_crm_x FROM b24.{ta}")).await;
+    let x_b: String = scalar(&c, &format!("SELECT uf_crm_x FROM b24.{tb}")).await;
     assert_eq!((x_a, x_b.as_str()), (42, "hello"));
     let described = |portal: &'static str| {
         let store = store.clone();
@@ -153,11 +145,7 @@ async fn portals_keep_their_own_user_field_types_values_and_retyping() {
     );
     let b_after: String = c.query_one(&b_row_version, &[]).await.unwrap().get(0);
     assert_eq!(b_after, b_before, "B's rows were not rewritten");
-    let y_a: String = c
-        .query_one(&format!("SELECT uf_crm_y FROM b24.{ta}"), &[])
-        .await
-        .unwrap()
-        .get(0);
+    let y_a: String = scalar(&c, &format!("SELECT uf_crm_y FROM b24.{ta}")).await;
     assert_eq!(y_a, "1.5");
 
     // The view shows both portals' standard columns, none of their user fields.
@@ -216,33 +204,20 @@ async fn twenty_portals_with_two_hundred_user_fields_stay_far_below_the_column_l
             .unwrap();
     }
     let c = db.client().await;
-    let widest: i64 = c
-        .query_one(
-            "SELECT max(n) FROM (SELECT count(*) AS n FROM pg_attribute a JOIN pg_class t ON t.oid = a.attrelid
+    let widest: i64 = scalar(&c, "SELECT max(n) FROM (SELECT count(*) AS n FROM pg_attribute a JOIN pg_class t ON t.oid = a.attrelid
              WHERE t.relnamespace = 'b24'::regnamespace AND t.relkind IN ('r', 'v') AND a.attnum > 0 AND NOT a.attisdropped
-             GROUP BY t.oid) per_table",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+             GROUP BY t.oid) per_table").await;
     // 6 system + 2 standard + 200 user columns, plus the currency columns of money fields.
     assert!(widest < 300, "the widest table has {widest} columns");
     assert!(widest >= 208, "{widest}");
-    let tables: i64 = c
-        .query_one(
-            "SELECT count(*) FROM b24._mirror_tables WHERE entity = 'deal'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let tables: i64 = scalar(
+        &c,
+        "SELECT count(*) FROM b24._mirror_tables WHERE entity = 'deal'",
+    )
+    .await;
     assert_eq!(tables, 20);
-    let (rows, portals): (i64, i64) = c
-        .query_one("SELECT count(*), count(DISTINCT portal) FROM b24.deal", &[])
-        .await
-        .map(|r| (r.get(0), r.get(1)))
-        .unwrap();
+    let (rows, portals): (i64, i64) =
+        scalar_pair(&c, "SELECT count(*), count(DISTINCT portal) FROM b24.deal").await;
     assert_eq!((rows, portals), (20, 20));
 }
 
@@ -414,14 +389,11 @@ async fn the_shared_table_of_earlier_versions_moves_to_portal_tables_without_los
         .await
         .unwrap();
     assert!(layout.skipped_fields().is_empty());
-    let kind: i8 = c
-        .query_one(
-            "SELECT relkind FROM pg_class WHERE oid = 'b24.deal'::regclass",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let kind: i8 = scalar(
+        &c,
+        "SELECT relkind FROM pg_class WHERE oid = 'b24.deal'::regclass",
+    )
+    .await;
     assert_eq!(kind as u8, b'v', "b24.deal is now the cross-portal view");
     assert_eq!(digest(&c).await, before, "every row is there, unchanged");
 
@@ -430,19 +402,12 @@ async fn the_shared_table_of_earlier_versions_moves_to_portal_tables_without_los
     let b_columns = column_types(&c, &tb).await;
     assert_eq!(type_of(&b_columns, "uf_crm_b"), Some("text"));
     assert_eq!(type_of(&b_columns, "uf_crm_a"), None);
-    let a_kept: i64 = c
-        .query_one("SELECT count(*) FROM b24.deal__a WHERE uf_crm_a = id", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let b_kept: i64 = c
-        .query_one(
-            &format!("SELECT count(*) FROM b24.{tb} WHERE uf_crm_b = 'x' || id"),
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let a_kept: i64 = scalar(&c, "SELECT count(*) FROM b24.deal__a WHERE uf_crm_a = id").await;
+    let b_kept: i64 = scalar(
+        &c,
+        &format!("SELECT count(*) FROM b24.{tb} WHERE uf_crm_b = 'x' || id"),
+    )
+    .await;
     assert_eq!((a_kept, b_kept), (12_000, 3_000));
     let new_column = column_types(&c, "deal__a").await;
     assert_eq!(type_of(&new_column, "uf_crm_new"), Some("text"));
@@ -461,14 +426,7 @@ async fn the_shared_table_of_earlier_versions_moves_to_portal_tables_without_los
         .await
         .unwrap();
     assert_eq!(digest(&c).await, before);
-    let leftovers: i64 = c
-        .query_one(
-            "SELECT count(*) FROM pg_class WHERE relnamespace = 'b24'::regnamespace AND relname LIKE 'deal\\_\\_before%'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let leftovers: i64 = scalar(&c, "SELECT count(*) FROM pg_class WHERE relnamespace = 'b24'::regnamespace AND relname LIKE 'deal\\_\\_before%'").await;
     assert_eq!(leftovers, 0, "the shared table is dropped once moved");
 }
 
@@ -491,14 +449,7 @@ async fn a_shared_table_other_views_read_is_kept_under_a_new_name() {
         .await
         .unwrap();
     assert_eq!(digest(&c).await, before);
-    let (report, kept): (i64, i64) = c
-        .query_one(
-            "SELECT (SELECT count(*) FROM b24.my_report), (SELECT count(*) FROM b24.deal__before_portal_tables)",
-            &[],
-        )
-        .await
-        .map(|r| (r.get(0), r.get(1)))
-        .unwrap();
+    let (report, kept): (i64, i64) = scalar_pair(&c, "SELECT (SELECT count(*) FROM b24.my_report), (SELECT count(*) FROM b24.deal__before_portal_tables)").await;
     assert_eq!((report, kept), (15_000, 15_000));
 }
 
@@ -521,14 +472,13 @@ async fn new_columns_fill_in_batches_and_a_cut_short_fill_resumes() {
 
     let v2 = with(v1, &[("UF_CRM_N", "integer")]);
     store.ensure_table(portal, Entity::Deal, &v2).await.unwrap();
-    let (filled, transactions): (i64, i64) = c
-        .query_one(
-            &format!("SELECT count(*) FILTER (WHERE uf_crm_n = id), count(DISTINCT xmin::text) FROM b24.{t}"),
-            &[],
-        )
-        .await
-        .map(|r| (r.get(0), r.get(1)))
-        .unwrap();
+    let (filled, transactions): (i64, i64) = scalar_pair(
+        &c,
+        &format!(
+            "SELECT count(*) FILTER (WHERE uf_crm_n = id), count(DISTINCT xmin::text) FROM b24.{t}"
+        ),
+    )
+    .await;
     assert_eq!(filled, 12_000);
     assert!(
         transactions >= 3,
@@ -546,25 +496,18 @@ async fn new_columns_fill_in_batches_and_a_cut_short_fill_resumes() {
         format!("SELECT string_agg(xmin::text, ',' ORDER BY id) FROM b24.{t} WHERE id <= 7000");
     let before: String = c.query_one(&untouched, &[]).await.unwrap().get(0);
     store.ensure_table(portal, Entity::Deal, &v2).await.unwrap();
-    let filled: i64 = c
-        .query_one(
-            &format!("SELECT count(*) FROM b24.{t} WHERE uf_crm_n = id"),
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let filled: i64 = scalar(
+        &c,
+        &format!("SELECT count(*) FROM b24.{t} WHERE uf_crm_n = id"),
+    )
+    .await;
     assert_eq!(filled, 12_000);
     let after: String = c.query_one(&untouched, &[]).await.unwrap().get(0);
     assert_eq!(
         before, after,
         "rows filled before the cut are not rewritten"
     );
-    let pending: i64 = c
-        .query_one("SELECT count(*) FROM b24._column_backfill", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let pending: i64 = scalar(&c, "SELECT count(*) FROM b24._column_backfill").await;
     assert_eq!(pending, 0);
 
     // Retyped: the text copy is filled in batches, then takes the column's place.
@@ -584,14 +527,11 @@ async fn new_columns_fill_in_batches_and_a_cut_short_fill_resumes() {
             .collect::<Vec<_>>(),
         ["title", "uf_crm_n"]
     );
-    let text: i64 = c
-        .query_one(
-            &format!("SELECT count(*) FROM b24.{t} WHERE uf_crm_n = id::text"),
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let text: i64 = scalar(
+        &c,
+        &format!("SELECT count(*) FROM b24.{t} WHERE uf_crm_n = id::text"),
+    )
+    .await;
     assert_eq!(text, 12_000);
 }
 
@@ -642,11 +582,7 @@ async fn a_fill_that_meets_locked_rows_leaves_them_for_a_later_run() {
         .expect("the sync does not fail");
     let n: i64 = c.query_one(&filled, &[]).await.unwrap().get(0);
     assert_eq!(n, 0, "the locked batch was rolled back");
-    let pending: i64 = c
-        .query_one("SELECT count(*) FROM b24._column_backfill", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let pending: i64 = scalar(&c, "SELECT count(*) FROM b24._column_backfill").await;
     assert_eq!(pending, 1, "still waiting to be filled");
 
     editor.commit().await.unwrap();
@@ -787,11 +723,8 @@ async fn hostile_portal_names_get_their_own_safe_tables() {
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
             "{t}"
         );
-        let (id, uf): (i64, String) = c
-            .query_one(&format!("SELECT id, uf_crm_p FROM b24.{t}"), &[])
-            .await
-            .map(|r| (r.get(0), r.get(1)))
-            .unwrap();
+        let (id, uf): (i64, String) =
+            scalar_pair(&c, &format!("SELECT id, uf_crm_p FROM b24.{t}")).await;
         assert_eq!((id, uf.as_str()), (i as i64 + 1, *portal));
         // The view names every row's portal exactly.
         let via_view: i64 = c
@@ -808,11 +741,7 @@ async fn hostile_portal_names_get_their_own_safe_tables() {
             .unwrap(),
         1
     );
-    let fields_left: i64 = c
-        .query_one("SELECT count(DISTINCT portal) FROM b24._fields", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let fields_left: i64 = scalar(&c, "SELECT count(DISTINCT portal) FROM b24._fields").await;
     assert_eq!(fields_left as usize, hostile.len());
 }
 

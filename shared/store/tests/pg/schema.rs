@@ -198,17 +198,10 @@ async fn every_column_type_round_trips() {
     assert!(r.get::<_, bool>(30) && r.get::<_, bool>(31));
 
     // Enumeration labels resolve through the stored items.
-    let label: String = c
-        .query_one(
-            &format!(
+    let label: String = scalar(&c, &format!(
                 "SELECT i.value FROM b24.{table} d JOIN b24._field_items i
                    ON i.portal = d.portal AND i.entity = 'deal' AND i.code = 'UF_CRM_ENUM' AND i.item_id = d.uf_crm_enum::text"
-            ),
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+            )).await;
     assert_eq!(label, "List item #2");
 }
 
@@ -442,17 +435,9 @@ async fn new_fields_become_backfilled_columns_and_nothing_is_ever_lost() {
         .unwrap();
     assert_eq!(col.column_type, ColumnType::Text);
     assert_eq!(column_type(&c, "uf_crm_new").await.as_deref(), Some("text"));
-    let kept: String = c
-        .query_one(&format!("SELECT uf_crm_new FROM b24.{t} WHERE id = 5"), &[])
-        .await
-        .unwrap()
-        .get(0);
+    let kept: String = scalar(&c, &format!("SELECT uf_crm_new FROM b24.{t} WHERE id = 5")).await;
     assert_eq!(kept, "n/a");
-    let count: i64 = c
-        .query_one("SELECT count(*) FROM b24.deal", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let count: i64 = scalar(&c, "SELECT count(*) FROM b24.deal").await;
     assert_eq!(count, 5);
 
     // A layout from before the widening still writes (bigint values into the text column).
@@ -467,11 +452,7 @@ async fn new_fields_become_backfilled_columns_and_nothing_is_ever_lost() {
         )
         .await
         .unwrap();
-    let seven: String = c
-        .query_one(&format!("SELECT uf_crm_new FROM b24.{t} WHERE id = 6"), &[])
-        .await
-        .unwrap()
-        .get(0);
+    let seven: String = scalar(&c, &format!("SELECT uf_crm_new FROM b24.{t} WHERE id = 6")).await;
     assert_eq!(seven, "7");
 }
 
@@ -540,11 +521,7 @@ async fn hostile_field_names_are_rejected_and_keywords_are_quoted() {
         json!("payload"),
         "rejected fields stay in raw"
     );
-    let fields_left: i64 = c
-        .query_one("SELECT count(*) FROM b24._fields", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let fields_left: i64 = scalar(&c, "SELECT count(*) FROM b24._fields").await;
     assert_eq!(fields_left as usize, fields.len());
     let described = store
         .describe_columns("a.bitrix24.com", Entity::Deal)
@@ -576,15 +553,8 @@ async fn the_schema_name_is_configurable_and_validated() {
         .await
         .unwrap();
     let c = db.client().await;
-    let tables: i64 = c
-        .query_one(
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'crm_mirror'
-               AND table_name IN ('company', '_fields', '_field_items', '_sync_state', '_sync_runs', '_rate_limit')",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let tables: i64 = scalar(&c, "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'crm_mirror'
+               AND table_name IN ('company', '_fields', '_field_items', '_sync_state', '_sync_runs', '_rate_limit')").await;
     assert_eq!(tables, 6);
     for bad in ["b24\"; drop schema public; --", "B24", "pg_temp", ""] {
         let err = Store::connect(&db.url, bad).await.unwrap_err();

@@ -20,11 +20,7 @@ async fn migrations_are_idempotent_and_safe_to_run_concurrently() {
     rb.unwrap();
     a.migrate().await.unwrap();
     let c = db.client().await;
-    let applied: i64 = c
-        .query_one("SELECT count(*) FROM b24.refinery_schema_history", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let applied: i64 = scalar(&c, "SELECT count(*) FROM b24.refinery_schema_history").await;
     let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../migrations"))
         .unwrap()
         .count();
@@ -179,7 +175,7 @@ async fn a_closed_connection_is_reopened() {
 async fn tls_is_used_when_the_url_asks_for_it() {
     let db = TestDb::create().await;
     let c = db.client().await;
-    let server_ssl: String = c.query_one("SHOW ssl", &[]).await.unwrap().get(0);
+    let server_ssl: String = scalar(&c, "SHOW ssl").await;
     if server_ssl != "on" {
         eprintln!("the local server has ssl=off; TLS cannot be exercised here");
         return;

@@ -130,11 +130,7 @@ async fn upsert_skips_rows_whose_date_modify_did_not_change() {
             (4, "four".into(), false)
         ]
     );
-    let raw: Value = c
-        .query_one("SELECT raw FROM b24.deal WHERE id = 2", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let raw: Value = scalar(&c, "SELECT raw FROM b24.deal WHERE id = 2").await;
     assert_eq!(raw["TITLE"], json!("two v2"));
 
     // Duplicates in one call: the last copy wins, the earlier ones count as unchanged.
@@ -149,11 +145,7 @@ async fn upsert_skips_rows_whose_date_modify_did_not_change() {
             .unwrap(),
         stats(1, 0, 1)
     );
-    let five: String = c
-        .query_one("SELECT title FROM b24.deal WHERE id = 5", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let five: String = scalar(&c, "SELECT title FROM b24.deal WHERE id = 5").await;
     assert_eq!(five, "second");
 
     // Without DATE_MODIFY there is no way to tell, so the row is always rewritten.
@@ -396,11 +388,7 @@ async fn bad_input_is_a_clear_error() {
     );
     // Nothing was written by the failed calls.
     let c = db.client().await;
-    let n: i64 = c
-        .query_one("SELECT count(*) FROM b24.deal", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n: i64 = scalar(&c, "SELECT count(*) FROM b24.deal").await;
     assert_eq!(n, 0);
 }
 
