@@ -32,6 +32,26 @@ fn deal(id: u64, extra: Value) -> Row {
     r
 }
 
+/// Creates `portal`'s deal table with `fields`, writes `rows` to it and returns the
+/// table's name.
+async fn seeded_table(
+    store: &Store,
+    db: &TestDb,
+    portal: &str,
+    fields: &[FieldMeta],
+    rows: &[Row],
+) -> String {
+    let layout = store
+        .ensure_table(portal, Entity::Deal, fields)
+        .await
+        .unwrap();
+    store
+        .upsert(portal, Entity::Deal, &layout, rows)
+        .await
+        .unwrap();
+    portal_table(&db.client().await, portal, Entity::Deal).await
+}
+
 async fn column_types(c: &tokio_postgres::Client, table: &str) -> Vec<(String, String)> {
     c.query(
         "SELECT column_name::text, data_type::text FROM information_schema.columns
@@ -227,17 +247,14 @@ async fn a_locked_table_delays_a_schema_change_without_blocking_readers_or_the_s
     let store = store(&db).await;
     let portal = "busy";
     let v1 = standard();
-    let layout = store.ensure_table(portal, Entity::Deal, &v1).await.unwrap();
-    store
-        .upsert(
-            portal,
-            Entity::Deal,
-            &layout,
-            &[deal(1, json!({"UF_CRM_NEW": "7"}))],
-        )
-        .await
-        .unwrap();
-    let t = portal_table(&db.client().await, portal, Entity::Deal).await;
+    let t = seeded_table(
+        &store,
+        &db,
+        portal,
+        &v1,
+        &[deal(1, json!({"UF_CRM_NEW": "7"}))],
+    )
+    .await;
 
     // A report holds the table (as a long SELECT does) in an open transaction.
     let mut holder = db.client().await;
@@ -460,15 +477,10 @@ async fn new_columns_fill_in_batches_and_a_cut_short_fill_resumes() {
     let c = db.client().await;
     let portal = "batches";
     let v1 = standard();
-    let layout = store.ensure_table(portal, Entity::Deal, &v1).await.unwrap();
     let rows: Vec<Row> = (1..=12_000)
         .map(|i| deal(i, json!({"UF_CRM_N": i.to_string()})))
         .collect();
-    store
-        .upsert(portal, Entity::Deal, &layout, &rows)
-        .await
-        .unwrap();
-    let t = portal_table(&c, portal, Entity::Deal).await;
+    let t = seeded_table(&store, &db, portal, &v1, &rows).await;
 
     let v2 = with(v1, &[("UF_CRM_N", "integer")]);
     store.ensure_table(portal, Entity::Deal, &v2).await.unwrap();
@@ -549,18 +561,10 @@ async fn a_fill_that_meets_locked_rows_leaves_them_for_a_later_run() {
     let c = db.client().await;
     let portal = "locked-rows";
     let fields = with(standard(), &[("UF_CRM_N", "integer")]);
-    let layout = store
-        .ensure_table(portal, Entity::Deal, &fields)
-        .await
-        .unwrap();
     let rows: Vec<Row> = (1..=3)
         .map(|i| deal(i, json!({"UF_CRM_N": i.to_string()})))
         .collect();
-    store
-        .upsert(portal, Entity::Deal, &layout, &rows)
-        .await
-        .unwrap();
-    let t = portal_table(&c, portal, Entity::Deal).await;
+    let t = seeded_table(&store, &db, portal, &fields, &rows).await;
     // A column waiting to be filled (as after a run cut short) ...
     c.batch_execute(&format!(
         "UPDATE b24.{t} SET uf_crm_n = NULL;
@@ -601,17 +605,14 @@ async fn a_retyped_column_keeps_its_old_type_while_the_table_is_busy() {
     let c = db.client().await;
     let portal = "retype";
     let v1 = with(standard(), &[("UF_CRM_N", "integer")]);
-    let layout = store.ensure_table(portal, Entity::Deal, &v1).await.unwrap();
-    store
-        .upsert(
-            portal,
-            Entity::Deal,
-            &layout,
-            &[deal(1, json!({"UF_CRM_N": "5"}))],
-        )
-        .await
-        .unwrap();
-    let t = portal_table(&c, portal, Entity::Deal).await;
+    let t = seeded_table(
+        &store,
+        &db,
+        portal,
+        &v1,
+        &[deal(1, json!({"UF_CRM_N": "5"}))],
+    )
+    .await;
 
     let mut holder = db.client().await;
     let report = holder.transaction().await.unwrap();
