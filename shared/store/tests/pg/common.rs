@@ -3,8 +3,8 @@
 use b24_domain::schema::{EnumItem, FieldMeta};
 use b24_store::{Row, Store};
 use serde_json::Value;
-use tokio_postgres::Client;
 use tokio_postgres::types::FromSqlOwned;
+use tokio_postgres::{Client, Row as PgRow};
 
 pub use b24_testkit::TestDb;
 
@@ -70,6 +70,11 @@ pub async fn portal_table(c: &Client, portal: &str, entity: b24_domain::entity::
 /// The one value the one row of `sql` holds.
 pub async fn scalar<T: FromSqlOwned>(c: &Client, sql: &str) -> T {
     c.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+/// Every row of `sql`, each as `read` makes it.
+pub async fn query_rows<T>(c: &Client, sql: &str, read: impl Fn(&PgRow) -> T) -> Vec<T> {
+    c.query(sql, &[]).await.unwrap().iter().map(read).collect()
 }
 
 /// The two values the one row of `sql` holds.

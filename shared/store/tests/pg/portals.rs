@@ -52,6 +52,19 @@ async fn seeded_table(
     portal_table(&db.client().await, portal, Entity::Deal).await
 }
 
+/// A report holding `table` (as a long SELECT does) in an open transaction; `COMMIT`
+/// on the returned client ends it.
+async fn report_reading(db: &TestDb, table: &str) -> tokio_postgres::Client {
+    let report = db.client().await;
+    report
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE b24.{table} IN ACCESS SHARE MODE"
+        ))
+        .await
+        .unwrap();
+    report
+}
+
 async fn column_types(c: &tokio_postgres::Client, table: &str) -> Vec<(String, String)> {
     c.query(
         "SELECT column_name::text, data_type::text FROM information_schema.columns
@@ -183,16 +196,12 @@ async fn portals_keep_their_own_user_field_types_values_and_retyping() {
             "title"
         ]
     );
-    let rows: Vec<(String, i64, Value)> = c
-        .query(
-            "SELECT portal, id, raw->'UF_CRM_X' FROM b24.deal ORDER BY portal",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
+    let rows: Vec<(String, i64, Value)> = query_rows(
+        &c,
+        "SELECT portal, id, raw->'UF_CRM_X' FROM b24.deal ORDER BY portal",
+        |r| (r.get(0), r.get(1), r.get(2)),
+    )
+    .await;
     assert_eq!(
         rows,
         [
@@ -256,13 +265,7 @@ async fn a_locked_table_delays_a_schema_change_without_blocking_readers_or_the_s
     )
     .await;
 
-    // A report holds the table (as a long SELECT does) in an open transaction.
-    let mut holder = db.client().await;
-    let report = holder.transaction().await.unwrap();
-    report
-        .batch_execute(&format!("LOCK TABLE b24.{t} IN ACCESS SHARE MODE"))
-        .await
-        .unwrap();
+    let report = report_reading(&db, &t).await;
 
     let v2 = with(v1.clone(), &[("UF_CRM_NEW", "integer")]);
     let change = tokio::spawn({
@@ -321,19 +324,15 @@ async fn a_locked_table_delays_a_schema_change_without_blocking_readers_or_the_s
     assert!(waiting.rejected_reason.unwrap().contains("later run"));
 
     // The report ends; the next run adds the column and fills it from raw.
-    report.commit().await.unwrap();
+    report.batch_execute("COMMIT").await.unwrap();
     let layout = store.ensure_table(portal, Entity::Deal, &v2).await.unwrap();
     assert!(layout.skipped_fields().is_empty());
-    let values: Vec<(i64, Option<i64>)> = reader
-        .query(
-            &format!("SELECT id, uf_crm_new FROM b24.{t} ORDER BY id"),
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let values: Vec<(i64, Option<i64>)> = query_rows(
+        &reader,
+        &format!("SELECT id, uf_crm_new FROM b24.{t} ORDER BY id"),
+        |r| (r.get(0), r.get(1)),
+    )
+    .await;
     assert_eq!(values, [(1, Some(7)), (2, Some(8))]);
 }
 
@@ -367,17 +366,9 @@ async fn create_shared_table(c: &tokio_postgres::Client) {
 
 /// Per portal: row count and a digest of every row's ID, record, deletion and title.
 async fn digest(c: &tokio_postgres::Client) -> Vec<(String, i64, String)> {
-    c.query(
-        "SELECT portal, count(*), md5(string_agg(id || '|' || raw::text || '|' || coalesce(deleted_at::text, '-')
+    query_rows(c, "SELECT portal, count(*), md5(string_agg(id || '|' || raw::text || '|' || coalesce(deleted_at::text, '-')
                                                  || '|' || coalesce(title, '-'), ',' ORDER BY id))
-         FROM b24.deal GROUP BY portal ORDER BY portal",
-        &[],
-    )
-    .await
-    .unwrap()
-    .iter()
-    .map(|r| (r.get(0), r.get(1), r.get(2)))
-    .collect()
+         FROM b24.deal GROUP BY portal ORDER BY portal", |r| (r.get(0), r.get(1), r.get(2))).await
 }
 
 #[tokio::test]
@@ -614,12 +605,7 @@ async fn a_retyped_column_keeps_its_old_type_while_the_table_is_busy() {
     )
     .await;
 
-    let mut holder = db.client().await;
-    let report = holder.transaction().await.unwrap();
-    report
-        .batch_execute(&format!("LOCK TABLE b24.{t} IN ACCESS SHARE MODE"))
-        .await
-        .unwrap();
+    let report = report_reading(&db, &t).await;
     let v2 = with(standard(), &[("UF_CRM_N", "string")]);
     let busy = store.ensure_table(portal, Entity::Deal, &v2).await.unwrap();
     let n = busy
@@ -645,7 +631,7 @@ async fn a_retyped_column_keeps_its_old_type_while_the_table_is_busy() {
         stats.invalid_values, 1,
         "kept in raw, NULL in the old column"
     );
-    report.commit().await.unwrap();
+    report.batch_execute("COMMIT").await.unwrap();
 
     // The next run adds the text copy, fills it from raw and puts it in place.
     let layout = store.ensure_table(portal, Entity::Deal, &v2).await.unwrap();
@@ -657,13 +643,12 @@ async fn a_retyped_column_keeps_its_old_type_while_the_table_is_busy() {
             .collect::<Vec<_>>(),
         [("title", "text"), ("uf_crm_n", "text")]
     );
-    let values: Vec<Option<String>> = c
-        .query(&format!("SELECT uf_crm_n FROM b24.{t} ORDER BY id"), &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let values: Vec<Option<String>> = query_rows(
+        &c,
+        &format!("SELECT uf_crm_n FROM b24.{t} ORDER BY id"),
+        |r| r.get(0),
+    )
+    .await;
     assert_eq!(values, [Some("5".into()), Some("n/a".into())]);
 }
 
@@ -705,16 +690,12 @@ async fn hostile_portal_names_get_their_own_safe_tables() {
             [i as u64 + 1]
         );
     }
-    let names: Vec<String> = c
-        .query(
-            "SELECT table_name FROM b24._mirror_tables ORDER BY table_name",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let names: Vec<String> = query_rows(
+        &c,
+        "SELECT table_name FROM b24._mirror_tables ORDER BY table_name",
+        |r| r.get(0),
+    )
+    .await;
     assert_eq!(names.len(), hostile.len(), "{names:?}");
     for (i, portal) in hostile.iter().enumerate() {
         let t = portal_table(&c, portal, Entity::Deal).await;

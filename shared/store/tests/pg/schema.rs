@@ -317,16 +317,12 @@ async fn new_fields_become_backfilled_columns_and_nothing_is_ever_lost() {
         column_type(&c, "uf_crm_new").await.as_deref(),
         Some("bigint")
     );
-    let values: Vec<(i64, Option<i64>)> = c
-        .query(
-            &format!("SELECT id, uf_crm_new FROM b24.{t} ORDER BY id"),
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let values: Vec<(i64, Option<i64>)> = query_rows(
+        &c,
+        &format!("SELECT id, uf_crm_new FROM b24.{t} ORDER BY id"),
+        |r| (r.get(0), r.get(1)),
+    )
+    .await;
     assert_eq!(values, [(1, Some(10)), (2, Some(20)), (3, Some(30))]);
     // Re-reading the same rows changes nothing: the new column was already filled.
     let again = store
@@ -359,13 +355,12 @@ async fn new_fields_become_backfilled_columns_and_nothing_is_ever_lost() {
         )
         .await
         .unwrap();
-    let old: Vec<Option<String>> = c
-        .query(&format!("SELECT uf_crm_old FROM b24.{t} ORDER BY id"), &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let old: Vec<Option<String>> = query_rows(
+        &c,
+        &format!("SELECT uf_crm_old FROM b24.{t} ORDER BY id"),
+        |r| r.get(0),
+    )
+    .await;
     assert_eq!(
         old,
         [
@@ -398,13 +393,12 @@ async fn new_fields_become_backfilled_columns_and_nothing_is_ever_lost() {
         .bitrix_type = "string".into();
     let layout_v4 = store.ensure_table(portal, Entity::Deal, &v4).await.unwrap();
     assert_eq!(column_type(&c, "uf_crm_new").await.as_deref(), Some("text"));
-    let text: Vec<Option<String>> = c
-        .query(&format!("SELECT uf_crm_new FROM b24.{t} ORDER BY id"), &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let text: Vec<Option<String>> = query_rows(
+        &c,
+        &format!("SELECT uf_crm_new FROM b24.{t} ORDER BY id"),
+        |r| r.get(0),
+    )
+    .await;
     assert_eq!(
         text,
         [

@@ -41,15 +41,12 @@ fn stats(inserted: u64, updated: u64, unchanged: u64) -> UpsertStats {
 }
 
 async fn titles(c: &tokio_postgres::Client) -> Vec<(i64, String, bool)> {
-    c.query(
+    query_rows(
+        c,
         "SELECT id, title, deleted_at IS NOT NULL FROM b24.deal ORDER BY id",
-        &[],
+        |r| (r.get(0), r.get(1), r.get(2)),
     )
     .await
-    .unwrap()
-    .iter()
-    .map(|r| (r.get(0), r.get(1), r.get(2)))
-    .collect()
 }
 
 #[tokio::test]
