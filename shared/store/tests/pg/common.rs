@@ -82,3 +82,25 @@ pub async fn scalar_pair<A: FromSqlOwned, B: FromSqlOwned>(c: &Client, sql: &str
     let row = c.query_one(sql, &[]).await.unwrap();
     (row.get(0), row.get(1))
 }
+
+/// `(column, data type)` of every column of `table` in [`SCHEMA`], in table order.
+pub async fn column_types(c: &Client, table: &str) -> Vec<(String, String)> {
+    c.query(
+        "SELECT column_name::text, data_type::text FROM information_schema.columns
+         WHERE table_schema = 'b24' AND table_name = $1 ORDER BY ordinal_position",
+        &[&table],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+/// The data type of column `name` among `columns` (from [`column_types`]).
+pub fn type_of<'a>(columns: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    columns
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, t)| t.as_str())
+}

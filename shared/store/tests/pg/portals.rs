@@ -65,26 +65,6 @@ async fn report_reading(db: &TestDb, table: &str) -> tokio_postgres::Client {
     report
 }
 
-async fn column_types(c: &tokio_postgres::Client, table: &str) -> Vec<(String, String)> {
-    c.query(
-        "SELECT column_name::text, data_type::text FROM information_schema.columns
-         WHERE table_schema = 'b24' AND table_name = $1 ORDER BY ordinal_position",
-        &[&table],
-    )
-    .await
-    .unwrap()
-    .iter()
-    .map(|r| (r.get(0), r.get(1)))
-    .collect()
-}
-
-fn type_of<'a>(columns: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    columns
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, t)| t.as_str())
-}
-
 #[tokio::test]
 async fn portals_keep_their_own_user_field_types_values_and_retyping() {
     let db = TestDb::create().await;

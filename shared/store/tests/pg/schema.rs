@@ -88,24 +88,7 @@ async fn every_column_type_round_trips() {
 
     let c = db.client().await;
     let table = portal_table(&c, "a.bitrix24.com", Entity::Deal).await;
-    let types: Vec<(String, String)> = c
-        .query(
-            "SELECT column_name::text, data_type::text FROM information_schema.columns
-             WHERE table_schema = 'b24' AND table_name = $1 ORDER BY ordinal_position",
-            &[&table],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    let type_of = |col: &str| {
-        types
-            .iter()
-            .find(|(c, _)| c == col)
-            .map(|(_, t)| t.as_str())
-            .unwrap_or("missing")
-    };
+    let types = column_types(&c, &table).await;
     for (col, ty) in [
         ("portal", "text"),
         ("id", "bigint"),
@@ -138,7 +121,7 @@ async fn every_column_type_round_trips() {
         ("uf_crm_addr", "text"),
         ("uf_crm_tags", "jsonb"),
     ] {
-        assert_eq!(type_of(col), ty, "{col}");
+        assert_eq!(type_of(&types, col), Some(ty), "{col}");
     }
 
     let r = c
@@ -271,14 +254,7 @@ async fn phone_and_email_multifields_are_queryable_jsonb() {
 /// The type of `column` in the deal table of [`PORTAL`].
 async fn column_type(c: &tokio_postgres::Client, column: &str) -> Option<String> {
     let table = portal_table(c, PORTAL, Entity::Deal).await;
-    c.query_opt(
-        "SELECT data_type::text FROM information_schema.columns
-         WHERE table_schema = 'b24' AND table_name = $1 AND column_name = $2",
-        &[&table, &column],
-    )
-    .await
-    .unwrap()
-    .map(|r| r.get(0))
+    type_of(&column_types(c, &table).await, column).map(String::from)
 }
 
 const PORTAL: &str = "a.bitrix24.com";
