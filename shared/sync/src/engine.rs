@@ -19,7 +19,7 @@ use b24_domain::sync::{
 use b24_store::{RunLock, RunStats, Store, SyncState, TableLayout};
 use futures::{Stream, StreamExt};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -425,26 +425,20 @@ impl Syncer<'_> {
                 target: run.prepared.newest.clone(),
             },
         };
-        let mut filter = serde_json::Map::new();
+        let mut filter = Map::new();
         filter.insert(
             ">=DATE_MODIFY".into(),
             Value::String(checkpoint.since.clone()),
         );
-        let query = ListQuery {
-            method: run.entity.method("list"),
-            select: run.prepared.select.clone(),
-            filter,
-            after_id: (checkpoint.after_id > 0).then_some(checkpoint.after_id),
-        };
-        let mut chunks = prefetch(listed_chunks(self.client, query));
-        let mut first = true;
+        let select = run.prepared.select.clone();
+        let listing = listed_chunks(self.client, run.entity, select, filter, checkpoint.after_id);
+        let mut chunks = prefetch(listing);
         loop {
-            let chunk = match chunks.next_within(run.options, first).await {
+            let chunk = match chunks.next_within(run.options).await {
                 Step::Item(chunk) => chunk?,
                 Step::End => break,
                 Step::OutOfTime => return Ok(Progress::Stopped),
             };
-            first = false;
             self.write_chunk(run, &chunk, summary).await?;
             checkpoint.after_id = last_id(&chunk)?;
             run.ensure_locked()?;
@@ -530,22 +524,15 @@ impl Syncer<'_> {
             Walk::Full { .. } => run.prepared.select.clone(),
             Walk::Reconcile => vec!["ID".into()],
         };
-        let query = ListQuery {
-            method: run.entity.method("list"),
-            select,
-            filter: serde_json::Map::new(),
-            after_id: (start_after > 0).then_some(start_after),
-        };
-        let mut chunks = prefetch(listed_chunks(self.client, query));
+        let listing = listed_chunks(self.client, run.entity, select, Map::new(), start_after);
+        let mut chunks = prefetch(listing);
         let mut window_start = start_after;
-        let mut first = true;
         loop {
-            let chunk = match chunks.next_within(run.options, first).await {
+            let chunk = match chunks.next_within(run.options).await {
                 Step::Item(chunk) => chunk?,
                 Step::End => break,
                 Step::OutOfTime => return Ok(Progress::Stopped),
             };
-            first = false;
             if let Walk::Full { .. } = walk {
                 self.write_chunk(run, &chunk, summary).await?;
             }
@@ -628,17 +615,11 @@ impl Syncer<'_> {
             lookup.extend(&diff.missing_in_mirror);
             lookup.sort_unstable();
         }
-        let method = run.entity.method("list");
         let mut batches = lookup.chunks(RECHECK_BATCH).peekable();
         while let Some(ids) = batches.next() {
-            let found = self.client.fetch_by_ids(&method, ids, &run.prepared.select);
-            let Some(found) = within(run.options.deadline, found).await else {
+            let Some(found_ids) = self.look_up(run, ids, summary).await? else {
                 return Ok(Progress::Stopped);
             };
-            let found = found?;
-            self.write_chunk(run, &found, summary).await?;
-            let mut found_ids = found.iter().map(row_id).collect::<Result<Vec<u64>, _>>()?;
-            found_ids.sort_unstable();
             let gone: Vec<u64> = ids
                 .iter()
                 .copied()
@@ -661,6 +642,26 @@ impl Syncer<'_> {
             }
         }
         Ok(Progress::Completed)
+    }
+
+    /// Looks `ids` up on the portal (one request), writes the rows it still has and
+    /// returns their IDs, sorted; `None` when the deadline came first.
+    async fn look_up(
+        &self,
+        run: &Run<'_>,
+        ids: &[u64],
+        summary: &mut SyncSummary,
+    ) -> Result<Option<Vec<u64>>, SyncError> {
+        let method = run.entity.method("list");
+        let lookup = self.client.fetch_by_ids(&method, ids, &run.prepared.select);
+        let Some(found) = within(run.options.deadline, lookup).await else {
+            return Ok(None);
+        };
+        let found = found?;
+        self.write_chunk(run, &found, summary).await?;
+        let mut found_ids = found.iter().map(row_id).collect::<Result<Vec<u64>, _>>()?;
+        found_ids.sort_unstable();
+        Ok(Some(found_ids))
     }
 
     /// Soft-deletes what the finished listing found gone, if the guard allows that
@@ -689,15 +690,9 @@ impl Syncer<'_> {
         let live = self.store.live_count(self.portal, run.entity).await?;
         let guard = run.options.delete_guard;
         for ids in older.chunks(RECHECK_BATCH) {
-            let method = run.entity.method("list");
-            let lookup = self.client.fetch_by_ids(&method, ids, &run.prepared.select);
-            let Some(found) = within(run.options.deadline, lookup).await else {
+            let Some(back) = self.look_up(run, ids, summary).await? else {
                 return Ok(Progress::Stopped);
             };
-            let found = found?;
-            self.write_chunk(run, &found, summary).await?;
-            let mut back = found.iter().map(row_id).collect::<Result<Vec<u64>, _>>()?;
-            back.sort_unstable();
             self.store
                 .clear_pending_deletes(self.portal, run.entity, key, Some(&back))
                 .await?;
@@ -744,24 +739,18 @@ impl Syncer<'_> {
             entity: entity.to_string(),
             ..CheckReport::default()
         };
-        let query = ListQuery {
-            method: entity.method("list"),
-            select: vec!["ID".into(), "DATE_MODIFY".into()],
-            filter: serde_json::Map::new(),
-            after_id: None,
-        };
-        let mut rows = self.client.list_stream(query).chunks(CHUNK_ROWS).boxed();
+        let select = vec!["ID".into(), "DATE_MODIFY".into()];
+        let mut chunks = listed_chunks(self.client, entity, select, Map::new(), 0).boxed();
         let mut window_start = 0;
-        while let Some(chunk) = rows.next().await {
-            let listed = chunk
-                .into_iter()
+        while let Some(chunk) = chunks.next().await {
+            let listed = chunk?
+                .iter()
                 .map(|row| {
-                    let row = row?;
                     let modified = row.get("DATE_MODIFY").and_then(Value::as_str);
                     let modified = modified
                         .map(|t| parse_portal_time("DATE_MODIFY", t))
                         .transpose()?;
-                    Ok((row_id(&row)?, modified.map(|t| t.timestamp_micros())))
+                    Ok((row_id(row)?, modified.map(|t| t.timestamp_micros())))
                 })
                 .collect::<Result<Vec<_>, SyncError>>()?;
             let Some(&(window_end, _)) = listed.last() else {
@@ -865,11 +854,21 @@ async fn within<T>(deadline: Option<Instant>, work: impl Future<Output = T>) -> 
     }
 }
 
-/// The listing in chunks of [`CHUNK_ROWS`], each failing with the listing's first error.
+/// The entity's listing in ID order after `after_id` (0: from the start), in chunks of
+/// [`CHUNK_ROWS`], each failing with the listing's first error.
 fn listed_chunks(
     client: &Client,
-    query: ListQuery,
+    entity: Entity,
+    select: Vec<String>,
+    filter: Map<String, Value>,
+    after_id: u64,
 ) -> impl Stream<Item = Result<Vec<Row>, B24Error>> + Send + 'static {
+    let query = ListQuery {
+        method: entity.method("list"),
+        select,
+        filter,
+        after_id: (after_id > 0).then_some(after_id),
+    };
     client
         .list_stream(query)
         .chunks(CHUNK_ROWS)
@@ -881,6 +880,8 @@ fn listed_chunks(
 /// client's current batch plus three chunks.
 struct Prefetch<T> {
     items: mpsc::Receiver<T>,
+    /// Whether an item was taken: the soft stop applies from the second one on.
+    taken_one: bool,
     _reader: AbortOnDrop,
 }
 
@@ -893,15 +894,18 @@ enum Step<T> {
 
 impl<T> Prefetch<T> {
     /// The next item, unless the run must stop: the deadline came before it, or (after
-    /// the run's first item) the soft stop has passed and there is more to do. Looking
-    /// one item ahead (already prefetched, as a rule) lets a slice that reached the end
-    /// complete instead of leaving an empty slice for later.
-    async fn next_within(&mut self, options: &SyncOptions, first: bool) -> Step<T> {
+    /// the first item, so every run gets some work done) the soft stop has passed and
+    /// there is more to do. Looking one item ahead (already prefetched, as a rule) lets
+    /// a slice that reached the end complete instead of leaving an empty slice for later.
+    async fn next_within(&mut self, options: &SyncOptions) -> Step<T> {
         match within(options.deadline, self.items.recv()).await {
             None => Step::OutOfTime,
             Some(None) => Step::End,
-            Some(Some(_)) if !first && options.out_of_time() => Step::OutOfTime,
-            Some(Some(item)) => Step::Item(item),
+            Some(Some(_)) if self.taken_one && options.out_of_time() => Step::OutOfTime,
+            Some(Some(item)) => {
+                self.taken_one = true;
+                Step::Item(item)
+            }
         }
     }
 }
@@ -935,6 +939,7 @@ where
     });
     Prefetch {
         items: rx,
+        taken_one: false,
         _reader: AbortOnDrop(reader),
     }
 }
@@ -1029,30 +1034,18 @@ mod tests {
             ..SyncOptions::default()
         };
         let mut items = prefetch(futures::stream::iter([Ok::<_, ()>(1), Ok(2)]));
-        assert!(matches!(
-            items.next_within(&past, true).await,
-            Step::Item(Ok(1))
-        ));
-        assert!(matches!(
-            items.next_within(&past, false).await,
-            Step::OutOfTime
-        ));
+        assert!(matches!(items.next_within(&past).await, Step::Item(Ok(1))));
+        assert!(matches!(items.next_within(&past).await, Step::OutOfTime));
         let mut items = prefetch(futures::stream::iter([Ok::<_, ()>(1)]));
-        assert!(matches!(
-            items.next_within(&past, true).await,
-            Step::Item(Ok(1))
-        ));
-        assert!(matches!(items.next_within(&past, false).await, Step::End));
+        assert!(matches!(items.next_within(&past).await, Step::Item(Ok(1))));
+        assert!(matches!(items.next_within(&past).await, Step::End));
         // A deadline that passes before the next item arrives.
         let hard = SyncOptions {
             deadline: Some(Instant::now() + Duration::from_millis(50)),
             ..SyncOptions::default()
         };
         let mut items = prefetch(futures::stream::pending::<Result<(), ()>>());
-        assert!(matches!(
-            items.next_within(&hard, true).await,
-            Step::OutOfTime
-        ));
+        assert!(matches!(items.next_within(&hard).await, Step::OutOfTime));
     }
 
     #[tokio::test]

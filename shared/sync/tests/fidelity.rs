@@ -9,8 +9,7 @@ use std::time::Duration;
 use b24_client::Client;
 use b24_domain::entity::Entity;
 use b24_domain::sync::Mode;
-use b24_sim::{MutateRequest, RunningSim, SimConfig, UserFieldRequest, UserFieldType};
-use b24_store::Store;
+use b24_sim::{MutateRequest, SimConfig, UserFieldType};
 use b24_sync::{SyncOptions, SyncSummary, Syncer};
 use common::*;
 use serde_json::{Map, Value, json};
@@ -27,19 +26,12 @@ fn portal(utc_offset_secs: i32) -> SimConfig {
     }
 }
 
-async fn sync(
-    client: &Client,
-    store: &Store,
-    entity: Entity,
-    mode: Mode,
-    options: &SyncOptions,
-) -> SyncSummary {
-    let syncer = Syncer {
-        client,
-        store,
-        portal: PORTAL,
-    };
-    syncer.run(entity, mode, options).await.unwrap()
+/// Runs `mode` for `entity` with the default options; the run must succeed.
+async fn sync(syncer: &Syncer<'_>, entity: Entity, mode: Mode) -> SyncSummary {
+    syncer
+        .run(entity, mode, &SyncOptions::default())
+        .await
+        .unwrap()
 }
 
 async fn call(client: &Client, method: &str, params: Value) -> Value {
@@ -50,30 +42,11 @@ async fn call(client: &Client, method: &str, params: Value) -> Value {
         .result
 }
 
-async fn add_user_field(sim: &RunningSim, field_type: UserFieldType, multiple: bool) -> String {
-    let request = UserFieldRequest {
-        entity: b24_sim::Entity::Deal,
-        field_type,
-        multiple,
-        code: None,
-        unchecked: false,
-    };
-    sim.add_user_field(&request).await.unwrap()
-}
-
-/// The name of the table holding the test portal's rows of `entity`.
-async fn table_name(db: &TestDb, entity: Entity) -> String {
-    db.client()
-        .await
-        .query_one(
-            &format!(
-                "SELECT table_name FROM {SCHEMA}._mirror_tables WHERE portal = $1 AND entity = $2"
-            ),
-            &[&PORTAL, &entity.as_str()],
-        )
-        .await
-        .unwrap()
-        .get(0)
+/// Adds a record through `method` (`crm.deal.add`, ...) and returns its ID.
+async fn add(client: &Client, method: &str, fields: Value) -> u64 {
+    let id = call(client, method, json!({ "fields": fields })).await;
+    id.as_u64()
+        .unwrap_or_else(|| panic!("{method} answered {id}"))
 }
 
 /// The test portal's table of `entity`, schema-qualified.
@@ -133,31 +106,27 @@ fn rendered(date: &str, utc_offset_secs: i32) -> String {
 #[tokio::test]
 async fn date_fields_are_their_calendar_dates_east_and_west_of_utc() {
     for offset in [2 * 3600, -3 * 3600, 0, 14 * 3600, -(9 * 3600 + 1800)] {
-        let db = TestDb::create().await;
-        let store = store(&db).await;
-        let sim = sim(portal(offset)).await;
-        let client = client(&sim);
-        let single = add_user_field(&sim, UserFieldType::Date, false).await;
-        let multiple = add_user_field(&sim, UserFieldType::Date, true).await;
-        let deal = call(
+        let (db, store, sim, client) = setup(portal(offset)).await;
+        let syncer = syncer(&client, &store);
+        let single = add_deal_field(&sim, UserFieldType::Date, false, None).await;
+        let multiple = add_deal_field(&sim, UserFieldType::Date, true, None).await;
+        let deal = add(
             &client,
             "crm.deal.add",
-            json!({"fields": {
+            json!({
                 "TITLE": "dated", "BEGINDATE": "2024-08-30", "CLOSEDATE": "2024-01-01",
                 single.clone(): "2024-02-29", multiple.clone(): ["2024-08-30", "2023-12-31"],
-            }}),
+            }),
         )
         .await;
-        let deal = deal.as_u64().unwrap();
-        let contact = call(
+        let contact = add(
             &client,
             "crm.contact.add",
-            json!({"fields": {"NAME": "Born", "BIRTHDATE": "1990-06-15"}}),
+            json!({"NAME": "Born", "BIRTHDATE": "1990-06-15"}),
         )
         .await;
-        let contact = contact.as_u64().unwrap();
         for entity in [Entity::Deal, Entity::Contact] {
-            sync(&client, &store, entity, Mode::Full, &SyncOptions::default()).await;
+            sync(&syncer, entity, Mode::Full).await;
             assert_typed_columns_match_raw(&db, entity).await;
         }
 
@@ -205,47 +174,26 @@ async fn date_fields_are_their_calendar_dates_east_and_west_of_utc() {
 
 #[tokio::test]
 async fn empty_values_are_null_whether_listed_as_null_or_got_as_blank() {
-    let db = TestDb::create().await;
-    let store = store(&db).await;
-    let sim = sim(portal(-3 * 3600)).await;
-    let client = client(&sim);
+    let (db, store, sim, client) = setup(portal(-3 * 3600)).await;
+    let syncer = syncer(&client, &store);
     let mut single_fields = Vec::new();
-    for field_type in [
-        UserFieldType::Integer,
-        UserFieldType::Double,
-        UserFieldType::Boolean,
-        UserFieldType::Date,
-        UserFieldType::Datetime,
-        UserFieldType::Enumeration,
-        UserFieldType::Money,
-        UserFieldType::Employee,
-        UserFieldType::File,
-    ] {
-        single_fields.push(add_user_field(&sim, field_type, false).await);
+    // Every type with a typed column (a string field's column is text, as it is).
+    for field_type in UserFieldType::ALL {
+        if field_type == UserFieldType::String {
+            continue;
+        }
+        single_fields.push(add_deal_field(&sim, field_type, false, None).await);
     }
     for field_type in [
         UserFieldType::Date,
         UserFieldType::Enumeration,
         UserFieldType::Money,
     ] {
-        add_user_field(&sim, field_type, true).await;
+        add_deal_field(&sim, field_type, true, None).await;
     }
     // A deal with nothing but a title: its user fields are empty.
-    let id = call(
-        &client,
-        "crm.deal.add",
-        json!({"fields": {"TITLE": "bare"}}),
-    )
-    .await;
-    let id = id.as_u64().unwrap();
-    sync(
-        &client,
-        &store,
-        Entity::Deal,
-        Mode::Full,
-        &SyncOptions::default(),
-    )
-    .await;
+    let id = add(&client, "crm.deal.add", json!({"TITLE": "bare"})).await;
+    sync(&syncer, Entity::Deal, Mode::Full).await;
 
     // Every typed column whose field came empty (absent, null or "") is NULL.
     let typed: Vec<(String, String)> = typed_columns(&db, Entity::Deal)
@@ -298,10 +246,7 @@ async fn empty_values_are_null_whether_listed_as_null_or_got_as_blank() {
         blanks >= 8,
         "get answers empty user fields with \"\": {got:?}"
     );
-    let layout = store
-        .ensure_table(PORTAL, Entity::Deal, &deal_fields(&client).await)
-        .await
-        .unwrap();
+    let layout = deal_layout(&client, &store).await;
     let written = store
         .upsert(PORTAL, Entity::Deal, &layout, std::slice::from_ref(&got))
         .await
@@ -310,21 +255,8 @@ async fn empty_values_are_null_whether_listed_as_null_or_got_as_blank() {
     check(&got, row_text(&db, Entity::Deal, id, &names).await, "get");
 
     // An empty date field is listed as "".
-    let contact = call(
-        &client,
-        "crm.contact.add",
-        json!({"fields": {"NAME": "Ageless"}}),
-    )
-    .await;
-    let contact = contact.as_u64().unwrap();
-    sync(
-        &client,
-        &store,
-        Entity::Contact,
-        Mode::Full,
-        &SyncOptions::default(),
-    )
-    .await;
+    let contact = add(&client, "crm.contact.add", json!({"NAME": "Ageless"})).await;
+    sync(&syncer, Entity::Contact, Mode::Full).await;
     let raw = mirror_records(&db, Entity::Contact)
         .await
         .remove(&contact)
@@ -336,16 +268,10 @@ async fn empty_values_are_null_whether_listed_as_null_or_got_as_blank() {
     );
 }
 
-async fn deal_fields(client: &Client) -> Vec<b24_domain::schema::FieldMeta> {
-    b24_domain::schema::parse_fields(&call(client, "crm.deal.fields", json!({})).await).unwrap()
-}
-
 #[tokio::test]
 async fn fields_never_returned_and_file_fields_settle_without_churn() {
-    let db = TestDb::create().await;
-    let store = store(&db).await;
-    let sim = sim(portal(3 * 3600)).await;
-    let client = client(&sim);
+    let (db, store, _sim, client) = setup(portal(3 * 3600)).await;
+    let syncer = syncer(&client, &store);
     // The deal fields describe CONTACT_IDS (multiple, never returned by list or get)
     // and mark deprecated fields with `isDeprecated`.
     let described = call(&client, "crm.deal.fields", json!({})).await;
@@ -358,16 +284,15 @@ async fn fields_never_returned_and_file_fields_settle_without_churn() {
             .any(|d| d.get("isDeprecated") == Some(&json!(true))),
         "no deal field is marked deprecated"
     );
-    let linked = call(
+    let linked = add(
         &client,
         "crm.deal.add",
-        json!({"fields": {"TITLE": "linked", "CONTACT_IDS": [3, 5]}}),
+        json!({"TITLE": "linked", "CONTACT_IDS": [3, 5]}),
     )
     .await;
-    let linked = linked.as_u64().unwrap();
 
     for entity in [Entity::Deal, Entity::Contact, Entity::Company] {
-        let first = sync(&client, &store, entity, Mode::Full, &SyncOptions::default()).await;
+        let first = sync(&syncer, entity, Mode::Full).await;
         assert!(
             first.completed && first.skipped_fields.is_empty(),
             "{first:?}"
@@ -376,7 +301,7 @@ async fn fields_never_returned_and_file_fields_settle_without_churn() {
         // Nothing changed on the portal: later runs read every row again (the seeded
         // rows are recent, inside the incremental overlap) and write none of them.
         for mode in [Mode::Incremental, Mode::Incremental, Mode::Full] {
-            let again = sync(&client, &store, entity, mode, &SyncOptions::default()).await;
+            let again = sync(&syncer, entity, mode).await;
             assert!(again.rows_read > 0, "{entity} {mode}: {again:?}");
             assert_eq!(
                 (again.rows_inserted, again.rows_updated, again.rows_deleted),
@@ -458,22 +383,17 @@ async fn date_modify(client: &Client, id: u64) -> String {
 
 #[tokio::test]
 async fn a_second_change_within_the_same_second_reaches_the_mirror() {
-    let db = TestDb::create().await;
-    let store = store(&db).await;
-    let sim = sim(portal(-5 * 3600)).await;
-    let client = client(&sim);
-    sync(
-        &client,
-        &store,
-        Entity::Deal,
-        Mode::Full,
-        &SyncOptions::default(),
-    )
-    .await;
+    let (db, store, sim, client) = setup(portal(-5 * 3600)).await;
+    let syncer = syncer(&client, &store);
+    sync(&syncer, Entity::Deal, Mode::Full).await;
     // No overlap: the cursor itself must be inclusive (`>=DATE_MODIFY`).
     let no_overlap = SyncOptions {
         overlap: chrono::Duration::zero(),
         ..SyncOptions::default()
+    };
+    let incremental_without_overlap = || async {
+        let run = syncer.run(Entity::Deal, Mode::Incremental, &no_overlap);
+        run.await.unwrap()
     };
     let id = 7;
 
@@ -489,14 +409,7 @@ async fn a_second_change_within_the_same_second_reaches_the_mirror() {
             json!({"id": id, "fields": {"TITLE": first}}),
         )
         .await;
-        sync(
-            &client,
-            &store,
-            Entity::Deal,
-            Mode::Incremental,
-            &no_overlap,
-        )
-        .await;
+        incremental_without_overlap().await;
         let mirrored = row_text(&db, Entity::Deal, id, &["title"]).await;
         call(
             &client,
@@ -515,28 +428,14 @@ async fn a_second_change_within_the_same_second_reaches_the_mirror() {
         raced,
         "never managed two changes and a sync within one second"
     );
-    let summary = sync(
-        &client,
-        &store,
-        Entity::Deal,
-        Mode::Incremental,
-        &no_overlap,
-    )
-    .await;
+    let summary = incremental_without_overlap().await;
     assert_eq!(summary.rows_updated, 1, "{summary:?}");
     assert_eq!(
         row_text(&db, Entity::Deal, id, &["title"]).await,
         [Some("second".into())]
     );
     // Read again, it is as stored: nothing to write.
-    let summary = sync(
-        &client,
-        &store,
-        Entity::Deal,
-        Mode::Incremental,
-        &no_overlap,
-    )
-    .await;
+    let summary = incremental_without_overlap().await;
     assert_eq!((summary.rows_inserted, summary.rows_updated), (0, 0));
 
     // The simulator's seeded same-second repeats (both changes before any read) also
@@ -550,13 +449,6 @@ async fn a_second_change_within_the_same_second_reaches_the_mirror() {
     };
     let outcome = sim.mutate_with_repeats(&request, 0.5).await.unwrap();
     assert!(!outcome.repeated.is_empty());
-    sync(
-        &client,
-        &store,
-        Entity::Deal,
-        Mode::Incremental,
-        &SyncOptions::default(),
-    )
-    .await;
+    sync(&syncer, Entity::Deal, Mode::Incremental).await;
     assert_mirror_equals_portal(&sim, &db, Entity::Deal).await;
 }

@@ -14,7 +14,7 @@ use b24_domain::sync::{DeleteGuard, Mode, RunOutcome};
 use b24_domain::webhook::WebhookUrl;
 use b24_sim::SimConfig;
 use b24_store::{Store, TableLayout};
-use b24_sync::{SyncError, SyncOptions, SyncRequest, SyncService, Syncer};
+use b24_sync::{SyncError, SyncOptions, SyncRequest, SyncService};
 use common::*;
 use serde_json::json;
 
@@ -24,6 +24,14 @@ fn seeded(deals: usize, contacts: usize) -> SimConfig {
         deals,
         contacts,
         ..SimConfig::default()
+    }
+}
+
+/// Seeded, with the simulator's limits off (for tests about something else than pacing).
+fn unlimited(deals: usize, contacts: usize) -> SimConfig {
+    SimConfig {
+        limits: no_limits(),
+        ..seeded(deals, contacts)
     }
 }
 
@@ -39,15 +47,8 @@ fn confirmed() -> SyncOptions {
 
 #[tokio::test]
 async fn a_role_change_that_hides_most_deals_deletes_nothing_until_confirmed() {
-    let db = TestDb::create().await;
-    let store = store(&db).await;
-    let sim = sim(seeded(1_000, 0)).await;
-    let client = client(&sim);
-    let syncer = Syncer {
-        client: &client,
-        store: &store,
-        portal: PORTAL,
-    };
+    let (db, store, sim, client) = setup(seeded(1_000, 0)).await;
+    let syncer = syncer(&client, &store);
     syncer
         .run(Entity::Deal, Mode::Full, &SyncOptions::default())
         .await
@@ -183,14 +184,7 @@ impl RateLimiter for InsertAfterEachAnswer {
 
 #[tokio::test]
 async fn a_full_sync_racing_with_inserts_deletes_nothing_live() {
-    let db = TestDb::create().await;
-    let store = store(&db).await;
-    let sim = sim(SimConfig {
-        limits: no_limits(),
-        ..seeded(3_000, 0)
-    })
-    .await;
-    let plain = client(&sim);
+    let (db, store, sim, plain) = setup(unlimited(3_000, 0)).await;
     // The table and its layout, as the change worker would have them.
     let writer = Store::connect(&db.url, SCHEMA).await.unwrap();
     let layout = deal_layout(&plain, &writer).await;
@@ -207,11 +201,7 @@ async fn a_full_sync_racing_with_inserts_deletes_nothing_live() {
         ..ClientOptions::default()
     };
     let client = Client::new(webhook, options).unwrap();
-    let syncer = Syncer {
-        client: &client,
-        store: &store,
-        portal: PORTAL,
-    };
+    let syncer = syncer(&client, &store);
     for mode in [Mode::Full, Mode::Full, Mode::Reconcile] {
         let summary = syncer
             .run(Entity::Deal, mode, &SyncOptions::default())
@@ -225,33 +215,10 @@ async fn a_full_sync_racing_with_inserts_deletes_nothing_live() {
     assert_mirror_equals_portal(&sim, &db, Entity::Deal).await;
 }
 
-/// The 40,000 rows scaled to what a debug build reads in a few 3-second runs
-/// (about 4,000 rows a second here): several runs are still needed.
-/// The deal table's layout from the portal's field metadata.
-async fn deal_layout(client: &Client, store: &Store) -> TableLayout {
-    let fields = client.call("crm.deal.fields", &json!({})).await.unwrap();
-    let fields = b24_domain::schema::parse_fields(&fields.result).unwrap();
-    store
-        .ensure_table(PORTAL, Entity::Deal, &fields)
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_long_run_of_ids_gone_from_the_portal_is_settled_across_time_boxed_runs() {
-    let db = TestDb::create().await;
-    let store = store(&db).await;
-    let sim = sim(SimConfig {
-        limits: no_limits(),
-        ..seeded(1_000, 0)
-    })
-    .await;
-    let client = client(&sim);
-    let syncer = Syncer {
-        client: &client,
-        store: &store,
-        portal: PORTAL,
-    };
+    let (db, store, sim, client) = setup(unlimited(1_000, 0)).await;
+    let syncer = syncer(&client, &store);
     syncer
         .run(Entity::Deal, Mode::Full, &SyncOptions::default())
         .await
@@ -292,22 +259,13 @@ async fn a_long_run_of_ids_gone_from_the_portal_is_settled_across_time_boxed_run
     assert_mirror_equals_portal(&sim, &db, Entity::Deal).await;
 }
 
+/// The 40,000 rows scaled to what a debug build reads in a few 3-second runs
+/// (about 4,000 rows a second here): several runs are still needed.
 #[tokio::test]
 async fn an_incremental_over_a_bulk_change_progresses_across_time_boxed_runs() {
     const CHANGED: usize = 20_000;
-    let db = TestDb::create().await;
-    let store = store(&db).await;
-    let sim = sim(SimConfig {
-        limits: no_limits(),
-        ..seeded(CHANGED, 0)
-    })
-    .await;
-    let client = client(&sim);
-    let syncer = Syncer {
-        client: &client,
-        store: &store,
-        portal: PORTAL,
-    };
+    let (db, store, sim, client) = setup(unlimited(CHANGED, 0)).await;
+    let syncer = syncer(&client, &store);
     // A cursor from before every row: all of them changed since, as after a bulk
     // change of the whole CRM.
     const OLD: &str = "2001-01-01T00:00:00+03:00";
@@ -365,25 +323,10 @@ async fn an_incremental_over_a_bulk_change_progresses_across_time_boxed_runs() {
 
 #[tokio::test]
 async fn two_concurrent_runs_keep_one_consistent_state() {
-    let db = TestDb::create().await;
-    let first_store = store(&db).await;
+    let (db, first_store, sim, client) = setup(unlimited(4_000, 0)).await;
     let second_store = Store::connect(&db.url, SCHEMA).await.unwrap();
-    let sim = sim(SimConfig {
-        limits: no_limits(),
-        ..seeded(4_000, 0)
-    })
-    .await;
-    let client = client(&sim);
-    let first = Syncer {
-        client: &client,
-        store: &first_store,
-        portal: PORTAL,
-    };
-    let second = Syncer {
-        client: &client,
-        store: &second_store,
-        portal: PORTAL,
-    };
+    let first = syncer(&client, &first_store);
+    let second = syncer(&client, &second_store);
     let options = SyncOptions::default();
     let (a, b) = tokio::join!(
         first.run(Entity::Deal, Mode::Full, &options),
@@ -472,11 +415,7 @@ async fn a_dropped_lock_connection_frees_the_lock() {
 #[tokio::test]
 async fn reconcile_is_time_boxed_and_every_entity_progresses_in_every_invocation() {
     let db = TestDb::create().await;
-    let sim = sim(SimConfig {
-        limits: no_limits(),
-        ..seeded(8_000, 8_000)
-    })
-    .await;
+    let sim = sim(unlimited(8_000, 8_000)).await;
     let config = json!({
         "database": {"url": db.url, "schema": SCHEMA},
         "portals": {PORTAL: {"webhook_url": sim.webhook_url(), "entities": ["deal", "contact"]}},
@@ -531,15 +470,8 @@ async fn reconcile_is_time_boxed_and_every_entity_progresses_in_every_invocation
 
 #[tokio::test]
 async fn the_deadline_cuts_every_wait_and_the_run_still_ends_recorded() {
-    let db = TestDb::create().await;
-    let store = store(&db).await;
-    let sim = sim(seeded(600, 0)).await;
-    let client = client(&sim);
-    let syncer = Syncer {
-        client: &client,
-        store: &store,
-        portal: PORTAL,
-    };
+    let (db, store, sim, client) = setup(seeded(600, 0)).await;
+    let syncer = syncer(&client, &store);
     // Every answer takes longer than the client's 3-second timeout: each request
     // times out and is retried with backoff, for minutes without a deadline.
     sim.set_faults("latency=5000@1").await.unwrap();

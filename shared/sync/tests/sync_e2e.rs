@@ -7,7 +7,7 @@ use std::time::Instant;
 use b24_domain::entity::Entity;
 use b24_domain::sync::Mode;
 use b24_sim::{SimConfig, UserFieldType};
-use b24_sync::{CHUNK_ROWS, SyncError, SyncOptions, Syncer};
+use b24_sync::{CHUNK_ROWS, SyncError, SyncOptions};
 use common::*;
 
 fn seeded(deals: usize, contacts: usize, user_fields: usize) -> SimConfig {
@@ -24,16 +24,9 @@ fn seeded(deals: usize, contacts: usize, user_fields: usize) -> SimConfig {
 
 #[tokio::test]
 async fn full_sync_mirrors_every_row_and_column_of_every_entity() {
-    let db = TestDb::create().await;
-    let store = store(&db).await;
     // 16 user fields: every type single, and multiple ones (every fifth is multiple).
-    let sim = sim(seeded(6_000, 1_200, 16)).await;
-    let client = client(&sim);
-    let syncer = Syncer {
-        client: &client,
-        store: &store,
-        portal: PORTAL,
-    };
+    let (db, store, sim, client) = setup(seeded(6_000, 1_200, 16)).await;
+    let syncer = syncer(&client, &store);
     for entity in Entity::ALL {
         let summary = syncer
             .run(entity, Mode::Full, &SyncOptions::default())
@@ -103,15 +96,8 @@ async fn full_sync_mirrors_every_row_and_column_of_every_entity() {
 
 #[tokio::test]
 async fn incremental_and_reconcile_converge_after_random_changes() {
-    let db = TestDb::create().await;
-    let store = store(&db).await;
-    let sim = sim(seeded(3_000, 500, 6)).await;
-    let client = client(&sim);
-    let syncer = Syncer {
-        client: &client,
-        store: &store,
-        portal: PORTAL,
-    };
+    let (db, store, sim, client) = setup(seeded(3_000, 500, 6)).await;
+    let syncer = syncer(&client, &store);
     for entity in [Entity::Deal, Entity::Contact] {
         syncer
             .run(entity, Mode::Full, &SyncOptions::default())
@@ -147,29 +133,13 @@ async fn incremental_and_reconcile_converge_after_random_changes() {
         }
     }
     // Deleted rows are kept, marked.
-    let client = db.client().await;
-    let deleted: i64 = client
-        .query_one(
-            "SELECT count(*) FROM b24.deal WHERE portal = $1 AND deleted_at IS NOT NULL",
-            &[&PORTAL],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(deleted, 75);
+    assert_eq!(deleted_ids(&db, Entity::Deal).await.len(), 75);
 }
 
 #[tokio::test]
 async fn incremental_pass_costs_a_handful_of_requests() {
-    let db = TestDb::create().await;
-    let store = store(&db).await;
-    let sim = sim(seeded(5_000, 0, 4)).await;
-    let client = client(&sim);
-    let syncer = Syncer {
-        client: &client,
-        store: &store,
-        portal: PORTAL,
-    };
+    let (_db, store, sim, client) = setup(seeded(5_000, 0, 4)).await;
+    let syncer = syncer(&client, &store);
     syncer
         .run(Entity::Deal, Mode::Full, &SyncOptions::default())
         .await
@@ -194,20 +164,13 @@ async fn incremental_pass_costs_a_handful_of_requests() {
 
 #[tokio::test]
 async fn a_new_user_field_becomes_a_column_without_losing_rows() {
-    let db = TestDb::create().await;
-    let store = store(&db).await;
-    let sim = sim(seeded(1_000, 0, 3)).await;
-    let client = client(&sim);
-    let syncer = Syncer {
-        client: &client,
-        store: &store,
-        portal: PORTAL,
-    };
+    let (db, store, sim, client) = setup(seeded(1_000, 0, 3)).await;
+    let syncer = syncer(&client, &store);
     syncer
         .run(Entity::Deal, Mode::Full, &SyncOptions::default())
         .await
         .unwrap();
-    let code = add_deal_field(&sim, UserFieldType::Double, None).await;
+    let code = add_deal_field(&sim, UserFieldType::Double, false, None).await;
     // The portal's existing records got a value without a DATE_MODIFY change: the
     // column is backfilled from what the next full pass reads.
     syncer
@@ -225,16 +188,9 @@ async fn a_new_user_field_becomes_a_column_without_losing_rows() {
 
 #[tokio::test]
 async fn a_full_sync_cut_by_its_deadline_resumes_without_gaps_or_duplicates() {
-    let db = TestDb::create().await;
-    let store = store(&db).await;
     // Three full chunks and part of a fourth.
-    let sim = sim(seeded(3 * CHUNK_ROWS + 200, 0, 4)).await;
-    let client = client(&sim);
-    let syncer = Syncer {
-        client: &client,
-        store: &store,
-        portal: PORTAL,
-    };
+    let (db, store, sim, client) = setup(seeded(3 * CHUNK_ROWS + 200, 0, 4)).await;
+    let syncer = syncer(&client, &store);
     // A deadline already passed: the run stops after its first chunk.
     let cut = SyncOptions {
         stop_after: Some(Instant::now()),
@@ -272,35 +228,21 @@ async fn a_full_sync_cut_by_its_deadline_resumes_without_gaps_or_duplicates() {
         .unwrap();
     assert_mirror_equals_portal(&sim, &db, Entity::Deal).await;
     // Every run is recorded.
-    let runs: i64 = db
-        .client()
-        .await
-        .query_one("SELECT count(*) FROM b24._sync_runs", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert!(runs >= slices + 3);
+    assert!(run_count(&db).await >= slices + 3);
 }
 
 #[tokio::test]
 async fn hostile_field_names_are_kept_out_of_sql() {
-    let db = TestDb::create().await;
-    let store = store(&db).await;
-    let sim = sim(seeded(200, 0, 2)).await;
+    let (db, store, sim, client) = setup(seeded(200, 0, 2)).await;
     for code in [
         r#"UF_CRM_X"; DROP TABLE b24.deal; --"#,
         "UF_CRM_Y') OR 1=1 --",
         "RAW",
         "DELETED_AT",
     ] {
-        add_deal_field(&sim, UserFieldType::String, Some(code)).await;
+        add_deal_field(&sim, UserFieldType::String, false, Some(code)).await;
     }
-    let client = client(&sim);
-    let syncer = Syncer {
-        client: &client,
-        store: &store,
-        portal: PORTAL,
-    };
+    let syncer = syncer(&client, &store);
     let summary = syncer
         .run(Entity::Deal, Mode::Full, &SyncOptions::default())
         .await
@@ -326,18 +268,11 @@ async fn hostile_field_names_are_kept_out_of_sql() {
 
 #[tokio::test]
 async fn injected_faults_delay_but_never_corrupt_the_mirror() {
-    let db = TestDb::create().await;
-    let store = store(&db).await;
-    let sim = sim(seeded(4_000, 600, 5)).await;
+    let (db, store, sim, client) = setup(seeded(4_000, 600, 5)).await;
     sim.set_faults("503=0.1,500=0.1,timeout=0.03,truncate=0.05,drop_before=0.05,seed=11")
         .await
         .unwrap();
-    let client = client(&sim);
-    let syncer = Syncer {
-        client: &client,
-        store: &store,
-        portal: PORTAL,
-    };
+    let syncer = syncer(&client, &store);
     for entity in [Entity::Deal, Entity::Contact] {
         syncer
             .run(entity, Mode::Full, &SyncOptions::default())
@@ -365,15 +300,8 @@ async fn injected_faults_delay_but_never_corrupt_the_mirror() {
 
 #[tokio::test]
 async fn an_empty_listing_never_soft_deletes_the_whole_mirror() {
-    let db = TestDb::create().await;
-    let store = store(&db).await;
-    let sim = sim(seeded(300, 0, 0)).await;
-    let client = client(&sim);
-    let syncer = Syncer {
-        client: &client,
-        store: &store,
-        portal: PORTAL,
-    };
+    let (db, store, sim, client) = setup(seeded(300, 0, 0)).await;
+    let syncer = syncer(&client, &store);
     syncer
         .run(Entity::Deal, Mode::Full, &SyncOptions::default())
         .await

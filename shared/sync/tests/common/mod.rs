@@ -12,9 +12,10 @@ use b24_domain::webhook::WebhookUrl;
 use b24_sim::{
     MutateOutcome, MutateRequest, RunningSim, SimConfig, UserFieldRequest, UserFieldType,
 };
-use b24_store::Store;
+use b24_store::{Store, TableLayout};
+use b24_sync::Syncer;
 pub use b24_testkit::TestDb;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 pub const PORTAL: &str = "test";
 pub const SCHEMA: &str = "b24";
@@ -27,6 +28,26 @@ pub async fn store(db: &TestDb) -> Store {
 
 pub async fn sim(config: SimConfig) -> RunningSim {
     b24_sim::start(config).await.unwrap()
+}
+
+/// What most sync tests start from: a throw-away database with the store migrated, a
+/// simulated portal and a client of it. Bind every part, even unused (`_db`): dropping
+/// one drops the database or stops the simulator.
+pub async fn setup(config: SimConfig) -> (TestDb, Store, RunningSim, Client) {
+    let db = TestDb::create().await;
+    let store = store(&db).await;
+    let sim = sim(config).await;
+    let client = client(&sim);
+    (db, store, sim, client)
+}
+
+/// Syncs the test portal through `client` into `store`.
+pub fn syncer<'a>(client: &'a Client, store: &'a Store) -> Syncer<'a> {
+    Syncer {
+        client,
+        store,
+        portal: PORTAL,
+    }
 }
 
 /// A client with short timeouts so injected hangs cost seconds, not minutes.
@@ -67,20 +88,48 @@ pub async fn mutate(
     sim.mutate(&request).await.unwrap()
 }
 
-/// Adds a user field to the portal's deals and returns its code.
+/// Adds a user field to the portal's deals and returns its code: the simulator's own
+/// code, or `code` as it is (unchecked, so hostile codes get through).
 pub async fn add_deal_field(
     sim: &RunningSim,
     field_type: UserFieldType,
+    multiple: bool,
     code: Option<&str>,
 ) -> String {
     let request = UserFieldRequest {
         entity: b24_sim::Entity::Deal,
         field_type,
-        multiple: false,
+        multiple,
         code: code.map(str::to_string),
         unchecked: code.is_some(),
     };
     sim.add_user_field(&request).await.unwrap()
+}
+
+/// The deal table's layout from the portal's field metadata, as a sync would make it.
+pub async fn deal_layout(client: &Client, store: &Store) -> TableLayout {
+    let fields = client.call("crm.deal.fields", &json!({})).await.unwrap();
+    let fields = b24_domain::schema::parse_fields(&fields.result).unwrap();
+    store
+        .ensure_table(PORTAL, Entity::Deal, &fields)
+        .await
+        .unwrap()
+}
+
+/// The name of the table holding the test portal's rows of `entity` (the view named
+/// after the entity has only the standard columns every portal shares).
+pub async fn table_name(db: &TestDb, entity: Entity) -> String {
+    db.client()
+        .await
+        .query_one(
+            &format!(
+                "SELECT table_name FROM {SCHEMA}._mirror_tables WHERE portal = $1 AND entity = $2"
+            ),
+            &[&PORTAL, &entity.as_str()],
+        )
+        .await
+        .unwrap()
+        .get(0)
 }
 
 /// Every live record on the portal, by ID.
@@ -158,18 +207,7 @@ pub async fn assert_typed_columns_match_raw(
     entity: Entity,
 ) -> BTreeMap<String, String> {
     let client = db.client().await;
-    // The portal's own table: the view named after the entity has only the standard
-    // columns every portal shares.
-    let table: String = client
-        .query_one(
-            &format!(
-                "SELECT table_name FROM {SCHEMA}._mirror_tables WHERE portal = $1 AND entity = $2"
-            ),
-            &[&PORTAL, &entity.as_str()],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let table = table_name(db, entity).await;
     let columns = client
         .query(
             "SELECT column_name, data_type FROM information_schema.columns \
