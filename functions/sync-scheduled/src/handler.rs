@@ -30,12 +30,16 @@ pub fn deadline(context: &Context) -> Instant {
     let remaining_ms = if context.deadline < EPOCH_MS_FLOOR {
         context.deadline
     } else {
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        context.deadline.saturating_sub(now_ms)
+        context.deadline.saturating_sub(unix_now_ms())
     };
     Instant::now() + Duration::from_millis(remaining_ms)
+}
+
+/// The wall clock in unix milliseconds, as AWS sends deadlines.
+fn unix_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 pub async fn handle(service: &SyncService, event: LambdaEvent<Value>) -> Result<Value, Error> {
@@ -58,6 +62,8 @@ mod tests {
     use super::*;
     use b24_domain::entity::Entity;
     use b24_domain::sync::Mode;
+    use b24_sim::{RunningSim, SimConfig};
+    use b24_testkit::TestDb;
     use serde_json::json;
 
     #[test]
@@ -113,11 +119,7 @@ mod tests {
     #[test]
     fn deadline_is_in_the_future_by_the_remaining_time() {
         let mut context = Context::default();
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
-        context.deadline = now_ms + 900_000;
+        context.deadline = unix_now_ms() + 900_000;
         let remaining = deadline(&context) - Instant::now();
         assert!(remaining > Duration::from_secs(890) && remaining <= Duration::from_secs(900));
         // The local emulator's relative value.
@@ -128,28 +130,30 @@ mod tests {
 
     /// The whole adapter: a schedule input in, summaries out, the mirror written, and a
     /// failing entity failing the invocation without stopping the others.
-    #[tokio::test]
-    async fn handles_a_schedule_input_end_to_end() {
-        let sim = b24_sim::start(b24_sim::SimConfig {
-            deals: 700,
-            contacts: 300,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-        let db = b24_testkit::TestDb::create().await;
+    /// A simulated portal `acme` whose `entities` sync into a throw-away database.
+    /// Keep all three: dropping one stops the simulator or drops the database.
+    async fn acme(sim: SimConfig, entities: &[&str]) -> (RunningSim, TestDb, SyncService) {
+        let sim = b24_sim::start(sim).await.unwrap();
+        let db = TestDb::create().await;
         let config = json!({
             "database": {"url": db.url},
-            "portals": {"acme": {"webhook_url": sim.webhook_url(), "entities": ["deal", "contact"]}},
+            "portals": {"acme": {"webhook_url": sim.webhook_url(), "entities": entities}},
         });
         let config = b24_config::Config::from_json_str(&config.to_string()).unwrap();
         let service = SyncService::connect(config, true).await.unwrap();
+        (sim, db, service)
+    }
+
+    #[tokio::test]
+    async fn handles_a_schedule_input_end_to_end() {
+        let portal = SimConfig {
+            deals: 700,
+            contacts: 300,
+            ..Default::default()
+        };
+        let (_sim, _db, service) = acme(portal, &["deal", "contact"]).await;
         let mut context = Context::default();
-        context.deadline = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64
-            + 900_000;
+        context.deadline = unix_now_ms() + 900_000;
 
         let event = LambdaEvent::new(json!({"portal": "acme", "mode": "full"}), context.clone());
         let answer = handle(&service, event).await.unwrap();
@@ -183,19 +187,11 @@ mod tests {
     /// invocation with `confirm_deletes` applies it.
     #[tokio::test]
     async fn a_refused_deletion_fails_the_invocation_until_confirmed() {
-        let sim = b24_sim::start(b24_sim::SimConfig {
+        let portal = SimConfig {
             deals: 600,
             ..Default::default()
-        })
-        .await
-        .unwrap();
-        let db = b24_testkit::TestDb::create().await;
-        let config = json!({
-            "database": {"url": db.url},
-            "portals": {"acme": {"webhook_url": sim.webhook_url(), "entities": ["deal"]}},
-        });
-        let config = b24_config::Config::from_json_str(&config.to_string()).unwrap();
-        let service = SyncService::connect(config, true).await.unwrap();
+        };
+        let (sim, _db, service) = acme(portal, &["deal"]).await;
         let mut context = Context::default();
         context.deadline = 600_000;
         let invoke = |payload: Value| handle(&service, LambdaEvent::new(payload, context.clone()));
