@@ -145,6 +145,16 @@ fn config_file(sim: &RunningSim, db: &TestDb, name: &str) -> String {
     path.to_str().unwrap().to_string()
 }
 
+/// A throw-away database, migrated through a configuration file for it (see
+/// [`config_file`]); returns the database and the file's path.
+async fn migrated(sim: &RunningSim, name: &str) -> (TestDb, String) {
+    let db = TestDb::create().await;
+    let path = config_file(sim, &db, name);
+    let migrated = b24sync(&["--config", &path, "migrate"], &[]).await;
+    assert!(migrated.status.success(), "{}", stderr(&migrated));
+    (db, path)
+}
+
 #[tokio::test]
 async fn a_time_box_leaves_a_checkpoint_that_resume_finishes() {
     let sim = b24_sim::start(SimConfig {
@@ -153,11 +163,8 @@ async fn a_time_box_leaves_a_checkpoint_that_resume_finishes() {
     })
     .await
     .unwrap();
-    let db = TestDb::create().await;
-    let path = config_file(&sim, &db, "time-box");
+    let (_db, path) = migrated(&sim, "time-box").await;
     let path = path.as_str();
-    let migrated = b24sync(&["--config", path, "migrate"], &[]).await;
-    assert!(migrated.status.success(), "{}", stderr(&migrated));
 
     // Slow answers: five listing requests cannot all fit in a 2-second box.
     sim.set_faults("latency=400@1").await.unwrap();
@@ -285,11 +292,8 @@ async fn a_role_change_is_refused_with_its_own_exit_code_until_confirmed() {
 #[tokio::test]
 async fn a_run_that_finds_another_under_way_says_so_and_exits_cleanly() {
     let sim = sim().await;
-    let db = TestDb::create().await;
-    let path = config_file(&sim, &db, "locked");
+    let (db, path) = migrated(&sim, "locked").await;
     let path = path.as_str();
-    let migrated = b24sync(&["--config", path, "migrate"], &[]).await;
-    assert!(migrated.status.success(), "{}", stderr(&migrated));
     // Another process's run of acme's deals.
     let store = b24_store::Store::connect(&db.url, "b24").await.unwrap();
     let lock = store
