@@ -421,37 +421,20 @@ mod tests {
 
     #[test]
     fn dates_are_the_utc_date_of_the_portal_rendering() {
-        // The documented example, and its mirror image west of UTC, where the local
-        // date part is the previous day.
-        assert_eq!(
-            conv(ColumnType::Date, json!("2024-08-30T02:00:00+02:00")),
-            some("2024-08-30")
-        );
-        assert_eq!(
-            conv(ColumnType::Date, json!("2024-08-29T21:00:00-03:00")),
-            some("2024-08-30")
-        );
-        assert_eq!(
-            conv(ColumnType::Date, json!("2024-08-30T00:00:00+00:00")),
-            some("2024-08-30")
-        );
-        assert_eq!(
-            conv(ColumnType::Date, json!("2024-08-30T00:00:00Z")),
-            some("2024-08-30")
-        );
-        assert_eq!(
-            conv(ColumnType::Date, json!(" 2024-08-30 ")),
-            some("2024-08-30")
-        );
-        // Across a year boundary and at half-hour offsets.
-        assert_eq!(
-            conv(ColumnType::Date, json!("2023-12-31T21:00:00-03:00")),
-            some("2024-01-01")
-        );
-        assert_eq!(
-            conv(ColumnType::Date, json!("2024-08-29T14:30:00-09:30")),
-            some("2024-08-30")
-        );
+        for (sent, date) in [
+            // The documented example, and its mirror image west of UTC, where the
+            // local date part is the previous day.
+            ("2024-08-30T02:00:00+02:00", "2024-08-30"),
+            ("2024-08-29T21:00:00-03:00", "2024-08-30"),
+            ("2024-08-30T00:00:00+00:00", "2024-08-30"),
+            ("2024-08-30T00:00:00Z", "2024-08-30"),
+            (" 2024-08-30 ", "2024-08-30"),
+            // Across a year boundary and at half-hour offsets.
+            ("2023-12-31T21:00:00-03:00", "2024-01-01"),
+            ("2024-08-29T14:30:00-09:30", "2024-08-30"),
+        ] {
+            assert_eq!(conv(ColumnType::Date, json!(sent)), some(date), "{sent}");
+        }
         // Every offset a portal can have, east and west, quarter hours included.
         for date in ["2024-08-30", "2024-01-01", "2024-02-29", "2023-12-31"] {
             for quarter_hours in -12 * 4..=14 * 4 {
@@ -463,18 +446,14 @@ mod tests {
                 );
             }
         }
-        assert_eq!(
-            conv(ColumnType::Date, json!("30.08.2024")),
-            Err(ValueError::NotADate)
-        );
-        assert_eq!(
-            conv(ColumnType::Date, json!("2024-02-30")),
-            Err(ValueError::NotADate)
-        );
-        assert_eq!(
-            conv(ColumnType::Date, json!("2024-08-30T02:00:00")),
-            Err(ValueError::NotADate)
-        );
+        // Not a date, no such day, a datetime without its offset, a number.
+        for bad in ["30.08.2024", "2024-02-30", "2024-08-30T02:00:00"] {
+            assert_eq!(
+                conv(ColumnType::Date, json!(bad)),
+                Err(ValueError::NotADate),
+                "{bad}"
+            );
+        }
         assert!(conv(ColumnType::Date, json!(20240830)).is_err());
     }
 
