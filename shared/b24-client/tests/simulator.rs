@@ -375,19 +375,26 @@ async fn parallel_callers_sharing_one_limiter_never_get_a_503() {
     assert!(unaware.iter().map(|c| c.stats().throttled_503).sum::<u64>() > 0);
 }
 
-#[tokio::test]
-async fn the_operating_budget_is_kept_without_429s() {
+/// A portal whose methods may spend `budget` operating seconds per `window`, and
+/// limiter settings that know it.
+fn operating_budget(budget: f64, window: f64) -> (LimitConfig, LimitSettings) {
     let portal = LimitConfig {
-        operating_budget_secs: 1.0,
-        operating_window_secs: 3.0,
+        operating_budget_secs: budget,
+        operating_window_secs: window,
         ..LimitConfig::default()
     };
-    let sim = sim_with(6_000, 20, portal).await;
     let settings = LimitSettings {
-        operating_budget_secs: 1.0,
-        operating_window_secs: 3.0,
+        operating_budget_secs: budget,
+        operating_window_secs: window,
         ..LimitSettings::standard()
     };
+    (portal, settings)
+}
+
+#[tokio::test]
+async fn the_operating_budget_is_kept_without_429s() {
+    let (portal, settings) = operating_budget(1.0, 3.0);
+    let sim = sim_with(6_000, 20, portal).await;
     let client = client_with(&sim, Arc::new(InProcessLimiter::new(settings)));
     // A request of 50 wide pages costs more than half the budget, so the listing must
     // wait for the window between its requests.
@@ -419,17 +426,8 @@ async fn a_tight_budget_listing_finishes_without_429s_near_the_theoretical_minim
     // most of its time waiting for the window; a scaled-down version of 5 operating
     // seconds per 30 s window.
     let (budget, window) = (2.2, 4.0);
-    let portal = LimitConfig {
-        operating_budget_secs: budget,
-        operating_window_secs: window,
-        ..LimitConfig::default()
-    };
+    let (portal, settings) = operating_budget(budget, window);
     let sim = sim_with(30_000, 20, portal).await;
-    let settings = LimitSettings {
-        operating_budget_secs: budget,
-        operating_window_secs: window,
-        ..LimitSettings::standard()
-    };
     let client = client_with(&sim, Arc::new(InProcessLimiter::new(settings)));
     let started = std::time::Instant::now();
     let listed = list_ids(&client, deals()).await;
