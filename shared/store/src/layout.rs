@@ -4,6 +4,7 @@
 
 mod backfill;
 mod legacy;
+mod mapping;
 mod tables;
 
 use std::collections::{HashMap, HashSet};
@@ -16,6 +17,7 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::{Client, GenericClient, Transaction};
 
 use crate::{Context, Store, StoreError, check_portal, quote_ident};
+use mapping::{CURRENT_MAPPING, FIRST_MAPPING};
 pub(crate) use tables::portal_table_name;
 use tables::{
     ShortLock, advisory_lock, check_owner, create_portal_table, refresh_view, register_table,
@@ -322,6 +324,7 @@ impl Store {
             )));
         }
         let mut arranged = arrange(fields, &placements, &existing);
+        mapping::queue_remapped_columns(client, self, &table_name, &arranged.columns).await?;
         if backfill::fill_pending(client, self, portal, entity, &table_name, &arranged.columns)
             .await?
         {
@@ -432,9 +435,15 @@ async fn apply_changes(
 ) -> Result<(), StoreError> {
     let table = store.table(table_name);
     advisory_lock(tx, &format!("b24-store:table:{table}")).await?;
-    register_table(tx, store, portal, entity, table_name).await?;
     let existing = read_existing(tx, store, table_name).await?;
     let is_new = existing.columns.is_empty();
+    // A table that exists unregistered was filled by an earlier version.
+    let mapping_version = if is_new {
+        CURRENT_MAPPING
+    } else {
+        FIRST_MAPPING
+    };
+    register_table(tx, store, portal, entity, table_name, mapping_version).await?;
     if is_new {
         create_portal_table(tx, &table, &[]).await?;
     }

@@ -11,6 +11,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Transaction};
 
 use super::backfill::BATCH_ROWS;
+use super::mapping::FIRST_MAPPING;
 use super::tables::{
     ShortLock, advisory_lock, create_portal_table, portal_table_name, refresh_view, register_table,
 };
@@ -195,7 +196,8 @@ async fn prepare(
         };
         let result = async {
             advisory_lock(&tx, &format!("b24-store:table:{table}")).await?;
-            register_table(&tx, store, portal, entity, &table_name).await?;
+            // Its rows were filled by an earlier version.
+            register_table(&tx, store, portal, entity, &table_name, FIRST_MAPPING).await?;
             create_portal_table(&tx, &table, &columns).await
         }
         .await;

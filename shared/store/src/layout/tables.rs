@@ -190,7 +190,8 @@ pub(crate) async fn create_portal_table(
     .context(format_args!("creating {table}"))
 }
 
-/// Records that `table_name` holds `portal`'s `entity`; an error when the name is
+/// Records that `table_name` holds `portal`'s `entity`, filled under the rules of
+/// `mapping_version` (kept when it is registered already); an error when the name is
 /// already another portal's (so two portals never share columns).
 pub(crate) async fn register_table(
     tx: &Transaction<'_>,
@@ -198,13 +199,15 @@ pub(crate) async fn register_table(
     portal: &str,
     entity: Entity,
     table_name: &str,
+    mapping_version: i32,
 ) -> Result<(), StoreError> {
     let registry = store.table("_mirror_tables");
     tx.execute(
         &format!(
-            "INSERT INTO {registry} (portal, entity, table_name) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
+            "INSERT INTO {registry} (portal, entity, table_name, mapping_version) VALUES ($1, $2, $3, $4)
+             ON CONFLICT DO NOTHING"
         ),
-        &[&portal, &entity.as_str(), &table_name],
+        &[&portal, &entity.as_str(), &table_name, &mapping_version],
     )
     .await
     .context("registering the portal table")?;

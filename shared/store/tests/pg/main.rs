@@ -4,6 +4,7 @@
 mod common;
 mod connection;
 mod limiter;
+mod mapping;
 mod portals;
 mod schema;
 mod state;
