@@ -7,39 +7,27 @@
 # Usage: benches/client_list.sh DEALS   (client_list_100k.sh / client_list_1m.sh wrap it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/lib.sh
+source benches/lib.sh
 
 deals="${1:?usage: $0 DEALS}"
-ensure_rust
 ensure_gnu_time
-
-say "Building release binaries (b24-sim, b24sync)"
-cargo build --release -q -p b24-sim -p b24sync
-
-work=$(mktemp -d)
-SIM_PID=""
-cleanup() {
-    if [ -n "$SIM_PID" ]; then kill "$SIM_PID" 2>/dev/null || true; fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
+bench_start
 
 say "Starting the simulator with $deals deals and 20 user fields (default limits)"
-start_sim "$work" target/release/b24-sim --deals "$deals" --user-fields 20
+start_sim "$WORK" target/release/b24-sim --deals "$deals" --user-fields 20
 url=$WEBHOOK
 
 say "Listing: b24sync list --entity deal --select '*,UF_*' --format count"
 /usr/bin/time -v target/release/b24sync list --webhook "$url" --entity deal --select '*,UF_*' --format count \
-    2>"$work/run.err"
+    2>"$WORK/run.err"
 
-summary=$(grep '^{' "$work/run.err" | tail -1)
-field() { printf '%s' "$summary" | sed -n "s/.*\"$1\":\([0-9.]*\).*/\1/p"; }
-rows=$(field rows)
-requests=$(field http_requests)
-operating=$(field operating_seconds)
-peak_kb=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$work/run.err")
-sim_stats=$(curl -s "${url%%/rest/*}/_sim/stats")
-charged=$(printf '%s' "$sim_stats" | sed -n 's/.*"crm.deal.list":\([0-9.e-]*\).*/\1/p' | tail -1)
+summary=$(summary_line "$WORK/run.err")
+rows=$(json_number "$summary" rows)
+requests=$(json_number "$summary" http_requests)
+operating=$(json_number "$summary" operating_seconds)
+peak_kb=$(peak_rss_kb "$WORK/run.err")
+sim_stats=$(sim_stats)
+charged=$(charged_list_seconds "$sim_stats")
 
 echo "summary: $summary"
 echo "simulator: $sim_stats"

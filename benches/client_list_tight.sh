@@ -9,45 +9,33 @@
 #        (defaults: 100000 deals, 5 operating seconds per 30 s window)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/lib.sh
+source benches/lib.sh
 
 deals="${1:-100000}"
 budget="${2:-5}"
 window="${3:-30}"
-ensure_rust
-
-say "Building release binaries (b24-sim, b24sync)"
-cargo build --release -q -p b24-sim -p b24sync
-
-work=$(mktemp -d)
-SIM_PID=""
-cleanup() {
-    if [ -n "$SIM_PID" ]; then kill "$SIM_PID" 2>/dev/null || true; fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
+bench_start
 
 say "Starting the simulator: $deals deals, 20 user fields, $budget operating s per ${window} s window"
-start_sim "$work" target/release/b24-sim --deals "$deals" --user-fields 20 \
+start_sim "$WORK" target/release/b24-sim --deals "$deals" --user-fields 20 \
     --operating-budget "$budget" --operating-window "$window"
 url=$WEBHOOK
 export B24SYNC_CONFIG="{\"portals\": {\"sim\": {\"webhook_url\": \"$url\",
     \"limits\": {\"operating_budget\": $budget, \"operating_window\": $window}}}}"
 
 say "Listing: b24sync list --portal sim --entity deal --select '*,UF_*' --format count"
-target/release/b24sync list --portal sim --entity deal --select '*,UF_*' --format count 2>"$work/run.err" \
-    || { cat "$work/run.err" >&2; exit 1; }
+target/release/b24sync list --portal sim --entity deal --select '*,UF_*' --format count 2>"$WORK/run.err" \
+    || { cat "$WORK/run.err" >&2; exit 1; }
 
-summary=$(grep '^{' "$work/run.err" | tail -1)
-field() { printf '%s' "$summary" | sed -n "s/.*\"$1\":\([0-9.]*\).*/\1/p"; }
-sim_stats=$(curl -s "${url%%/rest/*}/_sim/stats")
-charged=$(printf '%s' "$sim_stats" | sed -n 's/.*"crm.deal.list":\([0-9.e-]*\).*/\1/p' | tail -1)
+summary=$(summary_line "$WORK/run.err")
+sim_stats=$(sim_stats)
+charged=$(charged_list_seconds "$sim_stats")
 status_429=$(printf '%s' "$sim_stats" | sed -n 's/.*"status_429":\([0-9]*\).*/\1/p')
 
 echo "summary: $summary"
 echo "simulator: $sim_stats"
-awk -v rows="$(field rows)" -v seconds="$(field seconds)" -v charged="$charged" -v b="$budget" -v w="$window" \
-    -v s429="$status_429" -v c429="$(field throttled_429)" 'BEGIN {
+awk -v rows="$(json_number "$summary" rows)" -v seconds="$(json_number "$summary" seconds)" -v charged="$charged" -v b="$budget" -v w="$window" \
+    -v s429="$status_429" -v c429="$(json_number "$summary" throttled_429)" 'BEGIN {
     windows = int(charged / b); if (windows < charged / b) windows++
     minimum = (windows - 1) * w
     printf "rows: %d\n", rows

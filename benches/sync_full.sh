@@ -7,40 +7,31 @@
 # Usage: benches/sync_full.sh [DEALS]   (default 100000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/lib.sh
+source benches/lib.sh
 
 deals="${1:-100000}"
 db=b24sync_bench
-ensure_rust
 ensure_postgres
 ensure_gnu_time
-
-say "Building release binaries (b24-sim, b24sync)"
-cargo build --release -q -p b24-sim -p b24sync
-
-work=$(mktemp -d)
-SIM_PID=""
-cleanup() {
-    if [ -n "$SIM_PID" ]; then kill "$SIM_PID" 2>/dev/null || true; fi
-    psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" || true
-    rm -rf "$work"
+bench_start
+bench_cleanup() {
+    psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)"
 }
-trap cleanup EXIT
 
 say "Creating the database $db"
 psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
 export B24SYNC_DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db"
 
 say "Starting the simulator with $deals deals and 20 user fields (default limits)"
-start_sim "$work" target/release/b24-sim --deals "$deals" --user-fields 20
+start_sim "$WORK" target/release/b24-sim --deals "$deals" --user-fields 20
 export B24SYNC_WEBHOOK=$WEBHOOK
 sim_base=${B24SYNC_WEBHOOK%%/rest/*}
 target/release/b24sync migrate >/dev/null
 
 report() { # $1 = label, $2 = file with the summary line and time -v output
     local line kb
-    line=$(grep '^{' "$2" | tail -1)
-    kb=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$2")
+    line=$(summary_line "$2")
+    kb=$(peak_rss_kb "$2")
     echo "$1: $line"
     printf '%s' "$line" | python3 -c '
 import json, sys
@@ -53,17 +44,17 @@ print("  rows_read %d, http_requests %d, rows/request %.1f, seconds %.2f, rows/s
 }
 
 say "Full sync: b24sync sync --portal bench --entity deal --mode full"
-/usr/bin/time -v env ${BENCH_ENV:-} target/release/b24sync sync --portal bench --entity deal --mode full >"$work/full.out" 2>"$work/full.err"
-cat "$work/full.out" "$work/full.err" >"$work/full.all"
-report "full" "$work/full.all"
+/usr/bin/time -v env ${BENCH_ENV:-} target/release/b24sync sync --portal bench --entity deal --mode full >"$WORK/full.out" 2>"$WORK/full.err"
+cat "$WORK/full.out" "$WORK/full.err" >"$WORK/full.all"
+report "full" "$WORK/full.all"
 
 say "Changing 1,000 deals on the portal"
 curl -sf -X POST "$sim_base/_sim/mutate" -H 'content-type: application/json' \
     -d '{"entity":"deal","seed":1,"adds":0,"updates":1000,"deletes":0}' >/dev/null
 say "Incremental pass: b24sync sync --portal bench --entity deal --mode incremental"
-/usr/bin/time -v target/release/b24sync sync --portal bench --entity deal --mode incremental >"$work/inc.out" 2>"$work/inc.err"
-cat "$work/inc.out" "$work/inc.err" >"$work/inc.all"
-report "incremental" "$work/inc.all"
+/usr/bin/time -v target/release/b24sync sync --portal bench --entity deal --mode incremental >"$WORK/inc.out" 2>"$WORK/inc.err"
+cat "$WORK/inc.out" "$WORK/inc.err" >"$WORK/inc.all"
+report "incremental" "$WORK/inc.all"
 
 say "Portal-side totals (simulator statistics)"
-curl -sf "$sim_base/_sim/stats"; echo
+sim_stats; echo
