@@ -1,9 +1,11 @@
 //! Pure domain logic shared by every function and tool. Nothing in this crate
 //! performs IO or knows about AWS, Lambda, HTTP clients or databases.
 
+pub mod change;
 pub mod database;
 pub mod entity;
 pub mod limits;
+pub mod ports;
 pub mod schema;
 pub mod sync;
 pub mod values;
