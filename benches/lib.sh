@@ -8,7 +8,7 @@ source scripts/lib.sh
 bench_start() {
     ensure_rust
     say "Building release binaries (b24-sim, b24sync)"
-    cargo build --release -q -p b24-sim -p b24sync
+    cargo build --release -q -p b24-sim -p b24-cli
     WORK=$(mktemp -d)
     SIM_PID=""
     trap bench_exit EXIT

@@ -20,7 +20,7 @@ ensure_rust
 ensure_postgres
 
 say "Building the simulator and the b24sync CLI (debug profile, shared with the tests)"
-cargo build -q -p b24-sim -p b24sync
+cargo build -q -p b24-sim -p b24-cli
 SIM=target/debug/b24-sim
 CLI=target/debug/b24sync
 
