@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::target::only_portal;
+use crate::usage::UsageError;
 
 #[derive(Args)]
 pub struct ListArgs {
@@ -53,11 +54,6 @@ enum Format {
     /// Rows are only counted.
     Count,
 }
-
-/// A bad combination of options (exit code 2).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
 
 /// The line printed on stderr when the listing ends.
 #[derive(Serialize)]

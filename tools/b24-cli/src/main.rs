@@ -5,6 +5,7 @@ mod list;
 mod migrate;
 mod sync;
 mod target;
+mod usage;
 
 use std::process::ExitCode;
 
@@ -65,7 +66,7 @@ fn exit_code(error: &anyhow::Error) -> ExitCode {
         }
     }
     if error.downcast_ref::<ConfigError>().is_some()
-        || error.downcast_ref::<list::UsageError>().is_some()
+        || error.downcast_ref::<usage::UsageError>().is_some()
     {
         return ExitCode::from(2);
     }

@@ -4,8 +4,8 @@
 use b24_store::Store;
 use clap::Args;
 
-use crate::list::UsageError;
 use crate::target::{DatabaseArgs, config_with_database};
+use crate::usage::UsageError;
 
 #[derive(Args)]
 pub struct MigrateArgs {

@@ -7,7 +7,7 @@ use b24_domain::webhook::WebhookUrl;
 use clap::Args;
 use serde_json::json;
 
-use crate::list::UsageError;
+use crate::usage::UsageError;
 
 #[derive(Args)]
 pub struct TargetArgs {

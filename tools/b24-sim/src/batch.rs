@@ -3,10 +3,9 @@
 
 use serde_json::{Map, Value};
 
+use crate::answer::Answer;
 use crate::error::ApiError;
-use crate::methods::execute;
 use crate::params::{from_pairs, param};
-use crate::shared::Shared;
 use crate::values::{parse_flag, scalar_text};
 
 /// Commands one batch may run.
@@ -35,7 +34,12 @@ impl Sections {
     }
 }
 
-pub(crate) fn run(shared: &Shared, params: &Map<String, Value>) -> Result<Value, ApiError> {
+/// Runs the batch in `params`, each command through `execute` (the method name and its
+/// decoded parameters, references already substituted).
+pub(crate) fn run(
+    params: &Map<String, Value>,
+    mut execute: impl FnMut(&str, &Map<String, Value>) -> Result<Answer, ApiError>,
+) -> Result<Value, ApiError> {
     let commands: Vec<(String, &Value)> = match param(params, "cmd") {
         Some(Value::Object(map)) => map.iter().map(|(k, v)| (k.clone(), v)).collect(),
         Some(Value::Array(items)) => items
@@ -64,7 +68,7 @@ pub(crate) fn run(shared: &Shared, params: &Map<String, Value>) -> Result<Value,
             continue;
         }
         let outcome = match command.as_str() {
-            Some(command) => run_command(shared, command, &sections),
+            Some(command) => run_command(command, &sections, &mut execute),
             None => Err(ApiError::new(
                 400,
                 "ERROR_ARGUMENT",
@@ -100,16 +104,16 @@ pub(crate) fn run(shared: &Shared, params: &Map<String, Value>) -> Result<Value,
 }
 
 fn run_command(
-    shared: &Shared,
     command: &str,
     sections: &Sections,
-) -> Result<crate::methods::Answer, ApiError> {
+    execute: &mut impl FnMut(&str, &Map<String, Value>) -> Result<Answer, ApiError>,
+) -> Result<Answer, ApiError> {
     let (method, query) = command.split_once('?').unwrap_or((command, ""));
     let pairs = form_urlencoded::parse(query.as_bytes())
         .map(|(k, v)| (k.into_owned(), substitute(&v, sections)))
         .collect::<Vec<_>>();
     let params = from_pairs(pairs).map_err(|e| ApiError::new(400, "INVALID_REQUEST", e))?;
-    execute(shared, method, &params, true)
+    execute(method, &params)
 }
 
 /// An empty PHP array is `[]`; keys exactly `0..n-1` make a list; anything else an object.
@@ -232,6 +236,63 @@ mod tests {
         assert_eq!(
             substitute("$result[missing][0]", &s),
             json!("$result[missing][0]")
+        );
+    }
+
+    /// Answers every command with its method and parameters; `fail` fails with a CRM error.
+    fn echo(method: &str, params: &Map<String, Value>) -> Result<Answer, ApiError> {
+        if method == "fail" {
+            return Err(ApiError::crm("failed on purpose"));
+        }
+        Ok(Answer {
+            result: json!({"method": method, "params": params}),
+            total: Some(2),
+            next: None,
+            time: json!({"duration": 0.1}),
+        })
+    }
+
+    #[test]
+    fn runs_each_command_through_the_executor_with_earlier_results_substituted() {
+        let params = json!({"cmd": {
+            "first": "crm.deal.get?id=7",
+            "second": "crm.deal.update?id=$result[first][params][id]&fields[TITLE]=x",
+        }});
+        let mut methods = Vec::new();
+        let answer = run(params.as_object().unwrap(), |method, params| {
+            methods.push(method.to_string());
+            echo(method, params)
+        })
+        .unwrap();
+        assert_eq!(methods, ["crm.deal.get", "crm.deal.update"]);
+        assert_eq!(
+            answer["result"]["second"]["params"],
+            json!({"id": "7", "fields": {"TITLE": "x"}})
+        );
+        assert_eq!(answer["result_total"], json!({"first": 2, "second": 2}));
+        assert_eq!(answer["result_error"], json!([]));
+    }
+
+    #[test]
+    fn halt_stops_at_the_first_error_and_commands_past_the_limit_are_refused() {
+        let halted = json!({"halt": 1, "cmd": ["a", "fail", "b"]});
+        let mut ran = 0;
+        let answer = run(halted.as_object().unwrap(), |method, params| {
+            ran += 1;
+            echo(method, params)
+        })
+        .unwrap();
+        assert_eq!(ran, 2);
+        assert_eq!(answer["result"].as_array().unwrap().len(), 1);
+        assert!(answer["result_error"]["1"].is_object(), "{answer}");
+
+        let commands: Vec<String> = (0..=MAX_COMMANDS).map(|i| format!("m{i}")).collect();
+        let too_many = json!({ "cmd": commands });
+        let answer = run(too_many.as_object().unwrap(), echo).unwrap();
+        assert_eq!(answer["result"].as_array().unwrap().len(), MAX_COMMANDS);
+        assert_eq!(
+            answer["result_error"][MAX_COMMANDS.to_string()]["error"],
+            json!("ERROR_BATCH_LENGTH_EXCEEDED")
         );
     }
 

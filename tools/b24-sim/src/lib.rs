@@ -3,6 +3,7 @@
 //! with the documented limits, outgoing events and seeded fault injection, plus a
 //! control surface under `/_sim/` for tests and demos. See README.md.
 
+mod answer;
 mod batch;
 mod error;
 mod events;

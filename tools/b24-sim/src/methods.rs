@@ -2,6 +2,7 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::answer::Answer;
 use crate::batch;
 use crate::error::ApiError;
 use crate::limits::Operating;
@@ -79,30 +80,6 @@ pub(crate) fn normalize_method(raw: &str) -> String {
         .unwrap_or(lower)
 }
 
-/// A successful call as the envelope shows it.
-pub(crate) struct Answer {
-    pub result: Value,
-    pub total: Option<usize>,
-    pub next: Option<usize>,
-    pub time: Value,
-}
-
-impl Answer {
-    /// `{"result": ..., "next": ..., "total": ..., "time": {...}}`
-    pub fn envelope(self) -> Value {
-        let mut out = Map::new();
-        out.insert("result".into(), self.result);
-        if let Some(next) = self.next {
-            out.insert("next".into(), json!(next));
-        }
-        if let Some(total) = self.total {
-            out.insert("total".into(), json!(total));
-        }
-        out.insert("time".into(), self.time);
-        Value::Object(out)
-    }
-}
-
 /// What a method did.
 struct Done {
     result: Value,
@@ -148,7 +125,10 @@ pub(crate) fn execute(
         return Err(ApiError::operation_time_limit());
     }
     let outcome = if method == Method::Batch {
-        batch::run(shared, params).map(|result| Done {
+        batch::run(params, |method, params| {
+            execute(shared, method, params, true)
+        })
+        .map(|result| Done {
             cost: cost::BATCH,
             ..Done::plain(result)
         })
