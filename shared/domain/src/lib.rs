@@ -4,6 +4,7 @@
 pub mod change;
 pub mod database;
 pub mod entity;
+pub mod event;
 pub mod limits;
 pub mod ports;
 pub mod schema;
