@@ -220,6 +220,38 @@ impl Store {
         Ok(versions.into_iter().map(|(id, _)| id).collect())
     }
 
+    /// Which of `ids` are live rows, ascending (what a soft delete of them would count).
+    pub async fn live_among(
+        &self,
+        portal: &str,
+        entity: Entity,
+        ids: &[u64],
+    ) -> Result<Vec<u64>, StoreError> {
+        check_portal(portal)?;
+        let ids = ids
+            .iter()
+            .map(|&id| to_db_id(id))
+            .collect::<Result<Vec<_>, _>>()?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT t.id FROM unnest($2::bigint[]) AS k(id)
+             JOIN {} t ON t.portal = $1 AND t.id = k.id
+             WHERE t.deleted_at IS NULL ORDER BY t.id",
+            self.portal_table(portal, entity)
+        );
+        match client.query(&sql, &[&portal, &ids]).await {
+            Err(e) if is_undefined_table(&e) => Ok(Vec::new()),
+            result => Ok(result
+                .context(format_args!("finding live {entity} rows by ID"))?
+                .iter()
+                .map(|r| r.get::<_, i64>(0) as u64)
+                .collect()),
+        }
+    }
+
     /// The live rows in `(after, up_to]` with their `date_modify`, ascending by ID.
     pub async fn live_versions(
         &self,

@@ -36,7 +36,7 @@ const DELETE_BATCH: usize = 10_000;
 /// IDs looked up per step (to confirm deletions, or fetch what a reconcile found
 /// missing): one request's worth, 50 commands of 50 IDs, so a time box cuts a long
 /// lookup between requests.
-const RECHECK_BATCH: usize = 2_500;
+pub(crate) const RECHECK_BATCH: usize = 2_500;
 
 /// How a run is bounded, how far back an incremental pass looks, and how much it may
 /// delete.
@@ -355,7 +355,7 @@ impl Syncer<'_> {
     /// One request for the entity's field metadata and its newest modification time;
     /// brings the table up to date with the fields. `None` when the deadline came
     /// before the portal answered.
-    async fn prepare(
+    pub(crate) async fn prepare(
         &self,
         entity: Entity,
         options: &SyncOptions,
@@ -439,7 +439,8 @@ impl Syncer<'_> {
                 Step::End => break,
                 Step::OutOfTime => return Ok(Progress::Stopped),
             };
-            self.write_chunk(run, &chunk, summary).await?;
+            self.write_chunk(&run.prepared.layout, &chunk, summary)
+                .await?;
             checkpoint.after_id = last_id(&chunk)?;
             run.ensure_locked()?;
             self.store
@@ -534,7 +535,8 @@ impl Syncer<'_> {
                 Step::OutOfTime => return Ok(Progress::Stopped),
             };
             if let Walk::Full { .. } = walk {
-                self.write_chunk(run, &chunk, summary).await?;
+                self.write_chunk(&run.prepared.layout, &chunk, summary)
+                    .await?;
             }
             let listed = chunk.iter().map(row_id).collect::<Result<Vec<u64>, _>>()?;
             let window_end = last_id(&chunk)?;
@@ -617,7 +619,10 @@ impl Syncer<'_> {
         }
         let mut batches = lookup.chunks(RECHECK_BATCH).peekable();
         while let Some(ids) = batches.next() {
-            let Some(found_ids) = self.look_up(run, ids, summary).await? else {
+            let Some(found_ids) = self
+                .look_up(&run.prepared, run.options.deadline, ids, summary)
+                .await?
+            else {
                 return Ok(Progress::Stopped);
             };
             let gone: Vec<u64> = ids
@@ -644,21 +649,22 @@ impl Syncer<'_> {
         Ok(Progress::Completed)
     }
 
-    /// Looks `ids` up on the portal (one request), writes the rows it still has and
-    /// returns their IDs, sorted; `None` when the deadline came first.
-    async fn look_up(
+    /// Looks `ids` up on the portal (one request per 2,500), writes the rows it still
+    /// has and returns their IDs, sorted; `None` when the deadline came first.
+    pub(crate) async fn look_up(
         &self,
-        run: &Run<'_>,
+        prepared: &Prepared,
+        deadline: Option<Instant>,
         ids: &[u64],
         summary: &mut SyncSummary,
     ) -> Result<Option<Vec<u64>>, SyncError> {
-        let method = run.entity.method("list");
-        let lookup = self.client.fetch_by_ids(&method, ids, &run.prepared.select);
-        let Some(found) = within(run.options.deadline, lookup).await else {
+        let method = prepared.layout.entity().method("list");
+        let lookup = self.client.fetch_by_ids(&method, ids, &prepared.select);
+        let Some(found) = within(deadline, lookup).await else {
             return Ok(None);
         };
         let found = found?;
-        self.write_chunk(run, &found, summary).await?;
+        self.write_chunk(&prepared.layout, &found, summary).await?;
         let mut found_ids = found.iter().map(row_id).collect::<Result<Vec<u64>, _>>()?;
         found_ids.sort_unstable();
         Ok(Some(found_ids))
@@ -690,7 +696,10 @@ impl Syncer<'_> {
         let live = self.store.live_count(self.portal, run.entity).await?;
         let guard = run.options.delete_guard;
         for ids in older.chunks(RECHECK_BATCH) {
-            let Some(back) = self.look_up(run, ids, summary).await? else {
+            let Some(back) = self
+                .look_up(&run.prepared, run.options.deadline, ids, summary)
+                .await?
+            else {
                 return Ok(Progress::Stopped);
             };
             self.store
@@ -788,7 +797,7 @@ impl Syncer<'_> {
 
     async fn write_chunk(
         &self,
-        run: &Run<'_>,
+        layout: &TableLayout,
         rows: &[Row],
         summary: &mut SyncSummary,
     ) -> Result<(), SyncError> {
@@ -798,7 +807,7 @@ impl Syncer<'_> {
         summary.rows_read += rows.len() as u64;
         let written = self
             .store
-            .upsert(self.portal, run.entity, &run.prepared.layout, rows)
+            .upsert(self.portal, layout.entity(), layout, rows)
             .await?;
         summary.rows_inserted += written.inserted;
         summary.rows_updated += written.updated;
@@ -809,7 +818,7 @@ impl Syncer<'_> {
 
 /// What every mode needs before it lists: the table layout, the `select` that fetches
 /// every field, and the portal's newest `DATE_MODIFY` before the run.
-struct Prepared {
+pub(crate) struct Prepared {
     layout: TableLayout,
     select: Vec<String>,
     newest: Option<String>,

@@ -1,13 +1,15 @@
 //! The sync engine: full, incremental and reconcile runs of one portal entity into the
 //! PostgreSQL mirror, each time-boxed, checkpointed and under a per-(portal, entity)
-//! run lock, plus the wiring that every entry point (the CLI and the Lambda functions)
-//! shares.
+//! run lock; the change worker's application of event batches; and the wiring that
+//! every entry point (the CLI and the Lambda functions) shares.
 
 mod engine;
 mod wiring;
+mod worker;
 
 pub use engine::{CHUNK_ROWS, CheckReport, SyncOptions, SyncSummary, Syncer};
 pub use wiring::{EntityOutcome, SyncRequest, SyncService};
+pub use worker::{CHANGES_MODE, ChangesApplied, RefusedDeletions};
 
 use b24_client::B24Error;
 use b24_domain::schema::SchemaError;
@@ -34,6 +36,9 @@ pub enum SyncError {
         "the run lock's database connection closed; stopping so that two runs of one portal entity never overlap"
     )]
     LockLost,
+    /// The invocation's deadline came first.
+    #[error("the time ran out before {0} finished")]
+    OutOfTime(&'static str),
     #[error("configuration: {0}")]
     Config(String),
     #[error("sync failed for {0}")]

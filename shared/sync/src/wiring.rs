@@ -1,5 +1,6 @@
-//! The application service every entry point shares (the CLI and the scheduled-sync
-//! function): builds the adapters from the configuration document and runs requests.
+//! The application service every entry point shares (the CLI, the scheduled-sync function
+//! and the change worker): builds the adapters from the configuration document and runs
+//! sync requests and batches of change messages.
 //! Each portal's client uses the portal's shared budget row in Postgres as its rate
 //! limiter, so every process syncing that portal stays inside one budget.
 
@@ -9,13 +10,14 @@ use std::time::{Duration, Instant};
 
 use b24_client::{Client, ClientOptions};
 use b24_config::Config;
+use b24_domain::change::{ChangeMessage, group_changes};
 use b24_domain::entity::Entity;
 use b24_domain::sync::{DeleteGuard, Mode, RunOutcome};
 use b24_store::{PgRateLimiter, Store};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-use crate::{Refusal, SyncError, SyncOptions, SyncSummary, Syncer};
+use crate::{ChangesApplied, Refusal, SyncError, SyncOptions, SyncSummary, Syncer};
 
 /// Time kept back from a deadline for the last chunk, the checkpoint and the answer.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(60);
@@ -185,5 +187,77 @@ impl SyncService {
         } else {
             Ok(outcomes)
         }
+    }
+
+    /// Applies a batch of change messages `(key, message)` to the mirror, each portal
+    /// entity's share on its own (see [`Syncer::apply_changes`]), and returns the keys
+    /// (queue message IDs, say) of the messages that failed, to be delivered again (and
+    /// in the end to the dead-letter queue). A share fails as a whole when its portal is not configured,
+    /// cannot be reached or refuses the webhook, or its time runs out (each share gets
+    /// an equal part of what is left, so one unreachable portal cannot use up the
+    /// others' time); a refused deletion fails only the messages of the records it
+    /// would have deleted. Changes of an entity the portal does not mirror are dropped
+    /// with a warning.
+    pub async fn apply_changes<K: Clone>(
+        &self,
+        batch: Vec<(K, ChangeMessage)>,
+        deadline: Option<Instant>,
+    ) -> Vec<K> {
+        let whole = deadline.map_or_else(SyncOptions::default, |d| {
+            SyncOptions::until(d, DEADLINE_MARGIN)
+        });
+        let groups = group_changes(batch);
+        let mut failed = Vec::new();
+        for (index, group) in groups.iter().enumerate() {
+            let deadline = whole.share(groups.len() - index).deadline;
+            let (portal, entity) = (group.portal.as_str(), group.entity);
+            let Some(portal_config) = self.config.portals.get(portal) else {
+                let known: Vec<&str> = self.config.portals.keys().map(String::as_str).collect();
+                tracing::error!(portal, %entity, messages = group.messages().len(), configured = %known.join(", "),
+                    "change messages for a portal that is not configured; failing them (they end in the dead-letter queue)");
+                failed.extend(group.messages());
+                continue;
+            };
+            if !portal_config.entities.contains(&entity) {
+                tracing::warn!(portal, %entity, messages = group.messages().len(),
+                    "change messages for an entity this portal does not mirror; dropped");
+                continue;
+            }
+            let guard = DeleteGuard {
+                max_share: portal_config.max_delete_share,
+                confirmed: false,
+            };
+            let applied = match self.client(portal).await {
+                Ok(client) => {
+                    let syncer = Syncer {
+                        client: &client,
+                        store: &self.store,
+                        portal,
+                    };
+                    syncer.apply_changes(group, guard, deadline).await
+                }
+                Err(error) => Err(error),
+            };
+            match applied {
+                Ok(ChangesApplied { summary, refused }) => {
+                    tracing::info!(summary = %serde_json::to_string(&summary).unwrap_or_default(), "changes applied");
+                    if let Some(refused) = refused {
+                        let messages = group.messages_of(&refused.ids);
+                        tracing::error!(portal, %entity, would_delete = refused.counts.would_delete,
+                            live_rows = refused.counts.live_rows, max_share = refused.counts.max_share,
+                            failed_messages = messages.len(),
+                            "deletions refused by the mass-deletion guard: {}; nothing of them was deleted and their messages fail. {HOW_TO_CONFIRM}",
+                            refused.counts);
+                        failed.extend(messages);
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(portal, %entity, ids = group.records.len(), messages = group.messages().len(), %error,
+                        "applying changes failed; their messages fail");
+                    failed.extend(group.messages());
+                }
+            }
+        }
+        failed
     }
 }

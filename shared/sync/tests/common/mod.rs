@@ -7,13 +7,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use b24_client::{Client, ClientOptions};
+use b24_domain::change::{ChangeAction, ChangeMessage};
 use b24_domain::entity::Entity;
 use b24_domain::webhook::WebhookUrl;
 use b24_sim::{
     MutateOutcome, MutateRequest, RunningSim, SimConfig, UserFieldRequest, UserFieldType,
 };
 use b24_store::{Store, TableLayout};
-use b24_sync::Syncer;
+use b24_sync::{SyncService, Syncer};
 pub use b24_testkit::TestDb;
 use serde_json::{Value, json};
 
@@ -354,4 +355,82 @@ pub async fn deleted_ids(db: &TestDb, entity: Entity) -> Vec<i64> {
     );
     let rows = db.client().await.query(&sql, &[&PORTAL]).await.unwrap();
     rows.iter().map(|r| r.get(0)).collect()
+}
+
+/// A service over `db` whose portals are `(name, webhook URL)`, each mirroring every
+/// entity with the default limits and deletion guard.
+pub async fn service(db: &TestDb, portals: &[(&str, String)]) -> SyncService {
+    let portals: serde_json::Map<String, Value> = portals
+        .iter()
+        .map(|(name, url)| {
+            let portal =
+                json!({"webhook_url": url, "entities": ["deal", "contact", "lead", "company"]});
+            (name.to_string(), portal)
+        })
+        .collect();
+    let config = json!({"database": {"url": db.url, "schema": SCHEMA}, "portals": portals});
+    let config = b24_config::Config::from_json_str(&config.to_string()).unwrap();
+    SyncService::connect(config, true).await.unwrap()
+}
+
+/// A change message of the test portal, as the intake builds it.
+pub fn change(entity: Entity, id: u64, action: ChangeAction) -> ChangeMessage {
+    ChangeMessage {
+        portal: PORTAL.to_string(),
+        entity,
+        id,
+        action,
+        event_time: None,
+        received_at: chrono::Utc::now(),
+    }
+}
+
+/// The messages a mutation's events become, in the order the portal raised them
+/// (adds, updates, deletes).
+pub fn changes_of(entity: Entity, outcome: &MutateOutcome) -> Vec<ChangeMessage> {
+    let actions = [
+        (&outcome.added, ChangeAction::Add),
+        (&outcome.updated, ChangeAction::Update),
+        (&outcome.deleted, ChangeAction::Delete),
+    ];
+    actions
+        .into_iter()
+        .flat_map(|(ids, action)| ids.iter().map(move |&id| change(entity, id, action)))
+        .collect()
+}
+
+/// Queue deliveries of `messages`, each with its own message ID (`m0`, `m1`, ...).
+pub fn deliveries(
+    messages: impl IntoIterator<Item = ChangeMessage>,
+) -> Vec<(String, ChangeMessage)> {
+    messages
+        .into_iter()
+        .enumerate()
+        .map(|(n, message)| (format!("m{n}"), message))
+        .collect()
+}
+
+/// Every mirror row of the test portal's `entity`, soft-deleted ones too:
+/// `(id, raw, deleted)`, by ID.
+pub async fn mirror_rows(db: &TestDb, entity: Entity) -> Vec<(i64, Value, bool)> {
+    let sql = format!(
+        "SELECT id, raw, deleted_at IS NOT NULL FROM {SCHEMA}.{} WHERE portal = $1 ORDER BY id",
+        entity.as_str()
+    );
+    let rows = db.client().await.query(&sql, &[&PORTAL]).await.unwrap();
+    rows.iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+}
+
+/// The IDs among `ids` the webhook's user can see (one lookup request per 2,500).
+pub async fn visible_ids(client: &Client, entity: Entity, ids: &[u64]) -> Vec<u64> {
+    let select = ["ID".to_string()];
+    let rows = client
+        .fetch_by_ids(&entity.method("list"), ids, &select)
+        .await
+        .unwrap();
+    let mut visible: Vec<u64> = rows.iter().map(id_of).collect();
+    visible.sort_unstable();
+    visible
 }
