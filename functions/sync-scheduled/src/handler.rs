@@ -3,48 +3,31 @@
 //! confirm); a run that found another one under way is a summary with outcome
 //! `already_running`.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
-use b24_sync::{SyncRequest, SyncService};
-use lambda_runtime::{Context, Error, LambdaEvent};
+use b24_lambda::{FunctionError, invocation_deadline};
+use b24_sync::{SyncError, SyncRequest, SyncService};
+use lambda_runtime::LambdaEvent;
 use serde_json::Value;
 
 /// Parses the schedule's input, naming what is wrong when it is not a sync request.
-pub fn parse_request(payload: Value) -> Result<SyncRequest, String> {
+pub fn parse_request(payload: Value) -> Result<SyncRequest, FunctionError> {
     if payload.get("detail-type").is_some() {
-        return Err("got an EventBridge envelope instead of a sync request: set the schedule's Input to \
+        return Err(FunctionError::BadInput("got an EventBridge envelope instead of a sync request: set the schedule's Input to \
                     {\"portal\":\"...\",\"entities\":[...],\"mode\":\"incremental|full|resume|reconcile\"} \
                     (optionally \"confirm_deletes\":true)"
-            .into());
+            .into()));
     }
-    serde_json::from_value(payload).map_err(|e| format!("invalid sync request: {e}"))
+    serde_json::from_value(payload)
+        .map_err(|e| FunctionError::BadInput(format!("invalid sync request: {e}")))
 }
 
-/// Deadlines before this (2001-09-09 in unix milliseconds) are not timestamps.
-const EPOCH_MS_FLOOR: u64 = 1_000_000_000_000;
-
-/// The invocation's deadline as an `Instant`. AWS sends unix milliseconds; the local
-/// emulator (`cargo lambda watch`) sends the timeout itself (600000), which is read as
-/// milliseconds from now instead of as a deadline 56 years ago.
-pub fn deadline(context: &Context) -> Instant {
-    let remaining_ms = if context.deadline < EPOCH_MS_FLOOR {
-        context.deadline
-    } else {
-        context.deadline.saturating_sub(unix_now_ms())
-    };
-    Instant::now() + Duration::from_millis(remaining_ms)
-}
-
-/// The wall clock in unix milliseconds, as AWS sends deadlines.
-fn unix_now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-pub async fn handle(service: &SyncService, event: LambdaEvent<Value>) -> Result<Value, Error> {
+pub async fn handle(
+    service: &SyncService,
+    event: LambdaEvent<Value>,
+) -> Result<Value, FunctionError> {
     let request = parse_request(event.payload)?;
-    let deadline = deadline(&event.context);
+    let deadline = invocation_deadline(&event.context);
     let remaining_ms = deadline
         .saturating_duration_since(Instant::now())
         .as_millis() as u64;
@@ -53,7 +36,17 @@ pub async fn handle(service: &SyncService, event: LambdaEvent<Value>) -> Result<
         Ok(outcomes) => Ok(serde_json::json!({ "runs": outcomes })),
         // Failing the invocation makes the failure visible (Errors metric, retry policy,
         // the schedule's dead-letter queue); the log line above it carries the details.
-        Err((_, error)) => Err(error.into()),
+        Err((_, error)) => Err(classify(error)),
+    }
+}
+
+/// A configuration problem needs an operator; a refused mass deletion needs the same
+/// input with `confirm_deletes`; anything else (portal, database) may pass on a retry.
+fn classify(error: SyncError) -> FunctionError {
+    match error {
+        SyncError::Config(_) => FunctionError::Configuration(error.to_string()),
+        SyncError::Refused(_) => FunctionError::BadInput(error.to_string()),
+        _ => FunctionError::Transient(error.to_string()),
     }
 }
 
@@ -62,8 +55,10 @@ mod tests {
     use super::*;
     use b24_domain::entity::Entity;
     use b24_domain::sync::Mode;
+    use b24_lambda::deadline::unix_now_ms;
     use b24_sim::{RunningSim, SimConfig};
     use b24_testkit::TestDb;
+    use lambda_runtime::Context;
     use serde_json::json;
 
     #[test]
@@ -101,31 +96,21 @@ mod tests {
 
     #[test]
     fn names_what_is_wrong() {
-        let err = parse_request(json!({"portal": "acme", "mode": "hourly"})).unwrap_err();
+        let bad_input = |payload: Value| {
+            let error = parse_request(payload).unwrap_err();
+            assert_eq!(error.error_type(), "BadInput", "{error}");
+            error.to_string()
+        };
+        let err = bad_input(json!({"portal": "acme", "mode": "hourly"}));
         assert!(err.contains("hourly"), "{err}");
-        let err =
-            parse_request(json!({"portal": "acme", "mode": "full", "entity": "deal"})).unwrap_err();
+        let err = bad_input(json!({"portal": "acme", "mode": "full", "entity": "deal"}));
         assert!(err.contains("entity"), "{err}");
-        let err = parse_request(json!({"portal": "acme", "entities": ["invoice"], "mode": "full"}))
-            .unwrap_err();
+        let err = bad_input(json!({"portal": "acme", "entities": ["invoice"], "mode": "full"}));
         assert!(err.contains("invoice"), "{err}");
-        let err = parse_request(
+        let err = bad_input(
             json!({"detail-type": "Scheduled Event", "source": "aws.scheduler", "detail": "{}"}),
-        )
-        .unwrap_err();
+        );
         assert!(err.contains("Input"), "{err}");
-    }
-
-    #[test]
-    fn deadline_is_in_the_future_by_the_remaining_time() {
-        let mut context = Context::default();
-        context.deadline = unix_now_ms() + 900_000;
-        let remaining = deadline(&context) - Instant::now();
-        assert!(remaining > Duration::from_secs(890) && remaining <= Duration::from_secs(900));
-        // The local emulator's relative value.
-        context.deadline = 600_000;
-        let remaining = deadline(&context) - Instant::now();
-        assert!(remaining > Duration::from_secs(590) && remaining <= Duration::from_secs(600));
     }
 
     /// The whole adapter: a schedule input in, summaries out, the mirror written, and a
@@ -176,11 +161,14 @@ mod tests {
 
         // An unknown portal and bad input fail the invocation with a clear message.
         let event = LambdaEvent::new(json!({"portal": "nope", "mode": "full"}), context.clone());
-        let error = handle(&service, event).await.unwrap_err().to_string();
+        let error = handle(&service, event).await.unwrap_err();
+        assert_eq!(error.error_type(), "Configuration");
+        let error = error.to_string();
         assert!(error.contains("nope") && error.contains("acme"), "{error}");
         let event = LambdaEvent::new(json!({"portal": "acme"}), context);
-        let error = handle(&service, event).await.unwrap_err().to_string();
-        assert!(error.contains("mode"), "{error}");
+        let error = handle(&service, event).await.unwrap_err();
+        assert_eq!(error.error_type(), "BadInput");
+        assert!(error.to_string().contains("mode"), "{error}");
     }
 
     /// A mass deletion fails the invocation with the counts and how to confirm; an
@@ -205,8 +193,9 @@ mod tests {
             .unwrap();
         let error = invoke(json!({"portal": "acme", "mode": "reconcile"}))
             .await
-            .unwrap_err()
-            .to_string();
+            .unwrap_err();
+        assert_eq!(error.error_type(), "BadInput");
+        let error = error.to_string();
         assert!(
             error.contains(&format!("would soft-delete {hidden} of 600 live rows")),
             "{error}"

@@ -3,7 +3,6 @@
 
 mod handler;
 
-use b24_config::Config;
 use b24_sync::SyncService;
 use lambda_runtime::{Error, run, service_fn};
 
@@ -11,9 +10,9 @@ use lambda_runtime::{Error, run, service_fn};
 // arena, which keeps a full sync well inside a 128 MB function.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
-    lambda_runtime::tracing::init_default_subscriber();
-    let config = Config::load(None)?;
-    let migrate = std::env::var("B24SYNC_MIGRATE_ON_START").is_ok_and(|v| v == "true");
+    b24_lambda::init_tracing();
+    let config = b24_lambda::load_config()?;
+    let migrate = b24_lambda::env_flag("B24SYNC_MIGRATE_ON_START")?;
     let service = SyncService::connect(config, migrate).await?;
     run(service_fn(|event| handler::handle(&service, event))).await
 }

@@ -1,0 +1,24 @@
+//! The Lambda glue every function shares, so each `functions/*/src/main.rs` is a few lines
+//! of wiring and each handler a library function with typed input and output:
+//!
+//! - [`deadline`]: the invocation's deadline as an `Instant` (AWS and `cargo lambda watch`);
+//! - [`config`]: the configuration document from `B24SYNC_CONFIG` and boolean switches;
+//! - [`error`]: [`FunctionError`], the runtime's view of a failure (bad input, transient,
+//!   configuration);
+//! - [`sqs`]: change messages out of an SQS batch and the partial-batch response that
+//!   names only the failed messages.
+
+pub mod config;
+pub mod deadline;
+pub mod error;
+pub mod sqs;
+
+pub use config::{env_flag, load_config};
+pub use deadline::invocation_deadline;
+pub use error::FunctionError;
+
+/// Logs to stdout for CloudWatch: level from `AWS_LAMBDA_LOG_LEVEL` or `RUST_LOG` (default
+/// INFO), JSON lines when the function's log format is JSON (`AWS_LAMBDA_LOG_FORMAT`).
+pub fn init_tracing() {
+    lambda_runtime::tracing::init_default_subscriber();
+}
