@@ -8,9 +8,10 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use b24_domain::limits::OperatingReport;
+use b24_domain::ports::RateLimiter;
 
 use crate::error::B24Error;
-use crate::limiter::{InProcessLimiter, RateLimiter};
+use crate::limiter::InProcessLimiter;
 
 /// Bitrix24 cuts a request off after 60 s; give it a little more before giving up.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(75);

@@ -1,6 +1,7 @@
-//! Bitrix24 REST client: one webhook, rate limited through a shared [`RateLimiter`],
-//! typed errors, safe retries (a create is never blindly retried), `batch` with
-//! per-command results, the streaming chained-batch ID window and fetching by IDs.
+//! Bitrix24 REST client: one webhook, rate limited through a shared
+//! [`RateLimiter`](b24_domain::ports::RateLimiter), typed errors, safe retries (a create
+//! is never blindly retried), `batch` with per-command results, the streaming
+//! chained-batch ID window and fetching by IDs.
 //!
 //! The webhook secret never appears in a log line, an error or `Debug` output: URLs
 //! are built only at the moment of sending, and transport errors are stripped of them.
@@ -16,5 +17,5 @@ pub use b24_domain::limits::OperatingReport;
 pub use batch::{Command, CommandOutput, CommandResult, MAX_BATCH_COMMANDS};
 pub use client::{ApiResponse, Client, ClientOptions, ClientStats};
 pub use error::B24Error;
-pub use limiter::{InProcessLimiter, RateLimiter, sleep_secs, unix_now};
+pub use limiter::InProcessLimiter;
 pub use list::{ListQuery, PAGE_SIZE, Row};

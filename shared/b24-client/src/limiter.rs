@@ -1,72 +1,10 @@
-//! The rate-limiter port. Every HTTP request to a portal passes through one; the
-//! in-process implementation lives here, the shared Postgres-backed one in `b24-store`.
-//! Both keep a [`PortalBudget`] and differ only in where it lives.
+//! The in-process rate limiter: the [`RateLimiter`] port for the callers of one process.
+//! The Postgres-backed one in `b24-store` shares a portal's budget between processes;
+//! both keep a [`PortalBudget`] and differ only in where it lives.
 
 use async_trait::async_trait;
-use b24_domain::limits::{Admission, LimitSettings, OperatingReport, PortalBudget};
-
-/// Keeps one portal's request rate and per-method operating time inside its limits.
-#[async_trait]
-pub trait RateLimiter: Send + Sync {
-    /// Waits until one HTTP request that runs `methods` (one method for a single call,
-    /// `batch` and the inner methods for a batch) may be sent, and reserves it.
-    async fn acquire(&self, methods: &[&str]);
-
-    /// Takes the operating totals one answer reported (none when the portal sent no
-    /// `operating` keys) and returns how much they grew, in operating seconds (see
-    /// [`PortalBudget::observe`]).
-    async fn observe(&self, reports: &[OperatingReport]) -> f64;
-
-    /// The portal refused with 503 `QUERY_LIMIT_EXCEEDED`: the bucket is full.
-    async fn on_query_limit(&self);
-
-    /// The portal refused `method` with 429 `OPERATION_TIME_LIMIT` until `reset_at`
-    /// (unix seconds; `None` when the answer did not say).
-    async fn on_operation_limit(&self, method: &str, reset_at: Option<f64>);
-}
-
-/// Seconds since the Unix epoch, the clock of every limiter.
-pub fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
-/// Sleeps for a wait the limit arithmetic computed (already clamped to the window);
-/// anything that is not a positive finite number is no wait.
-pub async fn sleep_secs(secs: f64) {
-    if let Ok(duration) = std::time::Duration::try_from_secs_f64(secs)
-        && !duration.is_zero()
-    {
-        tokio::time::sleep(duration).await;
-    }
-}
-
-/// Asks `admit` (which reserves against wherever the budget lives) until it lets one
-/// request for `methods` go, sleeping for each wait it names; returns once the request
-/// may be sent. Every limiter's `acquire`.
-pub async fn wait_for_admission<F, Fut>(methods: &[&str], mut admit: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Admission>,
-{
-    loop {
-        match admit().await {
-            Admission::Wait(secs) => {
-                tracing::info!(
-                    ?methods,
-                    wait_secs = secs,
-                    "operating budget nearly spent, waiting"
-                );
-                sleep_secs(secs).await;
-            }
-            Admission::Send { after } => {
-                sleep_secs(after).await;
-                return;
-            }
-        }
-    }
-}
+use b24_domain::limits::{LimitSettings, OperatingReport, PortalBudget};
+use b24_domain::ports::{RateLimiter, unix_now, wait_for_admission};
 
 /// A limiter for the callers inside one process (every clone of a `Client` and every
 /// task sharing it). Several processes sharing one portal need the Postgres-backed one.
@@ -103,13 +41,13 @@ impl Default for InProcessLimiter {
 #[async_trait]
 impl RateLimiter for InProcessLimiter {
     async fn acquire(&self, methods: &[&str]) {
-        wait_for_admission(methods, || async {
+        let admit = || async {
             self.budget
                 .lock()
                 .await
                 .admit(unix_now(), methods, &self.settings)
-        })
-        .await;
+        };
+        wait_for_admission(methods, admit, tokio::time::sleep).await;
     }
 
     async fn observe(&self, reports: &[OperatingReport]) -> f64 {
@@ -264,14 +202,5 @@ mod tests {
                 .await,
             0.0
         );
-    }
-
-    #[tokio::test]
-    async fn sleeping_for_garbage_returns_at_once() {
-        let start = std::time::Instant::now();
-        for secs in [f64::NAN, f64::NEG_INFINITY, -1.0, 0.0, f64::INFINITY, 1e300] {
-            sleep_secs(secs).await;
-        }
-        assert!(start.elapsed().as_secs_f64() < 0.05);
     }
 }

@@ -7,8 +7,9 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use b24_client::{B24Error, Client, ClientOptions, Command, InProcessLimiter, unix_now};
+use b24_client::{B24Error, Client, ClientOptions, Command, InProcessLimiter};
 use b24_domain::limits::LimitSettings;
+use b24_domain::ports::unix_now;
 use b24_domain::webhook::WebhookUrl;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -8,11 +8,10 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use b24_client::RateLimiter;
-use b24_client::limiter::wait_for_admission;
 use b24_domain::limits::{
     Admission, LeakyBucket, LimitSettings, OperatingReport, OperatingWindow, PortalBudget,
 };
+use b24_domain::ports::{RateLimiter, wait_for_admission};
 use tracing::Instrument;
 
 use crate::{Context, Store, StoreError};
@@ -109,13 +108,14 @@ impl PgRateLimiter {
 impl RateLimiter for PgRateLimiter {
     async fn acquire(&self, methods: &[&str]) {
         let settings = self.settings;
-        wait_for_admission(methods, || async {
+        let admit = || async {
             self.update(|budget, now| budget.admit(now, methods, &settings))
                 .await
                 .unwrap_or_else(|e| self.fallback(&e))
-        })
-        .instrument(tracing::info_span!("shared_rate_limit", portal = %self.portal))
-        .await;
+        };
+        wait_for_admission(methods, admit, tokio::time::sleep)
+            .instrument(tracing::info_span!("shared_rate_limit", portal = %self.portal))
+            .await;
     }
 
     async fn observe(&self, reports: &[OperatingReport]) -> f64 {

@@ -8,8 +8,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use b24_client::{Client, ClientOptions, InProcessLimiter, OperatingReport, RateLimiter};
+use b24_client::{Client, ClientOptions, InProcessLimiter};
 use b24_domain::entity::Entity;
+use b24_domain::limits::OperatingReport;
+use b24_domain::ports::RateLimiter;
 use b24_domain::sync::{DeleteGuard, Mode, RunOutcome};
 use b24_domain::webhook::WebhookUrl;
 use b24_sim::SimConfig;

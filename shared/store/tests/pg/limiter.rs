@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use b24_client::{OperatingReport, RateLimiter, unix_now};
-use b24_domain::limits::LimitSettings;
+use b24_domain::limits::{LimitSettings, OperatingReport};
+use b24_domain::ports::{RateLimiter, unix_now};
 use b24_store::{PgRateLimiter, Store};
 
 use crate::common::*;
