@@ -39,6 +39,20 @@ ensure_postgres() {
     exit 1
 }
 
+# moto_server (PyPI `moto[server]`): a local SQS-protocol server that the AWS adapter's
+# tests start themselves. Installed with pip, quietly, only when `moto_server` is missing.
+ensure_moto() {
+    if command -v moto_server >/dev/null 2>&1; then
+        say "moto_server is installed (SQS stand-in for the AWS adapter tests)"
+        return
+    fi
+    say "moto_server not found: installing moto[server] from PyPI with pip (SQS stand-in for the AWS adapter tests)"
+    python3 -m pip install --quiet 'moto[server]>=5.1,<6'
+    # pyenv only sees new console scripts after a rehash.
+    if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
+    command -v moto_server >/dev/null 2>&1 || { say "moto_server is still not on PATH after pip install"; exit 1; }
+}
+
 # GNU time reports a command's peak memory (benchmarks).
 ensure_gnu_time() {
     if [ ! -x /usr/bin/time ]; then

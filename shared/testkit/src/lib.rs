@@ -1,6 +1,8 @@
 //! Test support: a throw-away database per test on the local PostgreSQL
 //! (127.0.0.1:5432, trust auth; `scripts/test.sh` starts it). Override the server with
-//! `B24_TEST_PG`.
+//! `B24_TEST_PG`. [`moto::MotoServer`]: a local stand-in for AWS.
+
+pub mod moto;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -1,0 +1,430 @@
+//! The change queue on SQS: messages go out with `SendMessageBatch`, ten per call.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_sqs::config::retry::RetryConfig;
+use aws_sdk_sqs::config::timeout::TimeoutConfig;
+use aws_sdk_sqs::error::ProvideErrorMetadata;
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use b24_domain::change::ChangeMessage;
+use b24_domain::ports::{ChangeQueue, QueueError};
+
+/// The environment variable holding the change queue's URL.
+pub const QUEUE_URL_ENV: &str = "CHANGE_QUEUE_URL";
+
+/// SQS takes at most ten entries per `SendMessageBatch`.
+const BATCH_SIZE: usize = 10;
+
+// A healthy SQS answers in tens of milliseconds. These bound a call when it does not,
+// so the intake can still answer the portal (503) well inside its own timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_ATTEMPTS: u32 = 3;
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Why the queue cannot be set up; each names the setting to fix.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SetupError {
+    #[error(
+        "{QUEUE_URL_ENV} is not set: it must hold the change queue's URL \
+         (https://sqs.<region>.amazonaws.com/<account>/<queue>; with moto, the URL that create-queue returned)"
+    )]
+    MissingQueueUrl,
+    #[error(
+        "{QUEUE_URL_ENV} {0:?} is not a queue URL: expected http(s)://<host>/<account>/<queue>"
+    )]
+    InvalidQueueUrl(String),
+    #[error("no AWS region: set AWS_REGION (Lambda sets it for every function)")]
+    MissingRegion,
+}
+
+/// The change queue on SQS ([`ChangeQueue`]).
+pub struct SqsChangeQueue {
+    client: aws_sdk_sqs::Client,
+    queue_url: String,
+}
+
+impl SqsChangeQueue {
+    /// The queue named by `CHANGE_QUEUE_URL`, reached with the SDK's configuration from
+    /// the environment (`AWS_ENDPOINT_URL_SQS` points it at moto).
+    pub async fn from_env() -> Result<SqsChangeQueue, SetupError> {
+        let queue_url = std::env::var(QUEUE_URL_ENV).unwrap_or_default();
+        if queue_url.trim().is_empty() {
+            return Err(SetupError::MissingQueueUrl);
+        }
+        let sdk_config = aws_config::defaults(BehaviorVersion::latest()).load().await;
+        SqsChangeQueue::new(&sdk_config, &queue_url)
+    }
+
+    /// The queue at `queue_url`, reached with `sdk_config` plus this adapter's timeouts
+    /// and retries.
+    pub fn new(sdk_config: &SdkConfig, queue_url: &str) -> Result<SqsChangeQueue, SetupError> {
+        let queue_url = queue_url.trim();
+        if queue_url.is_empty() {
+            return Err(SetupError::MissingQueueUrl);
+        }
+        if !is_queue_url(queue_url) {
+            return Err(SetupError::InvalidQueueUrl(queue_url.to_string()));
+        }
+        if sdk_config.region().is_none() {
+            return Err(SetupError::MissingRegion);
+        }
+        let timeouts = TimeoutConfig::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+            .operation_timeout(CALL_TIMEOUT)
+            .build();
+        let retries = RetryConfig::standard()
+            .with_max_attempts(MAX_ATTEMPTS)
+            .with_initial_backoff(FIRST_BACKOFF)
+            .with_max_backoff(MAX_BACKOFF);
+        let config = aws_sdk_sqs::config::Builder::from(sdk_config)
+            .timeout_config(timeouts)
+            .retry_config(retries)
+            .build();
+        Ok(SqsChangeQueue {
+            client: aws_sdk_sqs::Client::from_conf(config),
+            queue_url: queue_url.to_string(),
+        })
+    }
+}
+
+/// `http(s)://host/account/queue`, as SQS and moto hand them out.
+fn is_queue_url(url: &str) -> bool {
+    let Some(rest) = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    let parts: Vec<&str> = rest.split('/').collect();
+    parts.len() == 3 && parts.iter().all(|part| !part.is_empty())
+}
+
+#[async_trait]
+impl ChangeQueue for SqsChangeQueue {
+    async fn send(&self, messages: &[ChangeMessage]) -> Result<(), QueueError> {
+        send_in_batches(self, messages).await
+    }
+}
+
+/// One entry of a `SendMessageBatch` call; `id` is unique within its call.
+struct Entry {
+    id: String,
+    body: String,
+}
+
+/// An entry the service did not take, with its reason code.
+struct Refused {
+    id: String,
+    code: String,
+}
+
+/// One `SendMessageBatch` call: the entries the service refused, or why the call as a
+/// whole failed (after the SDK's own retries).
+#[async_trait]
+trait SendBatch: Sync {
+    async fn send_batch(&self, entries: &[Entry]) -> Result<Vec<Refused>, String>;
+}
+
+#[async_trait]
+impl SendBatch for SqsChangeQueue {
+    async fn send_batch(&self, entries: &[Entry]) -> Result<Vec<Refused>, String> {
+        let entries = entries
+            .iter()
+            .map(|entry| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(&entry.id)
+                    .message_body(&entry.body)
+                    .build()
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| error.to_string())?;
+        let output = self
+            .client
+            .send_message_batch()
+            .queue_url(&self.queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|error| describe(&error))?;
+        Ok(output
+            .failed()
+            .iter()
+            .map(|failed| Refused {
+                id: failed.id().to_string(),
+                code: failed.code().to_string(),
+            })
+            .collect())
+    }
+}
+
+/// The service's error code and message, or what kept the call from an answer (each
+/// cause in turn: connect error, timeout). Neither holds a request body.
+fn describe(error: &(impl ProvideErrorMetadata + std::error::Error)) -> String {
+    if let Some(code) = error.code() {
+        return format!("{code}: {}", error.message().unwrap_or("no message"));
+    }
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Sends every message in calls of ten. Entries the service refuses are sent once more;
+/// a call that fails as a whole stops the send (the next would wait just as long). The
+/// error counts what was not taken and lists the reasons, never a message body.
+async fn send_in_batches(
+    sender: &impl SendBatch,
+    messages: &[ChangeMessage],
+) -> Result<(), QueueError> {
+    let mut failed = 0;
+    let mut reasons = BTreeSet::new();
+    for (index, chunk) in messages.chunks(BATCH_SIZE).enumerate() {
+        let entries = chunk
+            .iter()
+            .enumerate()
+            .map(|(id, message)| Entry {
+                id: id.to_string(),
+                body: message.to_json(),
+            })
+            .collect();
+        match send_with_one_retry(sender, entries).await {
+            Ok(()) => {}
+            Err(BatchFailure::Refused(refused)) => {
+                failed += refused.len();
+                reasons.extend(
+                    refused
+                        .into_iter()
+                        .map(|r| format!("{} (after a retry)", r.code)),
+                );
+            }
+            Err(BatchFailure::Call { unsent, reason }) => {
+                let later = messages.len().saturating_sub((index + 1) * BATCH_SIZE);
+                failed += unsent + later;
+                reasons.insert(reason);
+                break;
+            }
+        }
+    }
+    if failed == 0 {
+        return Ok(());
+    }
+    Err(QueueError {
+        sent: messages.len(),
+        failed,
+        reason: reasons.into_iter().collect::<Vec<_>>().join("; "),
+    })
+}
+
+enum BatchFailure {
+    /// Entries refused twice.
+    Refused(Vec<Refused>),
+    /// The call failed; `unsent` entries of it were not taken.
+    Call { unsent: usize, reason: String },
+}
+
+async fn send_with_one_retry(
+    sender: &impl SendBatch,
+    mut entries: Vec<Entry>,
+) -> Result<(), BatchFailure> {
+    let mut refused = Vec::new();
+    for _attempt in 0..2 {
+        refused = sender
+            .send_batch(&entries)
+            .await
+            .map_err(|reason| BatchFailure::Call {
+                unsent: entries.len(),
+                reason,
+            })?;
+        // Only entries of this call count, whatever else the answer lists.
+        entries.retain(|entry| refused.iter().any(|r| r.id == entry.id));
+        refused.retain(|r| entries.iter().any(|entry| entry.id == r.id));
+        if entries.is_empty() {
+            return Ok(());
+        }
+    }
+    Err(BatchFailure::Refused(refused))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use b24_domain::change::ChangeAction;
+    use b24_domain::entity::Entity;
+    use std::sync::Mutex;
+
+    fn messages(count: u64) -> Vec<ChangeMessage> {
+        (1..=count)
+            .map(|id| ChangeMessage {
+                portal: "acme".into(),
+                entity: Entity::Contact,
+                id,
+                action: ChangeAction::Update,
+                event_time: None,
+                received_at: chrono::DateTime::UNIX_EPOCH,
+            })
+            .collect()
+    }
+
+    /// Records every call; `answer(call number, entry body)` says whether the service
+    /// refuses an entry (`Some(code)`), and `broken_call` fails one call as a whole.
+    struct FakeSqs {
+        calls: Mutex<Vec<Vec<(String, String)>>>,
+        refuse: fn(usize, &str) -> Option<&'static str>,
+        broken_call: Option<usize>,
+    }
+
+    impl FakeSqs {
+        fn new(refuse: fn(usize, &str) -> Option<&'static str>) -> FakeSqs {
+            FakeSqs {
+                calls: Mutex::new(Vec::new()),
+                refuse,
+                broken_call: None,
+            }
+        }
+
+        fn calls(&self) -> Vec<Vec<(String, String)>> {
+            self.calls.lock().unwrap().clone()
+        }
+    }
+
+    #[async_trait]
+    impl SendBatch for FakeSqs {
+        async fn send_batch(&self, entries: &[Entry]) -> Result<Vec<Refused>, String> {
+            let mut calls = self.calls.lock().unwrap();
+            let call = calls.len();
+            calls.push(
+                entries
+                    .iter()
+                    .map(|e| (e.id.clone(), e.body.clone()))
+                    .collect(),
+            );
+            if self.broken_call == Some(call) {
+                return Err("dispatch failure: connection refused".into());
+            }
+            Ok(entries
+                .iter()
+                .filter_map(|e| {
+                    (self.refuse)(call, &e.body).map(|code| Refused {
+                        id: e.id.clone(),
+                        code: code.into(),
+                    })
+                })
+                .collect())
+        }
+    }
+
+    fn id_of(body: &str) -> u64 {
+        ChangeMessage::from_json(body).unwrap().id
+    }
+
+    #[tokio::test]
+    async fn sends_in_calls_of_ten_with_ids_unique_per_call() {
+        let sqs = FakeSqs::new(|_, _| None);
+        send_in_batches(&sqs, &messages(23)).await.unwrap();
+        let calls = sqs.calls();
+        let sizes: Vec<usize> = calls.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [10, 10, 3]);
+        for call in &calls {
+            let ids: BTreeSet<&str> = call.iter().map(|(id, _)| id.as_str()).collect();
+            assert_eq!(ids.len(), call.len(), "duplicate entry ids in {call:?}");
+        }
+        let sent: Vec<u64> = calls
+            .iter()
+            .flatten()
+            .map(|(_, body)| id_of(body))
+            .collect();
+        assert_eq!(sent, (1..=23).collect::<Vec<_>>());
+        assert!(send_in_batches(&sqs, &[]).await.is_ok());
+        assert_eq!(sqs.calls().len(), 3, "an empty send makes no call");
+    }
+
+    #[tokio::test]
+    async fn refused_entries_are_sent_once_more_and_alone() {
+        // The first call refuses messages 3 and 7; every later call takes everything.
+        let sqs = FakeSqs::new(|call, body| {
+            (call == 0 && [3, 7].contains(&id_of(body))).then_some("InternalError")
+        });
+        send_in_batches(&sqs, &messages(12)).await.unwrap();
+        let calls = sqs.calls();
+        let retried: Vec<u64> = calls[1].iter().map(|(_, body)| id_of(body)).collect();
+        assert_eq!(retried, [3, 7]);
+        assert_eq!(calls.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn entries_refused_twice_fail_with_counts_and_codes_but_no_bodies() {
+        let sqs = FakeSqs::new(|_, body| match id_of(body) {
+            4 => Some("InternalError"),
+            15 => Some("ThrottlingException"),
+            _ => None,
+        });
+        let error = send_in_batches(&sqs, &messages(23)).await.unwrap_err();
+        assert_eq!((error.sent, error.failed), (23, 2));
+        assert!(error.reason.contains("InternalError"), "{error}");
+        assert!(error.reason.contains("ThrottlingException"), "{error}");
+        assert!(!error.to_string().contains("acme"), "{error}");
+        // Every batch was still sent, the refused ones twice.
+        assert_eq!(sqs.calls().len(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_failed_call_stops_the_send_and_counts_everything_not_taken() {
+        let sqs = FakeSqs {
+            broken_call: Some(1),
+            ..FakeSqs::new(|_, _| None)
+        };
+        let error = send_in_batches(&sqs, &messages(23)).await.unwrap_err();
+        assert_eq!((error.sent, error.failed), (23, 13));
+        assert!(error.reason.contains("connection refused"), "{error}");
+        assert_eq!(sqs.calls().len(), 2);
+    }
+
+    #[test]
+    fn accepts_queue_urls_and_names_the_bad_ones() {
+        assert!(is_queue_url(
+            "https://sqs.eu-central-1.amazonaws.com/123456789012/b24-changes"
+        ));
+        assert!(is_queue_url("http://127.0.0.1:5123/123456789012/changes"));
+        for bad in [
+            "sqs.eu-central-1.amazonaws.com/123456789012/q",
+            "https://sqs.eu-central-1.amazonaws.com/q",
+            "https://sqs.eu-central-1.amazonaws.com/123456789012/",
+            "arn:aws:sqs:eu-central-1:123456789012:q",
+        ] {
+            assert!(!is_queue_url(bad), "{bad}");
+        }
+        let sdk_config = SdkConfig::builder()
+            .region(aws_config::Region::new("us-east-1"))
+            .behavior_version(BehaviorVersion::latest())
+            .build();
+        let error = SqsChangeQueue::new(&sdk_config, "changes").err().unwrap();
+        assert!(error.to_string().contains("\"changes\""), "{error}");
+        assert_eq!(
+            SqsChangeQueue::new(&sdk_config, " ").err(),
+            Some(SetupError::MissingQueueUrl)
+        );
+    }
+
+    #[test]
+    fn a_configuration_without_region_is_refused() {
+        let sdk_config = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .build();
+        let url = "https://sqs.eu-central-1.amazonaws.com/123456789012/q";
+        assert_eq!(
+            SqsChangeQueue::new(&sdk_config, url).err(),
+            Some(SetupError::MissingRegion)
+        );
+    }
+}
