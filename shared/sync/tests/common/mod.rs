@@ -185,18 +185,27 @@ pub async fn assert_mirror_equals_portal(sim: &RunningSim, db: &TestDb, entity: 
     );
     assert_eq!(portal_ids, mirror_ids, "{entity}: live ID sets differ");
     for (id, record) in &portal {
-        let raw = &mirror[id];
-        for (field, value) in record {
-            // The dump has `get`'s form, where an empty user field is "", while `list`
-            // (the mirror's source) gives null.
-            let empty_in_both = value == "" && raw.get(field) == Some(&Value::Null);
-            if !empty_in_both {
-                assert_eq!(
-                    raw.get(field),
-                    Some(value),
-                    "{entity} {id}: field {field} differs"
-                );
-            }
+        assert_record_equals(entity, *id, record, &mirror[id]);
+    }
+}
+
+/// Asserts a mirror row's `raw` holds every field of the portal's record.
+pub fn assert_record_equals(
+    entity: Entity,
+    id: u64,
+    record: &serde_json::Map<String, Value>,
+    raw: &serde_json::Map<String, Value>,
+) {
+    for (field, value) in record {
+        // The dump has `get`'s form, where an empty user field is "", while `list`
+        // (the mirror's source) gives null.
+        let empty_in_both = value == "" && raw.get(field) == Some(&Value::Null);
+        if !empty_in_both {
+            assert_eq!(
+                raw.get(field),
+                Some(value),
+                "{entity} {id}: field {field} differs"
+            );
         }
     }
 }
@@ -368,6 +377,11 @@ pub async fn service(db: &TestDb, portals: &[(&str, String)]) -> SyncService {
             (name.to_string(), portal)
         })
         .collect();
+    service_of(db, Value::Object(portals)).await
+}
+
+/// A service over `db` with the configuration's `portals` section as given.
+pub async fn service_of(db: &TestDb, portals: Value) -> SyncService {
     let config = json!({"database": {"url": db.url, "schema": SCHEMA}, "portals": portals});
     let config = b24_config::Config::from_json_str(&config.to_string()).unwrap();
     SyncService::connect(config, true).await.unwrap()
