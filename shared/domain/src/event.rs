@@ -153,7 +153,7 @@ pub fn accept(
         });
     }
     let raw = format.decode(body)?;
-    let portal = authenticate(&raw, request, portals)?;
+    let portal = authenticate(&raw, request, portals).map_err(Rejection::Unauthorized)?;
 
     let event = single(&raw.event)
         .map_err(|_| Rejection::Malformed("the body has several different `event` values".into()))?
@@ -351,10 +351,9 @@ fn authenticate<'p>(
     raw: &RawEvent,
     request: &IntakeRequest<'_>,
     portals: &'p [PortalIdentity],
-) -> Result<&'p PortalIdentity, Rejection> {
-    let unauthorized = Rejection::Unauthorized;
+) -> Result<&'p PortalIdentity, AuthFailure> {
     let auth = raw.auth.as_ref();
-    let conflicting = |_| unauthorized(AuthFailure::ConflictingPortal);
+    let conflicting = |Conflict| AuthFailure::ConflictingPortal;
     let domain = auth
         .map(|a| single_ignoring_case(&a.domain))
         .transpose()
@@ -366,7 +365,7 @@ fn authenticate<'p>(
         .map_err(conflicting)?
         .flatten();
     if domain.is_none() && member_id.is_none() {
-        return Err(unauthorized(AuthFailure::NoPortal));
+        return Err(AuthFailure::NoPortal);
     }
     let by_domain = domain.and_then(|domain| {
         portals
@@ -380,22 +379,22 @@ fn authenticate<'p>(
     });
     let portal = match (by_domain, by_member) {
         (Some(a), Some(b)) if !std::ptr::eq(a, b) => {
-            return Err(unauthorized(AuthFailure::ConflictingPortal));
+            return Err(AuthFailure::ConflictingPortal);
         }
         (Some(portal), _) | (None, Some(portal)) => portal,
-        (None, None) => return Err(unauthorized(AuthFailure::UnknownPortal)),
+        (None, None) => return Err(AuthFailure::UnknownPortal),
     };
     // A portal may change its address but never its member_id: a different one is a
     // different portal.
     if let (Some(theirs), Some(ours)) = (member_id, portal.member_id.as_deref())
         && theirs != ours
     {
-        return Err(unauthorized(AuthFailure::ConflictingPortal));
+        return Err(AuthFailure::ConflictingPortal);
     }
 
     let presented = presented_token(raw, request)?;
     if portal.tokens.is_empty() {
-        return Err(unauthorized(AuthFailure::NoTokenConfigured));
+        return Err(AuthFailure::NoTokenConfigured);
     }
     // Compare with every configured token, so the time taken says nothing about which
     // one (or how much of one) matched.
@@ -408,7 +407,7 @@ fn authenticate<'p>(
     if bool::from(matched) {
         Ok(portal)
     } else {
-        Err(unauthorized(AuthFailure::WrongToken))
+        Err(AuthFailure::WrongToken)
     }
 }
 
@@ -416,7 +415,7 @@ fn authenticate<'p>(
 fn presented_token<'r>(
     raw: &'r RawEvent,
     request: &IntakeRequest<'r>,
-) -> Result<Cow<'r, [u8]>, Rejection> {
+) -> Result<Cow<'r, [u8]>, AuthFailure> {
     let auth = raw.auth.as_ref();
     let data = raw.data.as_ref();
     let in_body = [
@@ -456,13 +455,13 @@ fn presented_token<'r>(
         match &found {
             _ if token.is_empty() => {}
             Some(seen) if *seen != token => {
-                return Err(Rejection::Unauthorized(AuthFailure::ConflictingTokens));
+                return Err(AuthFailure::ConflictingTokens);
             }
             Some(_) => {}
             None => found = Some(token),
         }
     }
-    found.ok_or(Rejection::Unauthorized(AuthFailure::MissingToken))
+    found.ok_or(AuthFailure::MissingToken)
 }
 
 /// `Authorization: Bearer <token>`; the scheme name in any case.
