@@ -314,3 +314,37 @@ async fn a_portal_that_fails_fails_only_its_own_messages() {
     );
     assert_eq!(mirror_records(&db, Entity::Deal).await.len(), 2);
 }
+
+#[tokio::test]
+async fn delete_events_for_records_no_sync_saw_delete_nothing_and_do_not_trip_the_guard() {
+    let db = TestDb::create().await;
+    let sim = sim(unlimited(40)).await;
+    let service = service(&db, &[(PORTAL, sim.webhook_url())]).await;
+    // Deals created and deleted before the mirror saw them, among a few it did see.
+    let seen: Vec<_> = (31..=40)
+        .map(|id| change(Entity::Deal, id, ChangeAction::Add))
+        .collect();
+    assert!(
+        service
+            .apply_changes(deliveries(seen), None)
+            .await
+            .is_empty()
+    );
+    let client = service.client(PORTAL).await.unwrap();
+    for id in 1..=30 {
+        client
+            .call("crm.deal.delete", &serde_json::json!({"id": id}))
+            .await
+            .unwrap();
+    }
+    let deletes = (1..=30).map(|id| change(Entity::Deal, id, ChangeAction::Delete));
+    // 30 confirmed gone against 10 live rows would be refused, were they counted.
+    assert!(
+        service
+            .apply_changes(deliveries(deletes), None)
+            .await
+            .is_empty()
+    );
+    assert_eq!(mirror_records(&db, Entity::Deal).await.len(), 10);
+    assert!(deleted_ids(&db, Entity::Deal).await.is_empty());
+}
