@@ -128,9 +128,10 @@ async fn duplicates_are_applied_once_and_none_fails() {
     assert!(failed_ids(&response).is_empty());
     assert_eq!(mirror(&db, Entity::Contact).await, [5]);
     let stats = sim.stats().await.unwrap();
-    // The field metadata (with the newest row), then one lookup naming ID 5 once.
+    // The field metadata, then one lookup naming ID 5 once.
     assert_eq!(stats.http_requests, 2, "{stats:?}");
-    assert_eq!(stats.requests_by_method["crm.contact.list"], 2, "{stats:?}");
+    assert_eq!(stats.requests_by_method["crm.contact.list"], 1, "{stats:?}");
+    assert_eq!(stats.rows_returned, 1, "{stats:?}");
 }
 
 #[tokio::test]

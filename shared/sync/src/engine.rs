@@ -355,7 +355,7 @@ impl Syncer<'_> {
     /// One request for the entity's field metadata and its newest modification time;
     /// brings the table up to date with the fields. `None` when the deadline came
     /// before the portal answered.
-    pub(crate) async fn prepare(
+    async fn prepare(
         &self,
         entity: Entity,
         options: &SyncOptions,
@@ -382,7 +382,6 @@ impl Syncer<'_> {
                     results.len()
                 ))
             })?;
-        let fields = schema::parse_fields(&fields.outcome?.result)?;
         let newest = newest
             .outcome?
             .result
@@ -391,16 +390,32 @@ impl Syncer<'_> {
             .and_then(|row| row.get("DATE_MODIFY"))
             .and_then(Value::as_str)
             .map(str::to_string);
+        let prepared = self
+            .prepare_table(entity, &fields.outcome?.result, newest, summary)
+            .await?;
+        Ok(Some(prepared))
+    }
+
+    /// Brings the entity's table up to date with `fields` (the answer of
+    /// `crm.<entity>.fields`).
+    pub(crate) async fn prepare_table(
+        &self,
+        entity: Entity,
+        fields: &Value,
+        newest: Option<String>,
+        summary: &mut SyncSummary,
+    ) -> Result<Prepared, SyncError> {
+        let fields = schema::parse_fields(fields)?;
         let layout = self
             .store
             .ensure_table(self.portal, entity, &fields)
             .await?;
         summary.skipped_fields = layout.skipped_fields().to_vec();
-        Ok(Some(Prepared {
+        Ok(Prepared {
             layout,
             select: select_all(&fields),
             newest,
-        }))
+        })
     }
 
     /// Rows modified since the cursor (minus the overlap), in ascending ID order and
@@ -856,7 +871,10 @@ fn last_id(chunk: &[Row]) -> Result<u64, SyncError> {
 
 /// Waits for `work` until `deadline`; `None` when the deadline came first (the work is
 /// dropped, which cancels its request, sleep or retry).
-async fn within<T>(deadline: Option<Instant>, work: impl Future<Output = T>) -> Option<T> {
+pub(crate) async fn within<T>(
+    deadline: Option<Instant>,
+    work: impl Future<Output = T>,
+) -> Option<T> {
     match deadline {
         None => Some(work.await),
         Some(deadline) => tokio::time::timeout_at(deadline.into(), work).await.ok(),

@@ -3,15 +3,18 @@
 //! A message is a hint, never the data, so duplicates and reordering change nothing.
 //!
 //! Cost: one request for the field metadata (the table layout follows the portal's
-//! fields), then one `batch` request of 50 `@ID` lookups of 50 IDs per 2,500 records.
+//! fields, as in every sync run), then one `batch` request of 50 `@ID` lookups of 50 IDs
+//! per 2,500 records.
 
 use std::time::Instant;
 
 use b24_domain::change::ChangeGroup;
 use b24_domain::sync::{DeleteGuard, DeletesRefused, RunOutcome};
 
-use crate::engine::RECHECK_BATCH;
-use crate::{SyncError, SyncOptions, SyncSummary, Syncer};
+use serde_json::json;
+
+use crate::engine::{RECHECK_BATCH, within};
+use crate::{SyncError, SyncSummary, Syncer};
 
 /// The `mode` of a change worker's summary.
 pub const CHANGES_MODE: &str = "changes";
@@ -60,14 +63,15 @@ impl Syncer<'_> {
             mode: CHANGES_MODE.to_string(),
             ..SyncSummary::default()
         };
-        let options = SyncOptions {
+        let fields = within(
             deadline,
-            ..SyncOptions::default()
-        };
+            self.client.call(&entity.method("fields"), &json!({})),
+        )
+        .await
+        .ok_or(SyncError::OutOfTime("reading the field metadata"))??;
         let prepared = self
-            .prepare(entity, &options, &mut summary)
-            .await?
-            .ok_or(SyncError::OutOfTime("reading the field metadata"))?;
+            .prepare_table(entity, &fields.result, None, &mut summary)
+            .await?;
         let mut found = Vec::new();
         for ids in group.ids().chunks(RECHECK_BATCH) {
             let found_ids = self
