@@ -57,6 +57,11 @@ const HOW_TO_CONFIRM: &str = "If the portal really lost these rows, run again wi
     `b24sync sync --confirm-deletes` (or \"confirm_deletes\": true in the sync request), \
     or set portals.<name>.max_delete_share = 1.0";
 
+/// How an operator lets deletions the change worker refused through.
+const HOW_TO_CONFIRM_EVENTS: &str = "If the portal really lost these records, \
+    `b24sync sync --mode reconcile --confirm-deletes` deletes them, \
+    or set portals.<name>.max_delete_share = 1.0";
+
 /// The adapters, built once per process and reused across invocations.
 pub struct SyncService {
     config: Config,
@@ -192,12 +197,12 @@ impl SyncService {
     /// Applies a batch of change messages `(key, message)` to the mirror, each portal
     /// entity's share on its own (see [`Syncer::apply_changes`]), and returns the keys
     /// (queue message IDs, say) of the messages that failed, to be delivered again (and
-    /// in the end to the dead-letter queue). A share fails as a whole when its portal is not configured,
-    /// cannot be reached or refuses the webhook, or its time runs out (each share gets
-    /// an equal part of what is left, so one unreachable portal cannot use up the
-    /// others' time); a refused deletion fails only the messages of the records it
-    /// would have deleted. Changes of an entity the portal does not mirror are dropped
-    /// with a warning.
+    /// in the end to the dead-letter queue). A share fails as a whole when its portal
+    /// is not configured, cannot be reached or refuses the webhook, or its time runs
+    /// out (each share gets an equal part of what is left, so one unreachable portal
+    /// cannot use up the others' time); a refused deletion fails only the messages of
+    /// the records it would have deleted. Changes of an entity the portal does not
+    /// mirror are dropped with a warning.
     pub async fn apply_changes<K: Clone>(
         &self,
         batch: Vec<(K, ChangeMessage)>,
@@ -246,7 +251,7 @@ impl SyncService {
                         tracing::error!(portal, %entity, would_delete = refused.counts.would_delete,
                             live_rows = refused.counts.live_rows, max_share = refused.counts.max_share,
                             failed_messages = messages.len(),
-                            "deletions refused by the mass-deletion guard: {}; nothing of them was deleted and their messages fail. {HOW_TO_CONFIRM}",
+                            "deletions refused by the mass-deletion guard: {}; nothing of them was deleted and their messages fail. {HOW_TO_CONFIRM_EVENTS}",
                             refused.counts);
                         failed.extend(messages);
                     }
