@@ -10,7 +10,7 @@ use b24_sim::{RunningSim, SimConfig};
 use b24_sync::SyncService;
 use b24_testkit::TestDb;
 use change_worker::apply_batch;
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// The portal the sample events in `events/change-worker` name.
 const PORTAL: &str = "demo";
@@ -56,24 +56,8 @@ fn change(portal: &str, entity: Entity, id: u64, action: ChangeAction) -> String
     .to_json()
 }
 
-/// An SQS event as Lambda delivers it, one record per `(messageId, body)`.
 fn sqs_event(records: &[(&str, String)]) -> SqsEvent {
-    let records: Vec<Value> = records
-        .iter()
-        .map(|(id, body)| {
-            json!({
-                "messageId": id,
-                "receiptHandle": format!("handle-{id}"),
-                "body": body,
-                "attributes": {"ApproximateReceiveCount": "1"},
-                "messageAttributes": {},
-                "eventSource": "aws:sqs",
-                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:changes",
-                "awsRegion": "us-east-1"
-            })
-        })
-        .collect();
-    serde_json::from_value(json!({ "Records": records })).unwrap()
+    b24_lambda::sqs::event_of(records.iter().map(|(id, body)| (Some(*id), body.as_str())))
 }
 
 fn failed_ids(response: &SqsBatchResponse) -> Vec<String> {

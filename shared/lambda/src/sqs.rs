@@ -55,6 +55,27 @@ pub fn batch_response<'a, E: Display>(
     Ok(response)
 }
 
+/// An SQS event holding one record per `(messageId, body)`, shaped as Lambda delivers a
+/// batch: for handler tests and for feeding a worker from an in-process queue.
+pub fn event_of<'a>(records: impl IntoIterator<Item = (Option<&'a str>, &'a str)>) -> SqsEvent {
+    let mut event = SqsEvent::default();
+    event.records = records
+        .into_iter()
+        .map(|(id, body)| {
+            let mut message = SqsMessage::default();
+            message.message_id = id.map(str::to_string);
+            message.receipt_handle = id.map(|id| format!("handle-{id}"));
+            message.body = Some(body.to_string());
+            message
+                .attributes
+                .insert("ApproximateReceiveCount".into(), "1".into());
+            message.event_source = Some("aws:sqs".into());
+            message
+        })
+        .collect();
+    event
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,24 +94,8 @@ mod tests {
         }
     }
 
-    /// An SQS event as Lambda delivers it, one record per `(messageId, body)`.
     fn event(records: &[(Option<&str>, &str)]) -> SqsEvent {
-        let records: Vec<_> = records
-            .iter()
-            .map(|(id, body)| {
-                json!({
-                    "messageId": id,
-                    "receiptHandle": "AQEB",
-                    "body": body,
-                    "attributes": {"ApproximateReceiveCount": "1"},
-                    "messageAttributes": {},
-                    "eventSource": "aws:sqs",
-                    "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:changes",
-                    "awsRegion": "us-east-1"
-                })
-            })
-            .collect();
-        serde_json::from_value(json!({ "Records": records })).unwrap()
+        event_of(records.iter().copied())
     }
 
     #[test]

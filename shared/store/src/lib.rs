@@ -240,6 +240,11 @@ pub(crate) fn to_db_id(id: u64) -> Result<i64, StoreError> {
     i64::try_from(id).map_err(|_| StoreError::Invalid(format!("ID {id} does not fit a bigint")))
 }
 
+/// Every ID as a `bigint`, or the error naming the first that does not fit.
+pub(crate) fn to_db_ids(ids: &[u64]) -> Result<Vec<i64>, StoreError> {
+    ids.iter().map(|&id| to_db_id(id)).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,7 @@ use tokio_postgres::Client;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
-use crate::{Context, Store, StoreError, check_portal, to_db_id};
+use crate::{Context, Store, StoreError, check_portal, to_db_id, to_db_ids};
 
 /// The resumable position of one portal entity's sync.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -401,10 +401,7 @@ impl Store {
         if ids.is_empty() {
             return Ok(());
         }
-        let ids = ids
-            .iter()
-            .map(|&id| to_db_id(id))
-            .collect::<Result<Vec<_>, _>>()?;
+        let ids = to_db_ids(ids)?;
         let client = self.client().await?;
         client
             .execute(
@@ -459,13 +456,7 @@ impl Store {
         ids: Option<&[u64]>,
     ) -> Result<(), StoreError> {
         check_portal(portal)?;
-        let ids = ids
-            .map(|ids| {
-                ids.iter()
-                    .map(|&id| to_db_id(id))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .transpose()?;
+        let ids = ids.map(to_db_ids).transpose()?;
         let client = self.client().await?;
         client
             .execute(

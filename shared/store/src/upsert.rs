@@ -14,7 +14,9 @@ use tokio_postgres::Transaction;
 
 use crate::copy::{CopyBuffer, copy_in};
 use crate::layout::{LayoutColumn, portal_table_name};
-use crate::{Context, Row, Store, StoreError, TableLayout, check_portal, quote_ident, to_db_id};
+use crate::{
+    Context, Row, Store, StoreError, TableLayout, check_portal, quote_ident, to_db_id, to_db_ids,
+};
 
 /// What one `upsert` call did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -180,10 +182,7 @@ impl Store {
         ids: &[u64],
     ) -> Result<u64, StoreError> {
         check_portal(portal)?;
-        let ids = ids
-            .iter()
-            .map(|&id| to_db_id(id))
-            .collect::<Result<Vec<_>, _>>()?;
+        let ids = to_db_ids(ids)?;
         if ids.is_empty() {
             return Ok(0);
         }
@@ -228,10 +227,7 @@ impl Store {
         ids: &[u64],
     ) -> Result<Vec<u64>, StoreError> {
         check_portal(portal)?;
-        let ids = ids
-            .iter()
-            .map(|&id| to_db_id(id))
-            .collect::<Result<Vec<_>, _>>()?;
+        let ids = to_db_ids(ids)?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
