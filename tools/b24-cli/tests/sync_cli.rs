@@ -7,7 +7,7 @@ use std::process::Output;
 
 use b24_sim::{MutateRequest, RunningSim, SimConfig};
 use b24_testkit::TestDb;
-use common::{b24sync, stderr};
+use common::{assert_usage_errors, b24sync, stderr};
 use serde_json::Value;
 
 fn lines(output: &Output) -> Vec<Value> {
@@ -357,18 +357,5 @@ async fn bad_input_gets_a_clear_error_and_a_usage_exit_code() {
             "database",
         ),
     ];
-    for (args, expected) in cases {
-        let output = b24sync(args, &[]).await;
-        assert_eq!(
-            output.status.code(),
-            Some(2),
-            "{args:?}: {}",
-            stderr(&output)
-        );
-        assert!(
-            stderr(&output).contains(expected),
-            "{args:?}: {}",
-            stderr(&output)
-        );
-    }
+    assert_usage_errors(&cases, &["rest/1/abc"]).await;
 }

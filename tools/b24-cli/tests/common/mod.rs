@@ -19,3 +19,20 @@ pub async fn b24sync(args: &[&str], envs: &[(&str, &str)]) -> Output {
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+/// Runs each `(args, expected)` and checks it is refused as a usage error: exit code 2,
+/// a message that contains `expected`, and none of the `secrets` given on the line.
+pub async fn assert_usage_errors(cases: &[(&[&str], &str)], secrets: &[&str]) {
+    for (args, expected) in cases {
+        let output = b24sync(args, &[]).await;
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {message}");
+        assert!(message.contains(expected), "{args:?}: {message}");
+        for secret in secrets {
+            assert!(
+                !message.contains(secret),
+                "{args:?} leaked a secret: {message}"
+            );
+        }
+    }
+}
