@@ -53,6 +53,20 @@ ensure_moto() {
     command -v moto_server >/dev/null 2>&1 || { say "moto_server is still not on PATH after pip install"; exit 1; }
 }
 
+# AWS SAM CLI and cfn-lint (PyPI) for checking infra/template.yaml. Installed with pip,
+# quietly, only when one is missing (about 4 minutes the first time).
+ensure_sam() {
+    if command -v sam >/dev/null 2>&1 && command -v cfn-lint >/dev/null 2>&1; then
+        say "sam and cfn-lint are installed (template checks)"
+        return
+    fi
+    say "sam or cfn-lint not found: installing aws-sam-cli and cfn-lint from PyPI with pip (about 4 minutes the first time)"
+    python3 -m pip install --quiet aws-sam-cli cfn-lint
+    if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
+    command -v sam >/dev/null 2>&1 && command -v cfn-lint >/dev/null 2>&1 \
+        || { say "sam or cfn-lint is still not on PATH after pip install"; exit 1; }
+}
+
 # GNU time reports a command's peak memory (benchmarks).
 ensure_gnu_time() {
     if [ ! -x /usr/bin/time ]; then
