@@ -1,31 +1,20 @@
 //! The change queue on SQS: messages go out with `SendMessageBatch`, ten per call.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_config::{BehaviorVersion, SdkConfig};
-use aws_sdk_sqs::config::retry::RetryConfig;
-use aws_sdk_sqs::config::timeout::TimeoutConfig;
-use aws_sdk_sqs::error::ProvideErrorMetadata;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use b24_domain::change::ChangeMessage;
 use b24_domain::ports::{ChangeQueue, QueueError};
+
+use crate::client::{bounded, describe};
 
 /// The environment variable holding the change queue's URL.
 pub const QUEUE_URL_ENV: &str = "CHANGE_QUEUE_URL";
 
 /// SQS takes at most ten entries per `SendMessageBatch`.
 const BATCH_SIZE: usize = 10;
-
-// A healthy SQS answers in tens of milliseconds. These bound a call when it does not,
-// so the intake can still answer the portal (503) well inside its own timeout.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
-const CALL_TIMEOUT: Duration = Duration::from_secs(5);
-const MAX_ATTEMPTS: u32 = 3;
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Why the queue cannot be set up; each names the setting to fix.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -71,24 +60,9 @@ impl SqsChangeQueue {
         if !is_queue_url(queue_url) {
             return Err(SetupError::InvalidQueueUrl(queue_url.to_string()));
         }
-        if sdk_config.region().is_none() {
-            return Err(SetupError::MissingRegion);
-        }
-        let timeouts = TimeoutConfig::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-            .operation_timeout(CALL_TIMEOUT)
-            .build();
-        let retries = RetryConfig::standard()
-            .with_max_attempts(MAX_ATTEMPTS)
-            .with_initial_backoff(FIRST_BACKOFF)
-            .with_max_backoff(MAX_BACKOFF);
-        let config = aws_sdk_sqs::config::Builder::from(sdk_config)
-            .timeout_config(timeouts)
-            .retry_config(retries)
-            .build();
+        let sdk_config = bounded(sdk_config).ok_or(SetupError::MissingRegion)?;
         Ok(SqsChangeQueue {
-            client: aws_sdk_sqs::Client::from_conf(config),
+            client: aws_sdk_sqs::Client::new(&sdk_config),
             queue_url: queue_url.to_string(),
         })
     }
@@ -162,22 +136,6 @@ impl SendBatch for SqsChangeQueue {
             })
             .collect())
     }
-}
-
-/// The service's error code and message, or what kept the call from an answer (each
-/// cause in turn: connect error, timeout). Neither holds a request body.
-fn describe(error: &(impl ProvideErrorMetadata + std::error::Error)) -> String {
-    if let Some(code) = error.code() {
-        return format!("{code}: {}", error.message().unwrap_or("no message"));
-    }
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Sends every message in calls of ten. Entries the service refuses are sent once more;
