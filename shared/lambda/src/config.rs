@@ -1,6 +1,10 @@
 //! The function's settings: the configuration document and boolean switches from the
-//! environment. Every failure here is [`FunctionError::Configuration`].
+//! environment. Every failure here is [`FunctionError::Configuration`], except a secret
+//! that could not be read, which is [`FunctionError::Transient`].
 
+use std::sync::Arc;
+
+use b24_aws::{SecretConfig, SecretConfigError};
 use b24_config::{Config, ConfigError};
 
 use crate::error::FunctionError;
@@ -9,6 +13,44 @@ use crate::error::FunctionError;
 /// error names what is wrong and never repeats the value, which may hold secrets.
 pub fn load_config() -> Result<Config, FunctionError> {
     Config::load(None).map_err(FunctionError::from)
+}
+
+/// Where the configuration document comes from: in AWS the Secrets Manager secret named
+/// by `B24SYNC_CONFIG_SECRET` (re-read every `B24SYNC_CONFIG_REFRESH_SECS`, so a rotated
+/// token reaches warm instances), locally `B24SYNC_CONFIG` (read once).
+pub enum ConfigSource {
+    Secret(SecretConfig),
+    Local(Arc<Config>),
+}
+
+impl ConfigSource {
+    /// The secret when `B24SYNC_CONFIG_SECRET` is set, else `B24SYNC_CONFIG`. The
+    /// document is read here once, so a function that cannot have one fails at start.
+    pub async fn from_env() -> Result<ConfigSource, FunctionError> {
+        let source = match SecretConfig::from_env().await? {
+            Some(secret) => ConfigSource::Secret(secret),
+            None => ConfigSource::Local(Arc::new(load_config()?)),
+        };
+        source.current().await?;
+        Ok(source)
+    }
+
+    /// The document for this invocation (the same `Arc` until the secret is re-read).
+    pub async fn current(&self) -> Result<Arc<Config>, FunctionError> {
+        match self {
+            ConfigSource::Secret(secret) => Ok(secret.current().await?),
+            ConfigSource::Local(config) => Ok(Arc::clone(config)),
+        }
+    }
+}
+
+impl From<SecretConfigError> for FunctionError {
+    fn from(error: SecretConfigError) -> FunctionError {
+        match error {
+            SecretConfigError::Fetch { .. } => FunctionError::Transient(error.to_string()),
+            _ => FunctionError::Configuration(error.to_string()),
+        }
+    }
 }
 
 impl From<ConfigError> for FunctionError {

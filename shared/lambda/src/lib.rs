@@ -2,7 +2,8 @@
 //! of wiring and each handler a library function with typed input and output:
 //!
 //! - [`deadline`]: the invocation's deadline as an `Instant` (AWS and `cargo lambda watch`);
-//! - [`config`]: the configuration document from `B24SYNC_CONFIG` and boolean switches;
+//! - [`config`]: the configuration document from a Secrets Manager secret
+//!   (`B24SYNC_CONFIG_SECRET`) or `B24SYNC_CONFIG`, and boolean switches;
 //! - [`error`]: [`FunctionError`], the runtime's view of a failure (bad input, transient,
 //!   configuration);
 //! - [`sqs`]: change messages out of an SQS batch and the partial-batch response that
@@ -13,7 +14,7 @@ pub mod deadline;
 pub mod error;
 pub mod sqs;
 
-pub use config::{env_flag, load_config};
+pub use config::{ConfigSource, env_flag, load_config};
 pub use deadline::invocation_deadline;
 pub use error::FunctionError;
 
