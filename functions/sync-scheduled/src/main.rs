@@ -11,7 +11,7 @@ use lambda_runtime::{Error, run, service_fn};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     b24_lambda::init_tracing();
-    let config = b24_lambda::load_config()?;
+    let config = b24_lambda::startup_config().await?;
     let migrate = b24_lambda::env_flag("B24SYNC_MIGRATE_ON_START")?;
     let service = SyncService::connect(config, migrate).await?;
     run(service_fn(|event| handler::handle(&service, event))).await

@@ -1,5 +1,5 @@
 //! Lambda (function URL): Bitrix24 event POSTs in, change messages on the change queue
-//! (`CHANGE_QUEUE_URL`) out. Configuration from `B24SYNC_CONFIG`.
+//! (`CHANGE_QUEUE_URL`) out. Configuration from the secret named by `B24SYNC_CONFIG_SECRET`, or `B24SYNC_CONFIG`.
 
 use std::sync::Arc;
 
@@ -11,7 +11,7 @@ use webhook_intake::{IntakeState, handle};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     b24_lambda::init_tracing();
-    let config = b24_lambda::load_config()?;
+    let config = b24_lambda::startup_config().await?;
     let queue = SqsChangeQueue::from_env().await?;
     let state = IntakeState::new(&config, Arc::new(queue));
     run(service_fn(|request| async {

@@ -44,6 +44,15 @@ impl ConfigSource {
     }
 }
 
+/// The document a function starts with, from [`ConfigSource::from_env`]: the secret in
+/// AWS, `B24SYNC_CONFIG` locally. Read once per instance: a rotated secret reaches new
+/// instances; warm ones follow it once their handlers keep the [`ConfigSource`] and
+/// rebuild what they derive from it.
+pub async fn startup_config() -> Result<Config, FunctionError> {
+    let config = ConfigSource::from_env().await?.current().await?;
+    Ok(Arc::unwrap_or_clone(config))
+}
+
 impl From<SecretConfigError> for FunctionError {
     fn from(error: SecretConfigError) -> FunctionError {
         match error {

@@ -14,7 +14,7 @@ pub mod deadline;
 pub mod error;
 pub mod sqs;
 
-pub use config::{ConfigSource, env_flag, load_config};
+pub use config::{ConfigSource, env_flag, load_config, startup_config};
 pub use deadline::invocation_deadline;
 pub use error::FunctionError;
 
