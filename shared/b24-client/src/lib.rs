@@ -13,7 +13,6 @@ pub mod limiter;
 pub mod list;
 mod params;
 
-pub use b24_domain::limits::OperatingReport;
 pub use batch::{Command, CommandOutput, CommandResult, MAX_BATCH_COMMANDS};
 pub use client::{ApiResponse, Client, ClientOptions, ClientStats};
 pub use error::B24Error;

@@ -265,32 +265,6 @@ impl Store {
         Ok(())
     }
 
-    pub async fn save_state(
-        &self,
-        portal: &str,
-        entity: Entity,
-        state: &SyncState,
-    ) -> Result<(), StoreError> {
-        check_portal(portal)?;
-        let checkpoint = state.full_checkpoint.map(to_db_id).transpose()?;
-        let client = self.client().await?;
-        client
-            .execute(
-                &format!(
-                    "INSERT INTO {} (portal, entity, cursor, full_checkpoint, full_started_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, now())
-                     ON CONFLICT (portal, entity) DO UPDATE SET cursor = EXCLUDED.cursor,
-                         full_checkpoint = EXCLUDED.full_checkpoint, full_started_at = EXCLUDED.full_started_at,
-                         updated_at = now()",
-                    self.table("_sync_state")
-                ),
-                &[&portal, &entity.as_str(), &state.cursor, &checkpoint, &state.full_started_at],
-            )
-            .await
-            .context("saving sync state")?;
-        Ok(())
-    }
-
     /// Records the start of a run; `mode` is free text such as `full` or `incremental`.
     pub async fn start_run(
         &self,

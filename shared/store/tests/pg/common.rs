@@ -17,6 +17,20 @@ pub async fn store(db: &TestDb) -> Store {
     store
 }
 
+/// A migrated store whose statements give up on a lock after `lock_timeout`, so a test
+/// holding a lock sees the store's "wait for a later run" path quickly.
+pub async fn store_with_lock_timeout(db: &TestDb, lock_timeout: std::time::Duration) -> Store {
+    let session = b24_domain::database::SessionSettings {
+        lock_timeout,
+        ..Default::default()
+    };
+    let store = Store::connect_with(&db.url, SCHEMA, &session)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    store
+}
+
 pub fn field(code: &str, bitrix_type: &str) -> FieldMeta {
     FieldMeta {
         code: code.into(),

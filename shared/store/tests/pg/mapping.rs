@@ -5,10 +5,9 @@
 
 use std::time::Duration;
 
-use b24_domain::database::SessionSettings;
 use b24_domain::entity::Entity;
 use b24_domain::schema::FieldMeta;
-use b24_store::{Row, Store};
+use b24_store::Row;
 use chrono::{Days, FixedOffset, NaiveDate};
 use serde_json::json;
 
@@ -87,14 +86,7 @@ async fn row_versions(c: &tokio_postgres::Client, table: &str, up_to_id: i64) ->
 #[tokio::test]
 async fn dates_filled_under_the_old_rule_are_derived_again_once_in_resumable_batches() {
     let db = TestDb::create().await;
-    let session = SessionSettings {
-        lock_timeout: Duration::from_millis(300),
-        ..SessionSettings::default()
-    };
-    let store = Store::connect_with(&db.url, SCHEMA, &session)
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
+    let store = store_with_lock_timeout(&db, Duration::from_millis(300)).await;
     let c = db.client().await;
     let fields = fields();
     let west = FixedOffset::west_opt(3 * 3600).unwrap();

@@ -4,7 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use b24_domain::database::SessionSettings;
 use b24_domain::entity::Entity;
 use b24_domain::schema::FieldMeta;
 use b24_store::{Row, Store};
@@ -521,14 +520,7 @@ async fn new_columns_fill_in_batches_and_a_cut_short_fill_resumes() {
 #[tokio::test]
 async fn a_fill_that_meets_locked_rows_leaves_them_for_a_later_run() {
     let db = TestDb::create().await;
-    let session = SessionSettings {
-        lock_timeout: Duration::from_millis(300),
-        ..SessionSettings::default()
-    };
-    let store = Store::connect_with(&db.url, SCHEMA, &session)
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
+    let store = store_with_lock_timeout(&db, Duration::from_millis(300)).await;
     let c = db.client().await;
     let portal = "locked-rows";
     let fields = with(standard(), &[("UF_CRM_N", "integer")]);
