@@ -1,8 +1,6 @@
 //! Lambda: the scheduled sync of one portal's entities into PostgreSQL.
 //! Input (EventBridge Scheduler): `{"portal":"acme","entities":["deal"],"mode":"incremental"}`.
 
-mod handler;
-
 use b24_sync::SyncService;
 use lambda_runtime::{Error, run, service_fn};
 
@@ -14,5 +12,5 @@ async fn main() -> Result<(), Error> {
     let config = b24_lambda::startup_config().await?;
     let migrate = b24_lambda::env_flag("B24SYNC_MIGRATE_ON_START")?;
     let service = SyncService::connect(config, migrate).await?;
-    run(service_fn(|event| handler::handle(&service, event))).await
+    run(service_fn(|event| sync_scheduled::handle(&service, event))).await
 }

@@ -1,4 +1,4 @@
-//! The Lambda adapter: an EventBridge Scheduler `Input` in, the per-entity summaries out.
+//! The Lambda adapter of the scheduled sync: an EventBridge Scheduler `Input` in, the per-entity summaries out.
 //! A run refused by the deletion guard fails the invocation (its message says how to
 //! confirm); a run that found another one under way is a summary with outcome
 //! `already_running`.
