@@ -98,6 +98,19 @@ impl Rejection {
             Rejection::UnsupportedEvent { .. } => 422,
         }
     }
+
+    /// A short, stable name of the refusal for metrics and alarms: never changes when
+    /// the message does, and carries nothing from the request.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::MethodNotAllowed => "method_not_allowed",
+            Rejection::UnsupportedMediaType { .. } => "unsupported_media_type",
+            Rejection::PayloadTooLarge { .. } => "payload_too_large",
+            Rejection::Malformed(_) => "malformed",
+            Rejection::Unauthorized(failure) => failure.code(),
+            Rejection::UnsupportedEvent { .. } => "unsupported_event",
+        }
+    }
 }
 
 /// Why the sender was not taken for the portal it claims to be.
@@ -117,6 +130,21 @@ pub enum AuthFailure {
     WrongToken,
     #[error("no token is configured for the portal")]
     NoTokenConfigured,
+}
+
+impl AuthFailure {
+    /// The [`Rejection::code`] of an unauthenticated request: which check failed.
+    pub fn code(self) -> &'static str {
+        match self {
+            AuthFailure::NoPortal => "no_portal",
+            AuthFailure::UnknownPortal => "unknown_portal",
+            AuthFailure::ConflictingPortal => "conflicting_portal",
+            AuthFailure::MissingToken => "missing_token",
+            AuthFailure::ConflictingTokens => "conflicting_tokens",
+            AuthFailure::WrongToken => "bad_token",
+            AuthFailure::NoTokenConfigured => "no_token_configured",
+        }
+    }
 }
 
 /// Accepts one event request or says why not. Checks run in the order of the

@@ -789,3 +789,63 @@ proptest! {
         }
     }
 }
+
+/// Metrics and alarms key on these codes: each refusal has its own, and they never
+/// change (a renamed code would silently empty an alarm's metric).
+#[test]
+fn every_refusal_has_its_own_stable_code() {
+    let refusals = [
+        (Rejection::MethodNotAllowed, "method_not_allowed"),
+        (
+            Rejection::UnsupportedMediaType {
+                found: "text/plain".into(),
+            },
+            "unsupported_media_type",
+        ),
+        (
+            Rejection::PayloadTooLarge {
+                limit: MAX_BODY_BYTES,
+            },
+            "payload_too_large",
+        ),
+        (Rejection::Malformed("no data".into()), "malformed"),
+        (
+            Rejection::UnsupportedEvent {
+                event: "ONCRMINVOICEADD".into(),
+            },
+            "unsupported_event",
+        ),
+        (Rejection::Unauthorized(AuthFailure::NoPortal), "no_portal"),
+        (
+            Rejection::Unauthorized(AuthFailure::UnknownPortal),
+            "unknown_portal",
+        ),
+        (
+            Rejection::Unauthorized(AuthFailure::ConflictingPortal),
+            "conflicting_portal",
+        ),
+        (
+            Rejection::Unauthorized(AuthFailure::MissingToken),
+            "missing_token",
+        ),
+        (
+            Rejection::Unauthorized(AuthFailure::ConflictingTokens),
+            "conflicting_tokens",
+        ),
+        (Rejection::Unauthorized(AuthFailure::WrongToken), "bad_token"),
+        (
+            Rejection::Unauthorized(AuthFailure::NoTokenConfigured),
+            "no_token_configured",
+        ),
+    ];
+    let mut codes: Vec<&str> = refusals
+        .iter()
+        .map(|(rejection, expected)| {
+            assert_eq!(rejection.code(), *expected, "{rejection:?}");
+            rejection.code()
+        })
+        .collect();
+    codes.sort_unstable();
+    codes.dedup();
+    assert_eq!(codes.len(), refusals.len());
+}
