@@ -7,11 +7,13 @@
 //! - [`error`]: [`FunctionError`], the runtime's view of a failure (bad input, transient,
 //!   configuration);
 //! - [`sqs`]: change messages out of an SQS batch and the partial-batch response that
-//!   names only the failed messages.
+//!   names only the failed messages;
+//! - [`metrics`]: metrics as CloudWatch Embedded Metric Format lines on stdout.
 
 pub mod config;
 pub mod deadline;
 pub mod error;
+pub mod metrics;
 pub mod sqs;
 
 pub use config::{ConfigSource, env_flag, load_config, startup_config};
