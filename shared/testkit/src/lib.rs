@@ -1,8 +1,12 @@
 //! Test support: a throw-away database per test on the local PostgreSQL
 //! (127.0.0.1:5432, trust auth; `scripts/test.sh` starts it). Override the server with
 //! `B24_TEST_PG`. [`moto::MotoServer`]: a local stand-in for AWS.
+//! [`runtime_api::RuntimeApi`] and [`function_process::FunctionProcess`]: a function's
+//! real binary run as Lambda runs it, against a local stand-in of the Lambda Runtime API.
 
+pub mod function_process;
 pub mod moto;
+pub mod runtime_api;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};

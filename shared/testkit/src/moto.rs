@@ -1,10 +1,14 @@
 //! A moto server (PyPI `moto[server]`, installed by `scripts/test.sh`) standing in for
-//! AWS in the adapter tests: started on a free loopback port, stopped when dropped.
+//! AWS in the adapter tests: started on a free loopback port, stopped when dropped; with
+//! the few calls the tests need to set it up and to look at what code under test sent.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_sqs::config::Credentials;
 
 /// A running `moto_server`; dropping it kills the process.
 pub struct MotoServer {
@@ -76,6 +80,69 @@ impl MotoServer {
             ("AWS_REGION", "us-east-1".into()),
             ("AWS_ENDPOINT_URL_SQS", self.endpoint.clone()),
         ]
+    }
+}
+
+/// Set-up and inspection through the SDK, configured in code (not from the environment),
+/// so tests in one process can run in parallel.
+impl MotoServer {
+    /// The SDK configuration for this server with moto's dummy credentials.
+    pub async fn sdk_config(&self) -> SdkConfig {
+        aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("test", "test", None, None, "moto"))
+            .endpoint_url(&self.endpoint)
+            .load()
+            .await
+    }
+
+    /// Creates the Secrets Manager secret `name` holding `text` and returns its ARN.
+    pub async fn create_secret(&self, name: &str, text: &str) -> String {
+        let created = aws_sdk_secretsmanager::Client::new(&self.sdk_config().await)
+            .create_secret()
+            .name(name)
+            .secret_string(text)
+            .send()
+            .await
+            .expect("create_secret on moto");
+        created.arn().expect("a secret ARN").to_string()
+    }
+
+    /// Creates the standard queue `name` and returns its URL.
+    pub async fn create_queue(&self, name: &str) -> String {
+        let created = aws_sdk_sqs::Client::new(&self.sdk_config().await)
+            .create_queue()
+            .queue_name(name)
+            .send()
+            .await
+            .expect("create_queue on moto");
+        created.queue_url().expect("a queue URL").to_string()
+    }
+
+    /// The bodies of the messages on `queue_url`, received until a receive comes back
+    /// empty (each stays invisible for the queue's visibility timeout, 30 s, so each is
+    /// returned once).
+    pub async fn receive_bodies(&self, queue_url: &str) -> Vec<String> {
+        let client = aws_sdk_sqs::Client::new(&self.sdk_config().await);
+        let mut bodies = Vec::new();
+        loop {
+            let answer = client
+                .receive_message()
+                .queue_url(queue_url)
+                .max_number_of_messages(10)
+                .send()
+                .await
+                .expect("receive_message on moto");
+            if answer.messages().is_empty() {
+                return bodies;
+            }
+            bodies.extend(
+                answer
+                    .messages()
+                    .iter()
+                    .filter_map(|m| m.body().map(str::to_string)),
+            );
+        }
     }
 }
 
