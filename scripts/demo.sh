@@ -1,38 +1,48 @@
 #!/usr/bin/env bash
-# Runs the main job locally, end to end, with no AWS account: a simulated Bitrix24
-# portal with demo data, the local PostgreSQL as the mirror, and the same sync code the
-# scheduled Lambda function runs (full sync, then changes on the portal, then an
-# incremental pass and a reconcile), ending with a check that the mirror equals the
-# portal. Safe to run repeatedly: it recreates its own database `b24sync_demo`.
+# Runs the whole pipeline locally, end to end, with no AWS account: a simulated Bitrix24
+# portal with demo data that posts its CRM events, the local PostgreSQL as the mirror,
+# and the three functions' own handlers behind one local HTTP server (`b24-local`: the
+# intake's function URL, an in-process change queue feeding the change worker, the
+# schedules as timers). The story: an initial full sync; live changes on the portal
+# flowing through the intake and the worker into PostgreSQL; a scheduled incremental
+# pass and reconcile; a check that the mirror equals the portal, row by row.
+# Safe to run repeatedly: it recreates its own database `b24sync_demo`.
 #
-#   scripts/demo.sh            # run the pipeline and exit
-#   KEEP=1 scripts/demo.sh     # leave the simulator running afterwards
+#   scripts/demo.sh            # run the story and exit
+#   KEEP=1 scripts/demo.sh     # leave the portal and the functions running to explore
+#   DEALS=N scripts/demo.sh    # another portal size (default 20000 deals)
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 DEALS=${DEALS:-20000}
 DB=b24sync_demo
 DATABASE_URL="postgres://postgres@127.0.0.1:5432/$DB"
+TOKEN=demo-application-token
+ENTITIES=(deal contact lead company)
 WORK=.local/demo
 mkdir -p "$WORK"
 
 ensure_rust
 ensure_postgres
 
-say "Building the simulator and the b24sync CLI (debug profile, shared with the tests)"
-cargo build -q -p b24-sim -p b24-cli
+say "Building the simulator, the b24sync CLI and b24-local (debug profile, shared with the tests)"
+cargo build -q -p b24-sim -p b24-cli -p b24-local
 SIM=target/debug/b24-sim
 CLI=target/debug/b24sync
+LOCAL=target/debug/b24-local
 
 say "Recreating the demo database $DB"
 psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
 
-say "Starting a simulated portal: $DEALS deals, contacts, leads, companies, 12 user fields"
+# The portal must know the intake's URL before it starts, so pick the port first.
+PORT=$(free_port)
+LOCAL_URL="http://127.0.0.1:$PORT"
+INTAKE_URL="$LOCAL_URL/lambda-url/webhook-intake/"
+
+say "Starting a simulated portal: $DEALS deals, 5,000 contacts and leads, 2,000 companies, 12 user fields; its events go to $INTAKE_URL"
 start_sim "$WORK" "$SIM" --listen 127.0.0.1:0 --seed 42 --deals "$DEALS" --contacts 5000 --leads 5000 \
-    --companies 2000 --user-fields 12
-[ -n "${KEEP:-}" ] || trap 'kill $SIM_PID 2>/dev/null || true' EXIT
+    --companies 2000 --user-fields 12 --events-to "$INTAKE_URL" --application-token "$TOKEN"
 SIM_BASE=${WEBHOOK%%/rest/*}
-say "Simulator up (its webhook URL is in $WORK/sim.out)"
 
 cat >"$WORK/config.toml" <<TOML
 [database]
@@ -42,31 +52,84 @@ schema = "b24"
 [portals.demo]
 webhook_url = "$WEBHOOK"
 entities = ["deal", "contact", "lead", "company"]
+# What the intake checks on every event: the portal's domain and application token.
+domain = "sim.bitrix24.test"
+application_tokens = ["$TOKEN"]
 TOML
 export B24SYNC_CONFIG="$WORK/config.toml"
 
-say "Applying the migrations"
-"$CLI" migrate
-
-for entity in deal contact lead company; do
-    say "Full sync of $entity"
-    "$CLI" sync --portal demo --entity "$entity" --mode full
+say "Starting b24-local on $LOCAL_URL: intake, change queue and worker, schedules incremental every 20 s and reconcile every 40 s (log: $WORK/local.log)"
+"$LOCAL" --listen "127.0.0.1:$PORT" --schedule incremental=20s --schedule reconcile=40s \
+    --batch-window 2s >"$WORK/local.log" 2>&1 &
+LOCAL_PID=$!
+if [ -z "${KEEP:-}" ]; then
+    trap 'kill $SIM_PID $LOCAL_PID 2>/dev/null || true' EXIT
+fi
+for _ in $(seq 1 600); do
+    grep -q '^B24_LOCAL_URL=' "$WORK/local.log" 2>/dev/null && break
+    kill -0 "$LOCAL_PID" 2>/dev/null || { cat "$WORK/local.log" >&2; say "b24-local did not start"; exit 1; }
+    sleep 0.2
 done
 
-say "Changing the portal: random adds, updates and deletes on every entity"
-for entity in deal contact lead company; do
+say "Initial full sync: the sync-scheduled function, invoked through the Lambda Invoke API"
+curl -sf -X POST "$LOCAL_URL/2015-03-31/functions/sync-scheduled/invocations" \
+    -H 'content-type: application/json' -d '{"portal":"demo","mode":"full"}' >"$WORK/full.json"
+python3 - "$WORK/full.json" <<'PY'
+import json, sys
+for run in json.load(open(sys.argv[1]))["runs"]:
+    print(f"    {run['entity']:8} {run.get('rows_inserted', 0):>6} rows in {run.get('seconds', 0):.1f} s, {run.get('http_requests', 0)} requests ({run['outcome']})")
+PY
+
+say "Live changes: random adds, updates and deletes on every entity; each one is an event to the intake"
+for entity in "${ENTITIES[@]}"; do
     curl -sf -X POST "$SIM_BASE/_sim/mutate" -H 'content-type: application/json' \
         -d "{\"entity\":\"$entity\",\"seed\":7,\"adds\":50,\"updates\":200,\"deletes\":30}" >/dev/null
 done
+say "Waiting for the change queue to drain (the worker applies batches after a 2 s window)"
+python3 - "$SIM_BASE" "$LOCAL_URL" <<'PY'
+import json, sys, time, urllib.request
+sim, local = sys.argv[1], sys.argv[2]
+get = lambda url: json.load(urllib.request.urlopen(url))
+deadline = time.time() + 120
+while True:
+    events, status = get(sim + "/_sim/stats"), get(local + "/_local/status")
+    queue = status["queue"]
+    if queue["sent"] >= events["events_sent"] and queue["waiting"] == 0 and queue["in_flight"] == 0:
+        break
+    if time.time() > deadline:
+        sys.exit(f"the queue did not drain: portal {events}, local {status}")
+    time.sleep(0.5)
+worker = status["worker"]
+print(f"    {events['events_sent']} events sent ({events['events_failed']} failed), {queue['sent']} queued, "
+      f"{worker['messages']} applied in {worker['batches']} worker batches, {queue['dead_letter']} dead letters")
+PY
 
-for entity in deal contact lead company; do
-    say "Incremental pass and reconcile of $entity"
-    "$CLI" sync --portal demo --entity "$entity" --mode incremental
-    "$CLI" sync --portal demo --entity "$entity" --mode reconcile
+say "Checking the mirror against the portal after the live path alone"
+for entity in "${ENTITIES[@]}"; do
+    "$CLI" check --portal demo --entity "$entity"
 done
 
-say "Checking that the mirror equals the portal"
-for entity in deal contact lead company; do
+say "Waiting for the scheduled incremental pass and reconcile to run"
+python3 - "$LOCAL_URL" <<'PY'
+import json, sys, time, urllib.request
+local = sys.argv[1]
+deadline = time.time() + 180
+while True:
+    schedules = json.load(urllib.request.urlopen(local + "/_local/status"))["schedules"]
+    if all(s["runs"]["runs"] >= 1 for s in schedules):
+        break
+    if time.time() > deadline:
+        sys.exit(f"the schedules did not run: {schedules}")
+    time.sleep(1)
+for s in schedules:
+    answer = s["runs"]["last_answer"]
+    runs = answer.get("runs", [])
+    summary = ", ".join(f"{r['entity']} {r['outcome']}" for r in runs) or answer
+    print(f"    {s['name']}: {s['runs']['runs']} run(s), {s['runs']['failures']} failed; last: {summary}")
+PY
+
+say "Final check: the mirror equals the portal"
+for entity in "${ENTITIES[@]}"; do
     "$CLI" check --portal demo --entity "$entity"
 done
 
@@ -78,4 +141,14 @@ psql -h 127.0.0.1 -U postgres -d "$DB" -c "
     UNION ALL SELECT 'company', count(*) FILTER (WHERE deleted_at IS NULL), count(*) FILTER (WHERE deleted_at IS NOT NULL) FROM b24.company"
 psql -h 127.0.0.1 -U postgres -d "$DB" -c "SELECT entity, mode, rows_read, rows_written, rows_deleted, http_requests, error FROM b24._sync_runs ORDER BY id"
 say "Done. Explore it: psql -h 127.0.0.1 -U postgres -d $DB"
-[ -z "${KEEP:-}" ] || say "Simulator still running (pid $SIM_PID), webhook URL in $WORK/sim.out"
+if [ -n "${KEEP:-}" ]; then
+    say "Still running: the portal (pid $SIM_PID) at $SIM_BASE and b24-local (pid $LOCAL_PID) at $LOCAL_URL"
+    cat >&2 <<EOF
+    status of the queue, worker and schedules:  curl $LOCAL_URL/_local/status
+    more changes (each one an event):           curl -X POST $SIM_BASE/_sim/mutate -d '{"entity":"deal","seed":9,"updates":100}'
+    a sync by hand:                             curl -X POST $LOCAL_URL/2015-03-31/functions/sync-scheduled/invocations -d @events/sync-scheduled/incremental.json
+    fire a schedule now:                        curl -X POST $LOCAL_URL/_local/schedules/reconcile-demo
+    the functions' log and metric lines:       tail -f $WORK/local.log
+    stop both:                                  kill $SIM_PID $LOCAL_PID
+EOF
+fi

@@ -91,3 +91,8 @@ start_sim() {
     WEBHOOK=$(sed -n 's/^B24_WEBHOOK_URL=//p' "$dir/sim.out" | head -1)
     [ -n "$WEBHOOK" ] || { say "the simulator did not print its webhook URL: see $dir/sim.err"; exit 1; }
 }
+
+# A free TCP port on 127.0.0.1 (for a server another process must know in advance).
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}

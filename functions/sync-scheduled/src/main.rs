@@ -1,6 +1,9 @@
 //! Lambda: the scheduled sync of one portal's entities into PostgreSQL.
 //! Input (EventBridge Scheduler): `{"portal":"acme","entities":["deal"],"mode":"incremental"}`.
 
+use std::sync::Arc;
+
+use b24_lambda::{ConfigSource, Derived};
 use b24_sync::SyncService;
 use lambda_runtime::{Error, run, service_fn};
 
@@ -9,8 +12,13 @@ use lambda_runtime::{Error, run, service_fn};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     b24_lambda::init_tracing();
-    let config = b24_lambda::startup_config().await?;
     let migrate = b24_lambda::env_flag("B24SYNC_MIGRATE_ON_START")?;
-    let service = SyncService::connect(config, migrate).await?;
-    run(service_fn(|event| sync_scheduled::handle(&service, event))).await
+    let service = Derived::new(ConfigSource::from_env().await?, move |config| async move {
+        Ok::<_, Error>(SyncService::connect(Arc::unwrap_or_clone(config), migrate).await?)
+    })
+    .await?;
+    run(service_fn(|event| async {
+        sync_scheduled::handle(&*service.get().await?, event).await
+    }))
+    .await
 }

@@ -1,9 +1,12 @@
 //! Lambda (function URL): Bitrix24 event POSTs in, change messages on the change queue
-//! (`CHANGE_QUEUE_URL`) out. Configuration from the secret named by `B24SYNC_CONFIG_SECRET`, or `B24SYNC_CONFIG`.
+//! (`CHANGE_QUEUE_URL`) out. Configuration from the secret named by
+//! `B24SYNC_CONFIG_SECRET` (re-read as it rotates), or `B24SYNC_CONFIG`.
 
 use std::sync::Arc;
 
 use b24_aws::SqsChangeQueue;
+use b24_domain::ports::ChangeQueue;
+use b24_lambda::{ConfigSource, Derived, FunctionError};
 use lambda_http::{Error, run, service_fn};
 use webhook_intake::{IntakeState, handle};
 
@@ -11,11 +14,14 @@ use webhook_intake::{IntakeState, handle};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     b24_lambda::init_tracing();
-    let config = b24_lambda::startup_config().await?;
-    let queue = SqsChangeQueue::from_env().await?;
-    let state = IntakeState::new(&config, Arc::new(queue));
+    let queue: Arc<dyn ChangeQueue> = Arc::new(SqsChangeQueue::from_env().await?);
+    let state = Derived::new(ConfigSource::from_env().await?, move |config| {
+        let state = IntakeState::new(&config, Arc::clone(&queue));
+        async move { Ok::<_, FunctionError>(state) }
+    })
+    .await?;
     run(service_fn(|request| async {
-        Ok::<_, Error>(handle(&state, request).await)
+        Ok::<_, Error>(handle(&*state.get().await?, request).await)
     }))
     .await
 }

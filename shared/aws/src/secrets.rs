@@ -45,6 +45,9 @@ pub struct SecretConfig {
 
 struct Cached {
     config: Arc<Config>,
+    /// The secret version the document came from, so an unchanged secret keeps serving
+    /// the same `Arc` and what callers derived from it stays valid.
+    version: Option<String>,
     next_refresh: Instant,
 }
 
@@ -80,8 +83,10 @@ impl SecretConfig {
     }
 
     /// The document to serve now: the cached one until its interval has passed, then a
-    /// fresh read. A failed refresh keeps serving the last good document (logged, and
-    /// tried again one interval later); only without one does the error reach the caller.
+    /// fresh read. The same `Arc` comes back while the secret's version is unchanged, so
+    /// a caller can compare pointers to see a rotation. A failed refresh keeps serving
+    /// the last good document (logged, and tried again one interval later); only without
+    /// one does the error reach the caller.
     pub async fn current(&self) -> Result<Arc<Config>, SecretConfigError> {
         let last_good = {
             let cached = self.cached.lock().unwrap_or_else(PoisonError::into_inner);
@@ -89,33 +94,46 @@ impl SecretConfig {
                 Some(cached) if Instant::now() < cached.next_refresh => {
                     return Ok(Arc::clone(&cached.config));
                 }
-                other => other.map(|cached| Arc::clone(&cached.config)),
+                other => other.map(|cached| (Arc::clone(&cached.config), cached.version.clone())),
             }
         };
-        let (config, result) = match (self.fetch().await, last_good) {
-            (Ok(config), _) => {
-                let config = Arc::new(config);
-                (Arc::clone(&config), Ok(config))
-            }
+        let fresh = match self.read().await {
+            Ok((version, text)) => match &last_good {
+                Some((config, known)) if version.is_some() && version == *known => {
+                    Ok((Arc::clone(config), version))
+                }
+                _ => self.parse(&text).map(|config| (Arc::new(config), version)),
+            },
+            Err(error) => Err(error),
+        };
+        let (config, version) = match (fresh, last_good) {
+            (Ok(fresh), _) => fresh,
             (Err(error), Some(last_good)) => {
                 tracing::warn!(
                     secret = %self.secret_id,
                     error = %error,
                     "configuration refresh failed; serving the last good document"
                 );
-                (Arc::clone(&last_good), Ok(last_good))
+                last_good
             }
             (Err(error), None) => return Err(error),
         };
         *self.cached.lock().unwrap_or_else(PoisonError::into_inner) = Some(Cached {
-            config,
+            config: Arc::clone(&config),
+            version,
             next_refresh: Instant::now() + self.refresh_every,
         });
-        result
+        Ok(config)
     }
 
     /// One read of the secret, validated; no cache.
     pub async fn fetch(&self) -> Result<Config, SecretConfigError> {
+        let (_, text) = self.read().await?;
+        self.parse(&text)
+    }
+
+    /// The secret's current version ID and text.
+    async fn read(&self) -> Result<(Option<String>, String), SecretConfigError> {
         let answer = self
             .client
             .get_secret_value()
@@ -131,6 +149,10 @@ impl SecretConfig {
             .ok_or_else(|| SecretConfigError::NotText {
                 secret: self.secret_id.clone(),
             })?;
+        Ok((answer.version_id().map(str::to_string), text.to_string()))
+    }
+
+    fn parse(&self, text: &str) -> Result<Config, SecretConfigError> {
         Config::from_json_str(text).map_err(|source| SecretConfigError::Invalid {
             secret: self.secret_id.clone(),
             source,

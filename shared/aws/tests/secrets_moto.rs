@@ -4,6 +4,7 @@
 #[allow(dead_code)]
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::SdkConfig;
@@ -131,13 +132,21 @@ async fn a_changed_secret_is_served_once_the_interval_has_passed() {
     create_secret(&config, "rotating", &document("tok-old")).await;
     let interval = Duration::from_secs(1);
     let source = SecretConfig::new(&config, "rotating", interval).unwrap();
-    assert_eq!(tokens(&source.current().await.unwrap()), ["tok-old"]);
+    let first = source.current().await.unwrap();
+    assert_eq!(tokens(&first), ["tok-old"]);
+
+    // Re-read with the secret unchanged: the very same document, so what a function
+    // derived from it (clients, connections) stays.
+    tokio::time::sleep(interval + Duration::from_millis(200)).await;
+    assert!(Arc::ptr_eq(&first, &source.current().await.unwrap()));
 
     put_secret(&config, "rotating", &document("tok-new")).await;
     // Within the interval the cached document is served without a read.
     assert_eq!(tokens(&source.current().await.unwrap()), ["tok-old"]);
     tokio::time::sleep(interval + Duration::from_millis(200)).await;
-    assert_eq!(tokens(&source.current().await.unwrap()), ["tok-new"]);
+    let rotated = source.current().await.unwrap();
+    assert_eq!(tokens(&rotated), ["tok-new"]);
+    assert!(!Arc::ptr_eq(&first, &rotated));
 }
 
 #[tokio::test]

@@ -2,6 +2,9 @@
 //! environment. Every failure here is [`FunctionError::Configuration`], except a secret
 //! that could not be read, which is [`FunctionError::Transient`].
 
+use std::fmt::Display;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use b24_aws::{SecretConfig, SecretConfigError};
@@ -44,13 +47,61 @@ impl ConfigSource {
     }
 }
 
-/// The document a function starts with, from [`ConfigSource::from_env`]: the secret in
-/// AWS, `B24SYNC_CONFIG` locally. Read once per instance: a rotated secret reaches new
-/// instances; warm ones follow it once their handlers keep the [`ConfigSource`] and
-/// rebuild what they derive from it.
-pub async fn startup_config() -> Result<Config, FunctionError> {
-    let config = ConfigSource::from_env().await?.current().await?;
-    Ok(Arc::unwrap_or_clone(config))
+/// What a function builds from the configuration document (portal clients, the
+/// database connection, the intake's portal list), kept across warm invocations and
+/// rebuilt when the document changes: a rotated secret reaches warm instances without a
+/// redeploy. Lambda gives an instance one invocation at a time, so the lock is never
+/// contended there.
+pub struct Derived<T> {
+    source: ConfigSource,
+    build: Box<dyn Fn(Arc<Config>) -> BoxedBuild<T> + Send + Sync>,
+    current: tokio::sync::Mutex<(Arc<Config>, Arc<T>)>,
+}
+
+type BoxedBuild<T> = Pin<Box<dyn Future<Output = Result<T, String>> + Send>>;
+
+impl<T> Derived<T> {
+    /// Reads the document and builds from it once; a function that cannot build at
+    /// start fails its init with `build`'s error.
+    pub async fn new<F, Fut, E>(source: ConfigSource, build: F) -> Result<Derived<T>, E>
+    where
+        F: Fn(Arc<Config>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+        E: From<FunctionError> + Display + 'static,
+    {
+        let config = source.current().await?;
+        let built = build(Arc::clone(&config)).await?;
+        let build = move |config| -> BoxedBuild<T> {
+            let building = build(config);
+            Box::pin(async move { building.await.map_err(|error| error.to_string()) })
+        };
+        Ok(Derived {
+            source,
+            build: Box::new(build),
+            current: tokio::sync::Mutex::new((config, Arc::new(built))),
+        })
+    }
+
+    /// What to serve this invocation with: rebuilt first when the document changed.
+    /// When the rebuild fails (a new database URL that does not answer, say), the last
+    /// good one serves and the rebuild is tried again on the next invocation.
+    pub async fn get(&self) -> Result<Arc<T>, FunctionError> {
+        let config = self.source.current().await?;
+        let mut current = self.current.lock().await;
+        if !Arc::ptr_eq(&current.0, &config) {
+            match (self.build)(Arc::clone(&config)).await {
+                Ok(rebuilt) => {
+                    tracing::info!("the configuration changed; rebuilt from the new document");
+                    *current = (config, Arc::new(rebuilt));
+                }
+                Err(error) => tracing::error!(
+                    %error,
+                    "the configuration changed but could not be applied; serving with the previous one"
+                ),
+            }
+        }
+        Ok(Arc::clone(&current.1))
+    }
 }
 
 impl From<SecretConfigError> for FunctionError {

@@ -1,0 +1,295 @@
+//! The local stand-in for the AWS side of a deployment, so the whole pipeline runs on
+//! one machine with the functions' own handlers:
+//!
+//! - the webhook intake behind `/lambda-url/webhook-intake/` (the request a function URL
+//!   would pass it), queueing onto an in-process [`LocalQueue`];
+//! - the change worker fed from that queue in batches after a batching window, failed
+//!   messages coming back and, after `max_receives`, moving to a dead-letter list (as the
+//!   SQS event source mapping and the redrive policy do);
+//! - the scheduled sync fired by timers with the schedules' inputs;
+//! - the Lambda Invoke API path (`POST /2015-03-31/functions/{name}/invocations`) for
+//!   `sync-scheduled` and `change-worker`, so `cargo lambda invoke --invoke-port` and
+//!   `aws lambda invoke --endpoint-url` reach them;
+//! - `GET /_local/status` and `POST /_local/schedules/{name}` to watch and to fire a
+//!   schedule now.
+//!
+//! Each concurrent invocation of a function gets its own instance (its own database
+//! connection), as Lambda runs concurrent invocations in separate environments; an
+//! instance is reused once it is idle, as a warm environment is.
+
+pub mod queue;
+mod routes;
+mod schedules;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use b24_config::Config;
+use b24_domain::ports::ChangeQueue;
+use b24_lambda::FunctionError;
+use b24_lambda::deadline::unix_now_ms;
+use b24_lambda::sqs::{SqsEvent, event_of};
+use b24_sync::SyncService;
+use lambda_runtime::{Context, LambdaEvent};
+use serde::Serialize;
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use webhook_intake::IntakeState;
+
+pub use queue::{LocalQueue, QueueCounts};
+pub use schedules::{ScheduleSpec, parse_schedule};
+
+/// The functions' timeouts in the SAM template: an invocation's deadline.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(900);
+const WORKER_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How the local stack behaves; the defaults are the SAM template's.
+#[derive(Clone, Debug)]
+pub struct LocalOptions {
+    /// Each fires for every configured portal.
+    pub schedules: Vec<ScheduleSpec>,
+    /// Messages per worker invocation (`WorkerBatchSize`).
+    pub batch_size: usize,
+    /// How long messages gather before the worker runs (`WorkerBatchingWindowSeconds`).
+    pub batch_window: Duration,
+    /// Receives before a message moves to the dead-letter list (`MaxReceiveCount`).
+    pub max_receives: u32,
+    /// How long a failed message stays away before it is handed out again.
+    pub redelivery_delay: Duration,
+    /// Apply the migrations when the first instance starts (`B24SYNC_MIGRATE_ON_START`).
+    pub migrate: bool,
+}
+
+impl Default for LocalOptions {
+    fn default() -> LocalOptions {
+        LocalOptions {
+            schedules: Vec::new(),
+            batch_size: 1000,
+            batch_window: Duration::from_secs(5),
+            max_receives: 5,
+            redelivery_delay: Duration::from_secs(10),
+            migrate: true,
+        }
+    }
+}
+
+/// The running stack; dropping it stops the server, the worker and the timers.
+pub struct RunningLocal {
+    pub addr: SocketAddr,
+    pub state: Arc<LocalState>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningLocal {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Where a portal's event handler (or the simulator's `--events-to`) should post.
+    pub fn intake_url(&self) -> String {
+        format!("{}/lambda-url/webhook-intake/", self.url())
+    }
+}
+
+impl Drop for RunningLocal {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Warm instances of one function, each with its own database connection.
+struct Instances {
+    config: Config,
+    migrate: bool,
+    idle: Mutex<Vec<Arc<SyncService>>>,
+}
+
+impl Instances {
+    async fn take(&self) -> Result<Arc<SyncService>, FunctionError> {
+        let warm = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        match warm {
+            Some(instance) => Ok(instance),
+            None => SyncService::connect(self.config.clone(), self.migrate)
+                .await
+                .map(Arc::new)
+                .map_err(|error| FunctionError::Transient(error.to_string())),
+        }
+    }
+
+    fn give_back(&self, instance: Arc<SyncService>) {
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(instance);
+    }
+}
+
+/// What the worker has done, for the status page.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct WorkerCounts {
+    pub batches: u64,
+    pub messages: u64,
+    pub failed_messages: u64,
+    pub failed_batches: u64,
+}
+
+/// Everything the routes, the worker and the timers share.
+pub struct LocalState {
+    pub queue: Arc<LocalQueue>,
+    intake: IntakeState,
+    sync: Instances,
+    worker: Instances,
+    options: LocalOptions,
+    schedules: Vec<schedules::Schedule>,
+    worker_counts: Mutex<WorkerCounts>,
+    invocations: std::sync::atomic::AtomicU64,
+}
+
+impl LocalState {
+    /// One invocation of the scheduled sync with `payload` as its input, as the
+    /// function answers it.
+    pub async fn invoke_sync(&self, payload: Value) -> Result<Value, FunctionError> {
+        let instance = self.sync.take().await?;
+        let event = LambdaEvent::new(payload, self.context(SYNC_TIMEOUT));
+        let answer = sync_scheduled::handle(&instance, event).await;
+        self.sync.give_back(instance);
+        answer
+    }
+
+    /// One invocation of the change worker with an SQS event, as the function answers it.
+    pub async fn invoke_worker(&self, event: SqsEvent) -> Result<Value, FunctionError> {
+        let instance = self.worker.take().await?;
+        let event = LambdaEvent::new(event, self.context(WORKER_TIMEOUT));
+        let answer = change_worker::handle(&instance, event).await;
+        self.worker.give_back(instance);
+        let answer = answer?;
+        serde_json::to_value(answer)
+            .map_err(|error| FunctionError::Transient(format!("the worker's answer: {error}")))
+    }
+
+    pub fn worker_counts(&self) -> WorkerCounts {
+        self.worker_counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn context(&self, timeout: Duration) -> Context {
+        let number = self
+            .invocations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut context = Context::default();
+        context.request_id = format!("local-{number}");
+        context.deadline = unix_now_ms() + timeout.as_millis() as u64;
+        context
+    }
+
+    /// Hands one batch from the queue to the worker, as the event source mapping does:
+    /// waits for a first message, then for the batching window (or a full batch).
+    async fn deliver_one_batch(&self) {
+        self.queue.wait_for_messages(Duration::from_secs(1)).await;
+        if self.queue.counts().waiting == 0 {
+            return;
+        }
+        let gathering_until = Instant::now() + self.options.batch_window;
+        while Instant::now() < gathering_until
+            && self.queue.counts().waiting < self.options.batch_size
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let batch = self.queue.receive(self.options.batch_size);
+        if batch.is_empty() {
+            return;
+        }
+        let event = event_of(
+            batch
+                .iter()
+                .map(|message| (Some(message.id.as_str()), message.body.as_str())),
+        );
+        let failed: Vec<String> = match self.invoke_worker(event).await {
+            Ok(answer) => answer["batchItemFailures"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|failure| failure["itemIdentifier"].as_str().map(str::to_string))
+                .collect(),
+            // A failed invocation returns the whole batch to the queue, as SQS does.
+            Err(error) => {
+                tracing::error!(%error, messages = batch.len(), "the change worker failed the whole batch");
+                batch.iter().map(|message| message.id.clone()).collect()
+            }
+        };
+        {
+            let mut counts = self.worker_counts.lock().unwrap_or_else(|p| p.into_inner());
+            counts.batches += 1;
+            counts.messages += batch.len() as u64;
+            counts.failed_messages += failed.len() as u64;
+            counts.failed_batches += u64::from(!failed.is_empty());
+        }
+        self.queue.settle(batch, &failed);
+    }
+}
+
+/// Starts the stack for `config` on `listener` (bound by the caller, so a portal can be
+/// told the intake's URL before the stack starts): connects the worker's first instance
+/// (applying the migrations when asked), then serves and starts the worker and timers.
+pub async fn start(
+    config: Config,
+    options: LocalOptions,
+    listener: tokio::net::TcpListener,
+) -> anyhow::Result<RunningLocal> {
+    let queue = Arc::new(LocalQueue::new(
+        options.max_receives,
+        options.redelivery_delay,
+    ));
+    let intake = IntakeState::new(&config, Arc::clone(&queue) as Arc<dyn ChangeQueue>);
+    let schedules = schedules::for_portals(&options.schedules, &config);
+    let worker = Instances {
+        config: config.clone(),
+        migrate: options.migrate,
+        idle: Mutex::new(Vec::new()),
+    };
+    // The first instance now: a database that does not answer fails the start, not
+    // the first event.
+    let first = worker.take().await?;
+    worker.give_back(first);
+    let state = Arc::new(LocalState {
+        queue,
+        intake,
+        sync: Instances {
+            config,
+            migrate: false,
+            idle: Mutex::new(Vec::new()),
+        },
+        worker,
+        options: options.clone(),
+        schedules,
+        worker_counts: Mutex::new(WorkerCounts::default()),
+        invocations: std::sync::atomic::AtomicU64::new(0),
+    });
+    let addr = listener.local_addr()?;
+    let mut tasks = Vec::new();
+    let app = routes::router(Arc::clone(&state));
+    tasks.push(tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::error!(%error, "the local server stopped");
+        }
+    }));
+    let worker_state = Arc::clone(&state);
+    tasks.push(tokio::spawn(async move {
+        loop {
+            worker_state.deliver_one_batch().await;
+        }
+    }));
+    for index in 0..state.schedules.len() {
+        let schedule_state = Arc::clone(&state);
+        tasks.push(tokio::spawn(async move {
+            schedules::run_timer(&schedule_state, index).await;
+        }));
+    }
+    Ok(RunningLocal { addr, state, tasks })
+}
