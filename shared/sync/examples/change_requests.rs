@@ -147,7 +147,11 @@ async fn run(
     let mut failed = 0;
     let keyed: Vec<(usize, ChangeMessage)> = events.into_iter().enumerate().collect();
     for batch in keyed.chunks(batch_size) {
-        failed += service.apply_changes(batch.to_vec(), None).await.len();
+        failed += service
+            .apply_changes(batch.to_vec(), None)
+            .await
+            .failed
+            .len();
     }
     let stats = sim.stats().await?;
     let line = json!({

@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use b24_client::{B24Error, Client, Command, CommandResult, ListQuery, Row};
+use b24_client::{B24Error, Client, ClientStats, Command, CommandResult, ListQuery, Row};
 use b24_domain::entity::Entity;
 use b24_domain::schema::{self, FieldMeta};
 use b24_domain::sync::{
@@ -123,6 +123,13 @@ pub struct SyncSummary {
     pub rows_unchanged: u64,
     pub rows_deleted: u64,
     pub http_requests: u64,
+    /// Answers 503 (too many requests at once) and 429 (a method's operating time used
+    /// up) the run got from the portal, each waited out and retried.
+    pub throttled_503: u64,
+    pub throttled_429: u64,
+    /// The portal's operating time the run's requests cost, as far as its answers tell
+    /// (see `b24_client::ClientStats::operating_seconds`).
+    pub operating_seconds: f64,
     /// False when the run stopped at its time box (the next run of the mode continues
     /// from its checkpoint), was refused or found another run under way.
     pub completed: bool,
@@ -132,6 +139,17 @@ pub struct SyncSummary {
     pub cursor: Option<String>,
     pub skipped_fields: Vec<String>,
     pub seconds: f64,
+}
+
+impl SyncSummary {
+    /// Records what the client's requests cost between `before` and `after` (the
+    /// client's counters only grow).
+    pub(crate) fn record_usage(&mut self, before: &ClientStats, after: &ClientStats) {
+        self.http_requests = after.http_requests.saturating_sub(before.http_requests);
+        self.throttled_503 = after.throttled_503.saturating_sub(before.throttled_503);
+        self.throttled_429 = after.throttled_429.saturating_sub(before.throttled_429);
+        self.operating_seconds = (after.operating_seconds - before.operating_seconds).max(0.0);
+    }
 }
 
 /// How the mirror compares with the portal, row by row (ID and `DATE_MODIFY`).
@@ -264,7 +282,7 @@ impl Syncer<'_> {
         summary: &mut SyncSummary,
     ) -> Result<(), SyncError> {
         let started = Instant::now();
-        let requests_before = self.client.stats().http_requests;
+        let usage_before = self.client.stats();
         let run_id = self
             .store
             .start_run(self.portal, entity, mode.as_str())
@@ -278,7 +296,7 @@ impl Syncer<'_> {
         };
         summary.outcome = Some(outcome);
         summary.completed = outcome == RunOutcome::Completed;
-        summary.http_requests = self.client.stats().http_requests - requests_before;
+        summary.record_usage(&usage_before, &self.client.stats());
         summary.seconds = started.elapsed().as_secs_f64();
         let stats = RunStats {
             rows_read: summary.rows_read,

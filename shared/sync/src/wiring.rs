@@ -52,6 +52,16 @@ pub enum EntityOutcome {
     },
 }
 
+/// What applying a batch of change messages did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchApplied<K> {
+    /// The keys of the messages that failed, to be delivered again.
+    pub failed: Vec<K>,
+    /// One summary (mode `changes`) per portal entity group that was applied, also
+    /// when the guard refused some of its deletions; none for a group that failed.
+    pub summaries: Vec<SyncSummary>,
+}
+
 /// How an operator lets a refused deletion through.
 const HOW_TO_CONFIRM: &str = "If the portal really lost these rows, run again with \
     `b24sync sync --confirm-deletes` (or \"confirm_deletes\": true in the sync request), \
@@ -197,7 +207,7 @@ impl SyncService {
     /// Applies a batch of change messages `(key, message)` to the mirror, each portal
     /// entity's share on its own (see [`Syncer::apply_changes`]), and returns the keys
     /// (queue message IDs, say) of the messages that failed, to be delivered again (and
-    /// in the end to the dead-letter queue). A share fails as a whole when its portal
+    /// in the end to the dead-letter queue), with the summary of each group applied. A share fails as a whole when its portal
     /// is not configured, cannot be reached or refuses the webhook, or its time runs
     /// out (each share gets an equal part of what is left, so one unreachable portal
     /// cannot use up the others' time); a refused deletion fails only the messages of
@@ -207,12 +217,13 @@ impl SyncService {
         &self,
         batch: Vec<(K, ChangeMessage)>,
         deadline: Option<Instant>,
-    ) -> Vec<K> {
+    ) -> BatchApplied<K> {
         let whole = deadline.map_or_else(SyncOptions::default, |d| {
             SyncOptions::until(d, DEADLINE_MARGIN)
         });
         let groups = group_changes(batch);
         let mut failed = Vec::new();
+        let mut summaries = Vec::new();
         for (index, group) in groups.iter().enumerate() {
             let deadline = whole.share(groups.len() - index).deadline;
             let (portal, entity) = (group.portal.as_str(), group.entity);
@@ -255,6 +266,7 @@ impl SyncService {
                             refused.counts);
                         failed.extend(messages);
                     }
+                    summaries.push(summary);
                 }
                 Err(error) => {
                     tracing::error!(portal, %entity, ids = group.records.len(), messages = group.messages().len(), %error,
@@ -263,6 +275,6 @@ impl SyncService {
                 }
             }
         }
-        failed
+        BatchApplied { failed, summaries }
     }
 }

@@ -55,7 +55,7 @@ impl Syncer<'_> {
         deadline: Option<Instant>,
     ) -> Result<ChangesApplied, SyncError> {
         let started = Instant::now();
-        let requests_before = self.client.stats().http_requests;
+        let usage_before = self.client.stats();
         let entity = group.entity;
         let mut summary = SyncSummary {
             portal: self.portal.to_string(),
@@ -102,7 +102,7 @@ impl Syncer<'_> {
         };
         summary.outcome = Some(outcome);
         summary.completed = refused.is_none();
-        summary.http_requests = self.client.stats().http_requests - requests_before;
+        summary.record_usage(&usage_before, &self.client.stats());
         summary.seconds = started.elapsed().as_secs_f64();
         Ok(ChangesApplied { summary, refused })
     }

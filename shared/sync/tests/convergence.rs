@@ -163,7 +163,7 @@ impl Consumer {
         while !pending.is_empty() {
             let size = self.rng.random_range(1..=120).min(pending.len());
             let batch: Vec<_> = pending.drain(..size).collect();
-            let failed = service.apply_changes(batch.clone(), None).await;
+            let failed = service.apply_changes(batch.clone(), None).await.failed;
             self.seen.failed_deliveries += failed.len();
             for (key, message) in batch.into_iter().filter(|(k, _)| failed.contains(k)) {
                 let receives = self.receives.entry(key).or_insert(0);

@@ -7,7 +7,7 @@ use std::time::Instant;
 use b24_domain::entity::Entity;
 use b24_domain::sync::Mode;
 use b24_sim::{SimConfig, UserFieldType};
-use b24_sync::{CHUNK_ROWS, SyncError, SyncOptions};
+use b24_sync::{CHUNK_ROWS, SyncError, SyncOptions, SyncSummary};
 use common::*;
 
 fn seeded(deals: usize, contacts: usize, user_fields: usize) -> SimConfig {
@@ -273,24 +273,42 @@ async fn injected_faults_delay_but_never_corrupt_the_mirror() {
         .await
         .unwrap();
     let syncer = syncer(&client, &store);
+    let before = client.stats();
+    let mut summaries = Vec::new();
     for entity in [Entity::Deal, Entity::Contact] {
-        syncer
-            .run(entity, Mode::Full, &SyncOptions::default())
-            .await
-            .unwrap();
+        let options = SyncOptions::default();
+        summaries.push(syncer.run(entity, Mode::Full, &options).await.unwrap());
         mutate(&sim, entity, 9, 20, 50, 15).await;
-        syncer
-            .run(entity, Mode::Incremental, &SyncOptions::default())
-            .await
-            .unwrap();
-        syncer
-            .run(entity, Mode::Reconcile, &SyncOptions::default())
-            .await
-            .unwrap();
+        summaries.push(
+            syncer
+                .run(entity, Mode::Incremental, &options)
+                .await
+                .unwrap(),
+        );
+        summaries.push(syncer.run(entity, Mode::Reconcile, &options).await.unwrap());
     }
+    let after = client.stats();
+    assert!(after.retries > 0, "faults were injected and retried");
+    // Every request was one of a run's, so the runs' summaries add up to the client's
+    // counters: the 503s the faults caused included.
+    let total = |field: fn(&SyncSummary) -> u64| summaries.iter().map(field).sum::<u64>();
+    assert!(after.throttled_503 > before.throttled_503);
+    assert_eq!(
+        total(|s| s.throttled_503),
+        after.throttled_503 - before.throttled_503
+    );
+    assert_eq!(
+        total(|s| s.throttled_429),
+        after.throttled_429 - before.throttled_429
+    );
+    assert_eq!(
+        total(|s| s.http_requests),
+        after.http_requests - before.http_requests
+    );
+    let operating: f64 = summaries.iter().map(|s| s.operating_seconds).sum();
     assert!(
-        client.stats().retries > 0,
-        "faults were injected and retried"
+        (operating - (after.operating_seconds - before.operating_seconds)).abs() < 1e-6,
+        "{operating} vs {after:?}"
     );
     sim.set_faults("").await.unwrap();
     for entity in [Entity::Deal, Entity::Contact] {

@@ -49,14 +49,30 @@ async fn a_thousand_updates_of_one_entity_cost_two_requests() {
     assert_eq!(outcome.updated.len(), 1_000);
     sim.reset_stats().await.unwrap();
 
-    let failed = service
+    let applied = service
         .apply_changes(deliveries(changes_of(Entity::Deal, &outcome)), None)
         .await;
 
-    assert!(failed.is_empty(), "{failed:?}");
+    assert!(applied.failed.is_empty(), "{applied:?}");
     let stats = sim.stats().await.unwrap();
     // The field metadata, then 20 `@ID` lookups of 50 in one batch.
     assert_eq!(stats.http_requests, 2, "{stats:?}");
+    // One group, and its summary says what it did and what it cost.
+    let [summary] = applied.summaries.as_slice() else {
+        panic!("one summary per group: {applied:?}");
+    };
+    assert_eq!(
+        (
+            summary.portal.as_str(),
+            summary.entity.as_str(),
+            summary.mode.as_str()
+        ),
+        (PORTAL, "deal", "changes")
+    );
+    assert_eq!((summary.rows_read, summary.rows_updated), (1_000, 1_000));
+    assert_eq!(summary.http_requests, 2);
+    assert_eq!((summary.throttled_503, summary.throttled_429), (0, 0));
+    assert!(summary.operating_seconds > 0.0, "{summary:?}");
     let calls = |method: &str| stats.requests_by_method.get(method).copied();
     assert_eq!(calls("crm.deal.fields"), Some(1), "{stats:?}");
     assert_eq!(calls("crm.deal.list"), Some(20), "{stats:?}");
@@ -70,7 +86,8 @@ async fn a_batch_of_more_than_2500_records_takes_one_lookup_request_per_2500() {
     sim.reset_stats().await.unwrap();
     let failed = service
         .apply_changes(deliveries(changes_of(Entity::Deal, &outcome)), None)
-        .await;
+        .await
+        .failed;
     assert!(failed.is_empty(), "{failed:?}");
     assert_eq!(sim.stats().await.unwrap().http_requests, 3);
     assert_mirror_equals_portal(&sim, &db, Entity::Deal).await;
@@ -91,7 +108,10 @@ async fn deletions_are_confirmed_by_the_lookup() {
     messages.retain(|m| !(m.id == lost && m.action == ChangeAction::Delete));
     messages.push(change(Entity::Deal, lost, ChangeAction::Update));
 
-    let failed = service.apply_changes(deliveries(messages), None).await;
+    let failed = service
+        .apply_changes(deliveries(messages), None)
+        .await
+        .failed;
 
     assert!(failed.is_empty(), "{failed:?}");
     let mut expected: Vec<i64> = outcome.deleted[1..].iter().map(|&id| id as i64).collect();
@@ -138,6 +158,7 @@ async fn a_role_change_and_delete_events_for_the_hidden_records_delete_nothing_b
         service
             .apply_changes(deliveries(updates), None)
             .await
+            .failed
             .is_empty()
     );
     assert_eq!(mirror_records(&db, Entity::Deal).await.len(), 1_000);
@@ -158,7 +179,7 @@ async fn a_role_change_and_delete_events_for_the_hidden_records_delete_nothing_b
         .iter()
         .map(|(m, _)| m.clone())
         .collect();
-    let failed = service.apply_changes(batch.clone(), None).await;
+    let failed = service.apply_changes(batch.clone(), None).await.failed;
     assert_eq!(failed, refused);
     assert_eq!(mirror_records(&db, Entity::Deal).await.len(), 1_000);
     assert!(deleted_ids(&db, Entity::Deal).await.is_empty());
@@ -172,7 +193,13 @@ async fn a_role_change_and_delete_events_for_the_hidden_records_delete_nothing_b
         .into_iter()
         .filter(|(m, _)| failed.contains(m))
         .collect();
-    assert!(service.apply_changes(redelivered, None).await.is_empty());
+    assert!(
+        service
+            .apply_changes(redelivered, None)
+            .await
+            .failed
+            .is_empty()
+    );
     assert_mirror_equals_portal(&sim, &db, Entity::Deal).await;
 }
 
@@ -185,12 +212,13 @@ async fn a_batch_within_the_guard_deletes_and_one_beyond_it_fails_only_those_rec
         service
             .apply_changes(deliveries(changes_of(Entity::Deal, &first)), None)
             .await
+            .failed
             .is_empty()
     );
     assert_eq!(deleted_ids(&db, Entity::Deal).await.len(), 20);
     let second = mutate(&sim, Entity::Deal, 9, 0, 1, 21).await;
     let batch = deliveries(changes_of(Entity::Deal, &second));
-    let failed = service.apply_changes(batch.clone(), None).await;
+    let failed = service.apply_changes(batch.clone(), None).await.failed;
     let deletes: Vec<String> = batch
         .iter()
         .filter(|(_, m)| m.action == ChangeAction::Delete)
@@ -232,6 +260,7 @@ async fn redelivery_and_reordering_give_the_same_rows() {
         forward
             .apply_changes(deliveries(messages.clone()), None)
             .await
+            .failed
             .is_empty()
     );
     // Reversed, every message twice, in two batches that split the duplicates.
@@ -243,18 +272,21 @@ async fn redelivery_and_reordering_give_the_same_rows() {
         shuffled
             .apply_changes(deliveries(first.to_vec()), None)
             .await
+            .failed
             .is_empty()
     );
     assert!(
         shuffled
             .apply_changes(deliveries(second.to_vec()), None)
             .await
+            .failed
             .is_empty()
     );
     assert!(
         shuffled
             .apply_changes(deliveries(messages.clone()), None)
             .await
+            .failed
             .is_empty()
     );
 
@@ -302,7 +334,7 @@ async fn a_portal_that_fails_fails_only_its_own_messages() {
     ];
     let started = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(4);
-    let mut failed = service.apply_changes(batch, Some(deadline)).await;
+    let mut failed = service.apply_changes(batch, Some(deadline)).await.failed;
     failed.sort();
     assert_eq!(failed, ["a", "c", "d", "f"]);
     assert!(
@@ -326,6 +358,7 @@ async fn delete_events_for_records_no_sync_saw_delete_nothing_and_do_not_trip_th
         service
             .apply_changes(deliveries(seen), None)
             .await
+            .failed
             .is_empty()
     );
     let client = service.client(PORTAL).await.unwrap();
@@ -341,6 +374,7 @@ async fn delete_events_for_records_no_sync_saw_delete_nothing_and_do_not_trip_th
         service
             .apply_changes(deliveries(deletes), None)
             .await
+            .failed
             .is_empty()
     );
     assert_eq!(mirror_records(&db, Entity::Deal).await.len(), 10);
