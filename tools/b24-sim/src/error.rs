@@ -47,6 +47,11 @@ impl ApiError {
         ApiError::new(401, "INVALID_CREDENTIALS", "Invalid request credentials")
     }
 
+    /// An `auth` parameter that is no access token of this portal's application.
+    pub fn invalid_token() -> ApiError {
+        ApiError::new(401, "invalid_token", "Unable to get application by token")
+    }
+
     pub fn query_limit() -> ApiError {
         ApiError::new(503, "QUERY_LIMIT_EXCEEDED", "Too many requests")
     }

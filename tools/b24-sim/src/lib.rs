@@ -14,6 +14,7 @@ mod list;
 mod methods;
 mod params;
 mod portal;
+mod robots;
 mod schema;
 mod server;
 mod shared;
@@ -40,6 +41,7 @@ pub use events::EventTarget;
 pub use faults::FaultSpec;
 pub use limits::{LimitConfig, LimitsUpdate};
 pub use portal::{HideRequest, MutateOutcome, MutateRequest, UserFieldRequest};
+pub use robots::{AppRobotCall, Application, RobotDelivery, WebhookRobotCall};
 pub use schema::{Entity, UserFieldType};
 pub use stats::SimStats;
 
@@ -78,6 +80,8 @@ pub struct SimConfig {
     pub member_id: Option<String>,
     /// The portal's UTC offset in seconds (dates are shown in it).
     pub utc_offset_secs: i32,
+    /// The installed application: `/rest/{method}?auth=<access_token>` runs in its context.
+    pub application: Application,
 }
 
 impl Default for SimConfig {
@@ -98,6 +102,7 @@ impl Default for SimConfig {
             domain: "sim.bitrix24.test".to_string(),
             member_id: None,
             utc_offset_secs: 3 * 3600,
+            application: Application::default(),
         }
     }
 }
@@ -120,9 +125,13 @@ impl fmt::Debug for SimConfig {
             .field("domain", &self.domain)
             .field("member_id", &self.member_id)
             .field("utc_offset_secs", &self.utc_offset_secs)
+            .field("application", &self.application)
             .finish()
     }
 }
+
+/// How long the portal's queue waits for a robot handler to answer.
+const ROBOT_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// 32 hex digits, stable for a seed.
 fn member_id_for(seed: u64) -> String {
@@ -137,6 +146,7 @@ pub struct RunningSim {
     secret: String,
     member_id: String,
     domain: String,
+    application: Application,
     http: reqwest::Client,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<()>,
@@ -160,6 +170,10 @@ pub async fn start(config: SimConfig) -> anyhow::Result<RunningSim> {
         .context("invalid limits")?;
     if config.secret.is_empty() || !config.secret.bytes().all(|b| b.is_ascii_alphanumeric()) {
         bail!("the webhook secret must be non-empty and made of letters and digits");
+    }
+    let app = &config.application;
+    if app.access_token.is_empty() || app.application_token.is_empty() {
+        bail!("the application's access token and application token must be non-empty");
     }
     let offset = FixedOffset::east_opt(config.utc_offset_secs).with_context(|| {
         format!(
@@ -191,14 +205,20 @@ pub async fn start(config: SimConfig) -> anyhow::Result<RunningSim> {
         .clone()
         .unwrap_or_else(|| member_id_for(config.seed));
     let stats = Arc::new(Mutex::new(SimStats::default()));
-    let events = config.events.clone().map(|target| {
-        let auth = EventAuth {
-            domain: config.domain.clone(),
-            client_endpoint: format!("http://{addr}/rest/"),
-            member_id: member_id.clone(),
-        };
-        EventQueue::start(target, auth, Arc::clone(&stats))
-    });
+    let identity = EventAuth {
+        domain: config.domain.clone(),
+        client_endpoint: format!("http://{addr}/rest/"),
+        member_id: member_id.clone(),
+    };
+    let events = config
+        .events
+        .clone()
+        .map(|target| EventQueue::start(target, identity.clone(), Arc::clone(&stats)));
+    let robot_http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(ROBOT_CALL_TIMEOUT)
+        .build()
+        .context("building the robot client")?;
     let shared = Arc::new(Shared {
         portal: RwLock::new(portal),
         plan,
@@ -209,6 +229,10 @@ pub async fn start(config: SimConfig) -> anyhow::Result<RunningSim> {
         stats,
         faults: Mutex::new(FaultInjector::new(config.faults.clone())),
         events,
+        identity,
+        application: config.application.clone(),
+        refresh_token: format!("{:032x}", rand::rng().random::<u128>()),
+        http: robot_http,
     });
     let (shutdown, stop) = watch::channel(false);
     let server = tokio::spawn(server::serve(listener, server::router(shared), stop));
@@ -222,6 +246,7 @@ pub async fn start(config: SimConfig) -> anyhow::Result<RunningSim> {
         secret: config.secret,
         member_id,
         domain: config.domain,
+        application: config.application,
         http,
         shutdown,
         server,
@@ -382,6 +407,53 @@ impl RunningSim {
     /// `GET /_sim/workflow-replies`: what `bizproc.event.send` returned to robots.
     pub async fn workflow_replies(&self) -> anyhow::Result<Vec<Value>> {
         self.control(self.get("workflow-replies")).await
+    }
+
+    /// The installed application: its tokens and the host its robot handlers live on.
+    pub fn application(&self) -> &Application {
+        &self.application
+    }
+
+    /// `http://127.0.0.1:PORT/rest/`: call `{url}{method}` with `auth=<access_token>`
+    /// to act in the application's context.
+    pub fn application_url(&self) -> String {
+        format!("{}/rest/", self.base_url())
+    }
+
+    /// `POST /_sim/robot/webhook`: the built-in "Webhook" robot fires for a deal.
+    pub async fn fire_webhook_robot(
+        &self,
+        url: &str,
+        deal_id: u64,
+    ) -> anyhow::Result<RobotDelivery> {
+        let call = WebhookRobotCall {
+            url: url.to_string(),
+            deal_id,
+        };
+        self.control(self.post("robot/webhook", &call)).await
+    }
+
+    /// `POST /_sim/robot/app`: an application robot fires for a deal; the answer holds
+    /// the event token the portal now accepts in `bizproc.event.send`.
+    pub async fn fire_app_robot(&self, call: &AppRobotCall) -> anyhow::Result<RobotDelivery> {
+        self.control(self.post("robot/app", call)).await
+    }
+
+    /// `GET /_sim/robots`: the registrations made with `bizproc.robot.add`.
+    pub async fn robots(&self) -> anyhow::Result<Vec<Value>> {
+        self.control(self.get("robots")).await
+    }
+
+    /// `POST /_sim/application/update`: the application is updated, which removes its
+    /// robots (they must be registered again). Returns how many were removed.
+    pub async fn update_application(&self) -> anyhow::Result<usize> {
+        let answer: Value = self
+            .control(self.post("application/update", &json!({})))
+            .await?;
+        answer["removed"]
+            .as_u64()
+            .map(|n| n as usize)
+            .context("no removed count in the answer")
     }
 
     /// Waits until the server stops (it does not, unless the task fails): for the binary.

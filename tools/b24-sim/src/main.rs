@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use anyhow::Context;
-use b24_sim::{EventTarget, FaultSpec, LimitConfig, SimConfig};
+use b24_sim::{Application, EventTarget, FaultSpec, LimitConfig, SimConfig};
 use clap::Parser;
 
 #[derive(Parser, Debug)]
@@ -73,6 +73,16 @@ struct Args {
     /// The portal's UTC offset, e.g. +03:00 or -05:00.
     #[arg(long, default_value = "+03:00", allow_hyphen_values = true)]
     utc_offset: String,
+    /// The host the installed application's robot handlers live on (`bizproc.robot.add`
+    /// refuses a HANDLER elsewhere).
+    #[arg(long, default_value = "127.0.0.1")]
+    app_host: String,
+    /// The application's access token (`/rest/{method}?auth=...`).
+    #[arg(long, env = "B24_SIM_APP_ACCESS_TOKEN", hide_env_values = true)]
+    app_access_token: Option<String>,
+    /// The application's `auth[application_token]` in robot calls.
+    #[arg(long, env = "B24_SIM_APP_TOKEN", hide_env_values = true)]
+    app_token: Option<String>,
 }
 
 fn parse_offset(text: &str) -> anyhow::Result<i32> {
@@ -134,6 +144,15 @@ async fn main() -> anyhow::Result<()> {
         domain: args.domain,
         member_id: None,
         utc_offset_secs: parse_offset(&args.utc_offset)?,
+        application: Application {
+            access_token: args
+                .app_access_token
+                .unwrap_or(defaults.application.access_token),
+            application_token: args
+                .app_token
+                .unwrap_or(defaults.application.application_token),
+            handler_host: args.app_host,
+        },
     };
     let started = Instant::now();
     let mut sim = b24_sim::start(config).await?;

@@ -8,6 +8,7 @@ use crate::error::ApiError;
 use crate::limits::Operating;
 use crate::list::ListQuery;
 use crate::params::param;
+use crate::robots::{Caller, require_application};
 use crate::schema::{Change, Entity};
 use crate::shared::Shared;
 use crate::table::list_items;
@@ -41,6 +42,10 @@ enum Method {
     TimelineCommentAdd,
     NotifySystemAdd,
     BizprocEventSend,
+    RobotAdd,
+    RobotUpdate,
+    RobotList,
+    RobotDelete,
     Batch,
 }
 
@@ -52,6 +57,10 @@ impl Method {
             "crm.timeline.comment.add" => return Some(Method::TimelineCommentAdd),
             "im.notify.system.add" => return Some(Method::NotifySystemAdd),
             "bizproc.event.send" => return Some(Method::BizprocEventSend),
+            "bizproc.robot.add" => return Some(Method::RobotAdd),
+            "bizproc.robot.update" => return Some(Method::RobotUpdate),
+            "bizproc.robot.list" => return Some(Method::RobotList),
+            "bizproc.robot.delete" => return Some(Method::RobotDelete),
             "batch" => return Some(Method::Batch),
             _ => {}
         }
@@ -103,13 +112,14 @@ impl Done {
     }
 }
 
-/// Runs one method call: the operating-time check, the method, the charge, the
-/// statistics and the outgoing events.
+/// Runs one method call by `caller`: the operating-time check, the method, the
+/// charge, the statistics and the outgoing events.
 pub(crate) fn execute(
     shared: &Shared,
     raw_name: &str,
     params: &Map<String, Value>,
     inside_batch: bool,
+    caller: Caller,
 ) -> Result<Answer, ApiError> {
     let name = normalize_method(raw_name);
     let method = Method::parse(&name).ok_or_else(ApiError::method_not_found)?;
@@ -126,14 +136,14 @@ pub(crate) fn execute(
     }
     let outcome = if method == Method::Batch {
         batch::run(params, |method, params| {
-            execute(shared, method, params, true)
+            execute(shared, method, params, true, caller)
         })
         .map(|result| Done {
             cost: cost::BATCH,
             ..Done::plain(result)
         })
     } else {
-        run(shared, method, params)
+        run(shared, method, params, caller)
     };
     let finish = shared.clock.now_f64();
     let charged = outcome.as_ref().map_or(cost::BASE, |done| done.cost);
@@ -193,7 +203,12 @@ fn fields_param(params: &Map<String, Value>) -> Result<Map<String, Value>, ApiEr
     }
 }
 
-fn run(shared: &Shared, method: Method, params: &Map<String, Value>) -> Result<Done, ApiError> {
+fn run(
+    shared: &Shared,
+    method: Method,
+    params: &Map<String, Value>,
+    caller: Caller,
+) -> Result<Done, ApiError> {
     let clock = &shared.clock;
     let user = shared.user_id as i64;
     match method {
@@ -306,6 +321,28 @@ fn run(shared: &Shared, method: Method, params: &Map<String, Value>) -> Result<D
         Method::TimelineCommentAdd => timeline_comment_add(shared, params),
         Method::NotifySystemAdd => notify_system_add(shared, params),
         Method::BizprocEventSend => bizproc_event_send(shared, params),
+        Method::RobotAdd => {
+            require_application(caller)?;
+            let mut portal = shared.portal.write();
+            portal.robots.add(params, &shared.application)?;
+            Ok(Done::plain(json!(true)))
+        }
+        Method::RobotUpdate => {
+            require_application(caller)?;
+            let mut portal = shared.portal.write();
+            portal.robots.update(params, &shared.application)?;
+            Ok(Done::plain(json!(true)))
+        }
+        Method::RobotList => {
+            require_application(caller)?;
+            let codes = shared.portal.read().robots.codes();
+            Ok(Done::plain(json!(codes)))
+        }
+        Method::RobotDelete => {
+            require_application(caller)?;
+            shared.portal.write().robots.delete(params)?;
+            Ok(Done::plain(json!(true)))
+        }
         Method::Batch => Err(ApiError::method_not_found()),
     }
 }
@@ -482,18 +519,17 @@ fn notify_system_add(shared: &Shared, params: &Map<String, Value>) -> Result<Don
     Ok(Done::plain(json!(id)))
 }
 
+/// Accepts only a token this portal issued to a robot call that waits, once.
 fn bizproc_event_send(shared: &Shared, params: &Map<String, Value>) -> Result<Done, ApiError> {
     let token = text_param(params, "EVENT_TOKEN")
-        .ok_or_else(|| ApiError::new(400, "ERROR_ARGUMENT", "EVENT_TOKEN is required"))?;
+        .ok_or_else(|| ApiError::new(403, "ACCESS_DENIED", "Access denied!"))?;
     let mut portal = shared.portal.write();
-    if !portal.accept_event_token(&token) {
-        return Err(ApiError::new(403, "ACCESS_DENIED", "Access denied!"));
-    }
-    portal.workflow_replies.push(json!({
-        "EVENT_TOKEN": token,
-        "RETURN_VALUES": param(params, "RETURN_VALUES").cloned().unwrap_or(Value::Null),
-        "LOG_MESSAGE": text_param(params, "LOG_MESSAGE"),
-    }));
+    let reply = portal.robots.accept_reply(
+        &token,
+        param(params, "RETURN_VALUES"),
+        text_param(params, "LOG_MESSAGE"),
+    )?;
+    portal.workflow_replies.push(reply);
     Ok(Done::plain(json!(true)))
 }
 

@@ -1,7 +1,7 @@
 //! The portal's data: the four CRM tables, product rows, timeline comments,
 //! notifications and workflow replies, with the write rules of the old API.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -9,6 +9,7 @@ use serde_json::{Map, Value, json};
 
 use crate::error::ApiError;
 use crate::generate::{self, Population, RowContext, SimRng};
+use crate::robots::Robots;
 use crate::schema::{
     Change, Entity, UserFieldType, normalize_uf_code, standard_fields, user_field,
 };
@@ -115,7 +116,8 @@ pub(crate) struct Portal {
     pub comments: Vec<Value>,
     pub notifications: Vec<Value>,
     pub workflow_replies: Vec<Value>,
-    used_event_tokens: HashSet<String>,
+    /// Robot registrations and the event tokens issued to robot calls.
+    pub robots: Robots,
     next_user_field_id: u64,
     /// For generated user field names and values.
     rng: SimRng,
@@ -138,7 +140,7 @@ impl Portal {
             comments: Vec::new(),
             notifications: Vec::new(),
             workflow_replies: Vec::new(),
-            used_event_tokens: HashSet::new(),
+            robots: Robots::default(),
             next_user_field_id: 101,
             rng: SimRng::seed_from_u64(plan.seed ^ 0x5eed_f1e1d),
         };
@@ -512,11 +514,17 @@ impl Portal {
         Ok(())
     }
 
-    /// `bizproc.event.send` accepts a token once: the activity it belongs to then completes.
-    pub fn accept_event_token(&mut self, token: &str) -> bool {
-        let well_formed =
-            token.split('|').count() == 3 && token.split('|').all(|part| !part.is_empty());
-        well_formed && self.used_event_tokens.insert(token.to_string())
+    /// The file `file_id` that the record's file field holds, for the file's URL.
+    pub fn file(
+        &self,
+        entity: Entity,
+        owner: u64,
+        field_name: &str,
+        file_id: i64,
+    ) -> Option<crate::table::StoredFile> {
+        let table = self.table(entity);
+        let row = table.row_of(owner)?;
+        table.file_in(row, field_name, file_id)
     }
 }
 

@@ -26,6 +26,10 @@ use crate::limits::{LimitConfig, Limiter, LimitsUpdate};
 use crate::methods::{execute, normalize_method};
 use crate::params;
 use crate::portal::{HideRequest, MutateBody, MutateOutcome, Portal, UserFieldRequest};
+use crate::robots::{
+    AppRobotCall, Caller, RobotAuth, RobotDelivery, WebhookRobotCall, app_robot_form,
+    webhook_robot_form, webhook_robot_url,
+};
 use crate::schema::Entity;
 use crate::shared::Shared;
 use crate::stats::SimStats;
@@ -50,7 +54,11 @@ impl ConnectionKill {
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/rest/{user_id}/{secret}/{*method}", any(rest))
-        .route("/rest/{method}", any(no_credentials))
+        .route("/rest/{method}", any(rest_application))
+        .route(
+            "/bitrix/components/bitrix/{component}/show_file.php",
+            get(show_file),
+        )
         .route("/_sim/stats", get(stats))
         .route("/_sim/stats/reset", post(reset_stats))
         .route("/_sim/reset", post(reset))
@@ -63,6 +71,11 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/_sim/timeline", get(timeline))
         .route("/_sim/notifications", get(notifications))
         .route("/_sim/workflow-replies", get(workflow_replies))
+        .route("/_sim/robot/webhook", post(fire_webhook_robot))
+        .route("/_sim/robot/app", post(fire_app_robot))
+        .route("/_sim/robots", get(robots))
+        .route("/_sim/application", get(application))
+        .route("/_sim/application/update", post(update_application))
         .fallback(|| async { json_error(404, "ERROR_METHOD_NOT_FOUND", "Method not found!") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(shared)
@@ -127,12 +140,47 @@ fn api_error(error: &ApiError) -> Response {
     json_response(error.status, &error.body())
 }
 
+/// How a REST call proves who it is.
+enum Credentials {
+    /// `/rest/{user_id}/{secret}/{method}`: an incoming webhook.
+    Webhook { user_id: String, secret: String },
+    /// `/rest/{method}` with an `auth` parameter: the application's access token.
+    AccessToken,
+}
+
 /// One REST call through the webhook.
 async fn rest(
     State(shared): State<Arc<Shared>>,
     kill: Option<Extension<ConnectionKill>>,
     Path((user_id, secret, method)): Path<(String, String, String)>,
     RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let credentials = Credentials::Webhook { user_id, secret };
+    rest_call(shared, kill, credentials, method, query, headers, body).await
+}
+
+/// One REST call by the application (`auth=<access_token>`), or without credentials.
+async fn rest_application(
+    State(shared): State<Arc<Shared>>,
+    kill: Option<Extension<ConnectionKill>>,
+    Path(method): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let credentials = Credentials::AccessToken;
+    rest_call(shared, kill, credentials, method, query, headers, body).await
+}
+
+/// A REST call with the faults of the request drawn first.
+async fn rest_call(
+    shared: Arc<Shared>,
+    kill: Option<Extension<ConnectionKill>>,
+    credentials: Credentials,
+    method: String,
+    query: Option<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -157,8 +205,7 @@ async fn rest(
     }
     let response = answer(
         shared,
-        &user_id,
-        &secret,
+        &credentials,
         &method,
         query.as_deref(),
         &headers,
@@ -174,32 +221,57 @@ async fn rest(
 
 async fn answer(
     shared: Arc<Shared>,
-    user_id: &str,
-    secret: &str,
+    credentials: &Credentials,
     method: &str,
     query: Option<&str>,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Response {
-    let user_ok = user_id.parse::<u64>().is_ok_and(|id| id == shared.user_id);
-    if !user_ok || !constant_time_eq(secret.as_bytes(), shared.secret.as_bytes()) {
-        return api_error(&ApiError::invalid_credentials());
-    }
-    if !shared.limiter.lock().admit(shared.clock.now_f64()) {
-        shared.stats.lock().status_503 += 1;
-        return api_error(&ApiError::query_limit());
+    if let Credentials::Webhook { user_id, secret } = credentials {
+        let user_ok = user_id.parse::<u64>().is_ok_and(|id| id == shared.user_id);
+        if !user_ok || !constant_time_eq(secret.as_bytes(), shared.secret.as_bytes()) {
+            return api_error(&ApiError::invalid_credentials());
+        }
     }
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    let params = match params::from_request(query, content_type, body) {
+    let parsed = params::from_request(query, content_type, body);
+    let caller = match (credentials, &parsed) {
+        (Credentials::Webhook { .. }, _) => Caller::Webhook,
+        (Credentials::AccessToken, Ok(params)) => {
+            match params::param(params, "auth").and_then(|v| v.as_str()) {
+                None | Some("") => return api_error(&ApiError::no_auth()),
+                Some(token)
+                    if constant_time_eq(
+                        token.as_bytes(),
+                        shared.application.access_token.as_bytes(),
+                    ) =>
+                {
+                    Caller::Application
+                }
+                Some(_) => return api_error(&ApiError::invalid_token()),
+            }
+        }
+        // Without parameters there are no credentials to read either.
+        (Credentials::AccessToken, Err(_)) => return api_error(&ApiError::no_auth()),
+    };
+    if !shared.limiter.lock().admit(shared.clock.now_f64()) {
+        shared.stats.lock().status_503 += 1;
+        return api_error(&ApiError::query_limit());
+    }
+    let mut params = match parsed {
         Ok(params) => params,
         Err(problem) => return api_error(&ApiError::new(400, "INVALID_REQUEST", problem)),
     };
+    if caller == Caller::Application {
+        params.retain(|key, _| !key.eq_ignore_ascii_case("auth"));
+    }
     let method = normalize_method(method);
     let worker = Arc::clone(&shared);
     let outcome =
-        tokio::task::spawn_blocking(move || execute(&worker, &method, &params, false)).await;
+        tokio::task::spawn_blocking(move || execute(&worker, &method, &params, false, caller))
+            .await;
     match outcome {
         Ok(Ok(answer)) => json_response(200, &answer.envelope()),
         Ok(Err(error)) => {
@@ -213,11 +285,6 @@ async fn answer(
             api_error(&ApiError::internal())
         }
     }
-}
-
-/// `/rest/{method}` with neither a webhook code nor an OAuth token.
-async fn no_credentials() -> Response {
-    api_error(&ApiError::no_auth())
 }
 
 /// Compares without an early exit, so timing does not tell how much of a secret matched.
@@ -396,6 +463,175 @@ async fn notifications(State(shared): State<Arc<Shared>>) -> Json<Value> {
 
 async fn workflow_replies(State(shared): State<Arc<Shared>>) -> Json<Value> {
     Json(Value::Array(shared.portal.read().workflow_replies.clone()))
+}
+
+/// The built-in "Webhook" robot: a form POST of `document_id` only, no auth.
+async fn fire_webhook_robot(
+    State(shared): State<Arc<Shared>>,
+    request: Result<Json<WebhookRobotCall>, JsonRejection>,
+) -> Result<Json<RobotDelivery>, ControlError> {
+    let call = control_body(request)?;
+    require_deal(&shared, call.deal_id)?;
+    let url = webhook_robot_url(&call.url, call.deal_id)?;
+    let form = webhook_robot_form(call.deal_id);
+    Ok(Json(deliver(&shared, url, form, None).await))
+}
+
+/// An application robot: the full payload with a fresh event token and `auth[...]`.
+async fn fire_app_robot(
+    State(shared): State<Arc<Shared>>,
+    request: Result<Json<AppRobotCall>, JsonRejection>,
+) -> Result<Json<RobotDelivery>, ControlError> {
+    let call = control_body(request)?;
+    require_deal(&shared, call.deal_id)?;
+    let issued = shared.portal.write().robots.issue(&call, call.deal_id)?;
+    let auth = RobotAuth {
+        application: &shared.application,
+        refresh_token: &shared.refresh_token,
+        domain: &shared.identity.domain,
+        client_endpoint: &shared.identity.client_endpoint,
+        member_id: &shared.identity.member_id,
+        user_id: shared.user_id,
+        now: chrono::Utc::now().timestamp(),
+    };
+    let form = app_robot_form(&call, &issued, call.deal_id, &auth);
+    let tokens = Some((issued.event_token, issued.workflow_id));
+    Ok(Json(deliver(&shared, issued.url, form, tokens).await))
+}
+
+/// A robot fires only for a deal that exists.
+fn require_deal(shared: &Shared, deal_id: u64) -> Result<(), ControlError> {
+    if shared.portal.read().exists(Entity::Deal, deal_id) {
+        Ok(())
+    } else {
+        Err(ControlError(format!("deal {deal_id} does not exist")))
+    }
+}
+
+/// POSTs a robot's form as the portal's queue does; the handler's answer is only
+/// reported (the portal ignores it and never retries).
+async fn deliver(
+    shared: &Shared,
+    url: String,
+    form: Vec<(String, String)>,
+    tokens: Option<(String, String)>,
+) -> RobotDelivery {
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(&form)
+        .finish();
+    let sent = shared
+        .http
+        .post(&url)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(header::USER_AGENT, "Bitrix24 Webhook Engine")
+        .body(body)
+        .send()
+        .await;
+    let (status, error) = match sent {
+        Ok(response) => (Some(response.status().as_u16()), None),
+        Err(error) => (None, Some(error.without_url().to_string())),
+    };
+    let (event_token, workflow_id) = tokens.unzip();
+    RobotDelivery {
+        url,
+        sent: form
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect(),
+        event_token,
+        workflow_id,
+        status,
+        error,
+    }
+}
+
+async fn robots(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    Json(Value::Array(shared.portal.read().robots.describe()))
+}
+
+/// The installed application as its robot handlers see it.
+async fn application(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    let app = &shared.application;
+    Json(json!({
+        "access_token": app.access_token,
+        "application_token": app.application_token,
+        "handler_host": app.handler_host,
+        "client_endpoint": shared.identity.client_endpoint,
+        "domain": shared.identity.domain,
+        "member_id": shared.identity.member_id,
+    }))
+}
+
+/// An application update removes the application's robots.
+async fn update_application(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    let removed = shared.portal.write().robots.forget_registrations();
+    Json(json!({"removed": removed}))
+}
+
+/// Which file a file URL names.
+struct FileQuery {
+    owner_id: u64,
+    field_name: String,
+    file_id: i64,
+}
+
+/// A file field's `showUrl` / `downloadUrl`: the file's bytes.
+async fn show_file(
+    State(shared): State<Arc<Shared>>,
+    Path(component): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let not_found = || (StatusCode::NOT_FOUND, "File not found").into_response();
+    let entity = component
+        .strip_prefix("crm.")
+        .and_then(|rest| rest.strip_suffix(".show"))
+        .and_then(|name| name.parse::<Entity>().ok());
+    let query = file_query(query.as_deref().unwrap_or_default());
+    let (Some(entity), Some(query)) = (entity, query) else {
+        return not_found();
+    };
+    let file = shared
+        .portal
+        .read()
+        .file(entity, query.owner_id, &query.field_name, query.file_id);
+    let Some(file) = file else {
+        return not_found();
+    };
+    let disposition = format!(
+        "attachment; filename=\"{}\"",
+        file.name.replace(['"', '\\', '\r', '\n'], "_")
+    );
+    let mut response = (StatusCode::OK, file.bytes).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&disposition) {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    response
+}
+
+/// The file URL's query (`ownerId`, `fieldName`, `fileId`; others such as `auth` and
+/// `dynamic` are ignored).
+fn file_query(query: &str) -> Option<FileQuery> {
+    let mut owner_id = None;
+    let mut field_name = None;
+    let mut file_id = None;
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        match key.as_ref() {
+            "ownerId" => owner_id = value.parse().ok(),
+            "fieldName" => field_name = Some(value.into_owned()),
+            "fileId" => file_id = value.parse().ok(),
+            _ => {}
+        }
+    }
+    Some(FileQuery {
+        owner_id: owner_id?,
+        field_name: field_name?,
+        file_id: file_id?,
+    })
 }
 
 #[cfg(test)]

@@ -4,10 +4,11 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::events::EventQueue;
+use crate::events::{EventAuth, EventQueue};
 use crate::faults::FaultInjector;
 use crate::limits::Limiter;
 use crate::portal::{Portal, SeedPlan};
+use crate::robots::Application;
 use crate::stats::SimStats;
 use crate::values::PortalClock;
 
@@ -22,4 +23,12 @@ pub(crate) struct Shared {
     pub stats: Arc<Mutex<SimStats>>,
     pub faults: Mutex<FaultInjector>,
     pub events: Option<EventQueue>,
+    /// The portal's domain, REST endpoint and member ID as outgoing calls show them.
+    pub identity: EventAuth,
+    /// The installed application (its token gives the application context).
+    pub application: Application,
+    /// `auth[refresh_token]` of robot calls (no OAuth server takes it).
+    pub refresh_token: String,
+    /// Sends robot calls.
+    pub http: reqwest::Client,
 }

@@ -221,6 +221,15 @@ pub(crate) struct Table {
     codes: Interner,
     /// Records the webhook's user may not read, as after a role change.
     hidden: Option<Hiding>,
+    /// Uploaded files by ID (seeded file values have generated content instead).
+    files: HashMap<i64, StoredFile>,
+}
+
+/// A file in a file field: its name and bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct StoredFile {
+    pub name: String,
+    pub bytes: Vec<u8>,
 }
 
 /// A seeded share of records hidden from the webhook's user: a record is hidden
@@ -296,6 +305,7 @@ impl Table {
             },
             codes: Interner::default(),
             hidden: None,
+            files: HashMap::new(),
         }
     }
 
@@ -502,6 +512,13 @@ impl Table {
         let name = field.name.clone();
         let result = if field.value_type == ValueType::Multifield {
             self.merge_multifield(column, row, input)
+        } else if field.multiple
+            && field.value_type == ValueType::File
+            && file_pair(input).is_some()
+        {
+            // `["name.ext", "<base64>"]` in a multiple field is one file, not two items.
+            self.parse_file(input)
+                .map(|file| Stored::List(vec![file].into_boxed_slice()))
         } else if field.multiple {
             let items = list_items(input);
             let mut parsed = Vec::with_capacity(items.len());
@@ -586,7 +603,8 @@ impl Table {
         Ok(stored)
     }
 
-    /// `{"fileData": ["name.ext", "<base64>"]}` uploads a file; `{"id": N}` keeps one.
+    /// `{"fileData": ["name.ext", "<base64>"]}` or `["name.ext", "<base64>"]` uploads a
+    /// file; `{"id": N}` keeps one; an empty value clears the field.
     fn parse_file(&mut self, input: &Value) -> Result<Stored, String> {
         if is_empty_input(input) {
             return Ok(Stored::Null);
@@ -598,17 +616,53 @@ impl Table {
         {
             return Ok(Stored::Int(id));
         }
-        let data = input.get("fileData").map(list_items).unwrap_or_default();
-        let content = data.get(1).and_then(|v| v.as_str()).unwrap_or_default();
-        let base64 =
-            |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'\r' | b'\n');
-        if content.is_empty() || !content.bytes().all(base64) {
+        let upload = input.get("fileData").unwrap_or(input);
+        let Some((name, content)) = file_pair(upload) else {
             return Err(
-                "expected {\"fileData\": [\"name.ext\", \"<base64 content>\"]} or {\"id\": N}"
+                "expected {\"fileData\": [\"name.ext\", \"<base64 content>\"]}, [\"name.ext\", \"<base64 content>\"] or {\"id\": N}"
                     .to_string(),
             );
+        };
+        let bytes = decode_base64(content)
+            .ok_or_else(|| format!("the content of file '{name}' is not valid base64"))?;
+        let id = self.ids.file();
+        let name = if name.trim().is_empty() {
+            format!("file{id}")
+        } else {
+            name.to_string()
+        };
+        self.files.insert(id, StoredFile { name, bytes });
+        Ok(Stored::Int(id))
+    }
+
+    /// The file `file_id` when the record's field `field_name` holds it. Seeded file
+    /// values were never uploaded: their content is generated from the IDs.
+    pub fn file_in(&self, row: usize, field_name: &str, file_id: i64) -> Option<StoredFile> {
+        let column = self.column(field_name)?;
+        if self.fields[column].value_type != ValueType::File || !self.is_live(row) {
+            return None;
         }
-        Ok(Stored::Int(self.ids.file()))
+        let holds = match self.cell(row, column) {
+            Cell::Int(id) => id == file_id,
+            Cell::List(items) => items
+                .iter()
+                .any(|item| matches!(item.cell(), Cell::Int(id) if id == file_id)),
+            _ => false,
+        };
+        if !holds {
+            return None;
+        }
+        Some(self.files.get(&file_id).cloned().unwrap_or_else(|| {
+            StoredFile {
+                name: format!("file{file_id}.txt"),
+                bytes: format!(
+                    "File {file_id} of {} {} ({field_name})\n",
+                    self.entity,
+                    self.id_at(row)
+                )
+                .into_bytes(),
+            }
+        }))
     }
 
     /// Applies the documented multi-field update rules: an item with `ID` changes
@@ -696,6 +750,30 @@ pub(crate) fn list_items(value: &Value) -> Vec<&Value> {
         Value::Null => Vec::new(),
         other => vec![other],
     }
+}
+
+/// `["name.ext", "<base64>"]` (also as an object keyed 0 and 1, as forms send it).
+fn file_pair(value: &Value) -> Option<(&str, &str)> {
+    let items = match value {
+        Value::Array(_) | Value::Object(_) => list_items(value),
+        _ => return None,
+    };
+    match items.as_slice() {
+        [Value::String(name), Value::String(content)] => Some((name, content)),
+        _ => None,
+    }
+}
+
+/// Standard base64 as PHP's `base64_encode` writes it; line breaks are allowed.
+fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    if compact.is_empty() {
+        return None;
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(compact)
+        .ok()
 }
 
 /// A short rendering of a bad input value for an error message.

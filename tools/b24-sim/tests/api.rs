@@ -608,30 +608,15 @@ async fn timeline_notifications_and_workflow_replies() {
         (400, json!("MESSAGE_EMPTY"))
     );
 
+    // The docs' example token is well formed, but this portal never issued it: a
+    // real portal checks the token's signature. Issued tokens: tests/robots.rs.
     let reply = json!({"event_token":"55c1dc1c3f0d75.78875596|A51601_82584_96831_81132|hsyUws1j4XiwqPqN45eH66CcQtEvpUIP.47dd5d888e8e549d2c984713e12a4268e6e87d0208ca1f093ba1075e77f92e90","return_values":{"outputString":"846c55d14f552180874a628d2615e285"}});
-    assert_eq!(
-        ok(&sim, "bizproc.event.send", reply.clone()).await["result"],
-        json!(true)
-    );
-    let replies = sim.workflow_replies().await.unwrap();
-    assert_eq!(
-        replies[0]["RETURN_VALUES"]["outputString"],
-        "846c55d14f552180874a628d2615e285"
-    );
     let denied = json!({"error":"ACCESS_DENIED","error_description":"Access denied!"});
-    let (status, body) = call(&sim, "bizproc.event.send", reply).await;
-    assert_eq!(
-        (status, body),
-        (403, denied.clone()),
-        "a token is used once"
-    );
-    let (status, body) = call(
-        &sim,
-        "bizproc.event.send",
-        json!({"EVENT_TOKEN": "garbage"}),
-    )
-    .await;
-    assert_eq!((status, body), (403, denied));
+    for body in [reply, json!({"EVENT_TOKEN": "garbage"}), json!({})] {
+        let (status, answer) = call(&sim, "bizproc.event.send", body.clone()).await;
+        assert_eq!((status, answer), (403, denied.clone()), "{body}");
+    }
+    assert!(sim.workflow_replies().await.unwrap().is_empty());
 }
 
 #[tokio::test]
