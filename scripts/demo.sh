@@ -58,8 +58,8 @@ application_tokens = ["$TOKEN"]
 TOML
 export B24SYNC_CONFIG="$WORK/config.toml"
 
-say "Starting b24-local on $LOCAL_URL: intake, change queue and worker, schedules incremental every 20 s and reconcile every 40 s (log: $WORK/local.log)"
-"$LOCAL" --listen "127.0.0.1:$PORT" --schedule incremental=20s --schedule reconcile=40s \
+say "Starting b24-local on $LOCAL_URL: intake, change queue and worker, schedules incremental every 20 s and reconcile every 30 s (log: $WORK/local.log)"
+"$LOCAL" --listen "127.0.0.1:$PORT" --schedule incremental=20s --schedule reconcile=30s \
     --batch-window 2s >"$WORK/local.log" 2>&1 &
 LOCAL_PID=$!
 if [ -z "${KEEP:-}" ]; then
@@ -109,14 +109,16 @@ for entity in "${ENTITIES[@]}"; do
     "$CLI" check --portal demo --entity "$entity"
 done
 
-say "Waiting for the scheduled incremental pass and reconcile to run"
-python3 - "$LOCAL_URL" <<'PY'
+say "Waiting for the next scheduled incremental pass and reconcile"
+python3 - "$LOCAL_URL" "$(date -u +%Y-%m-%dT%H:%M:%S+00:00)" <<'PY'
 import json, sys, time, urllib.request
-local = sys.argv[1]
+from datetime import datetime
+local, since = sys.argv[1], datetime.fromisoformat(sys.argv[2])
+started_since = lambda s: s["runs"]["last_started_at"] and datetime.fromisoformat(s["runs"]["last_started_at"]) >= since
 deadline = time.time() + 180
 while True:
     schedules = json.load(urllib.request.urlopen(local + "/_local/status"))["schedules"]
-    if all(s["runs"]["runs"] >= 1 for s in schedules):
+    if all(started_since(s) and s["runs"]["last_finished_at"] and datetime.fromisoformat(s["runs"]["last_finished_at"]) >= datetime.fromisoformat(s["runs"]["last_started_at"]) for s in schedules):
         break
     if time.time() > deadline:
         sys.exit(f"the schedules did not run: {schedules}")
