@@ -5,6 +5,7 @@ use std::path::Path;
 
 use b24_domain::change::{ChangeAction, ChangeMessage};
 use b24_domain::entity::Entity;
+use b24_lambda::metrics::{MemorySink, Metrics};
 use b24_lambda::sqs::{SqsBatchResponse, SqsEvent};
 use b24_sim::{RunningSim, SimConfig};
 use b24_sync::SyncService;
@@ -60,6 +61,11 @@ fn sqs_event(records: &[(&str, String)]) -> SqsEvent {
     b24_lambda::sqs::event_of(records.iter().map(|(id, body)| (Some(*id), body.as_str())))
 }
 
+/// Metrics no test looks at.
+fn unwatched() -> Metrics {
+    MemorySink::new().metrics()
+}
+
 fn failed_ids(response: &SqsBatchResponse) -> Vec<String> {
     let answer = serde_json::to_value(response).unwrap();
     answer["batchItemFailures"]
@@ -92,7 +98,9 @@ async fn a_poisoned_message_fails_alone() {
         ("m4", change(PORTAL, Entity::Deal, 7, ChangeAction::Update)),
         ("m5", change(PORTAL, Entity::Deal, 0, ChangeAction::Update)),
     ]);
-    let response = apply_batch(&service, &event, None).await.unwrap();
+    let response = apply_batch(&service, &unwatched(), &event, None)
+        .await
+        .unwrap();
     assert_eq!(failed_ids(&response), ["m2", "m3", "m5"]);
     assert_eq!(mirror(&db, Entity::Deal).await, [3, 7]);
 }
@@ -108,7 +116,9 @@ async fn duplicates_are_applied_once_and_none_fails() {
         ("m4", update),
     ]);
     sim.reset_stats().await.unwrap();
-    let response = apply_batch(&service, &event, None).await.unwrap();
+    let response = apply_batch(&service, &unwatched(), &event, None)
+        .await
+        .unwrap();
     assert!(failed_ids(&response).is_empty());
     assert_eq!(mirror(&db, Entity::Contact).await, [5]);
     let stats = sim.stats().await.unwrap();
@@ -137,7 +147,9 @@ async fn a_group_whose_portal_fails_fails_only_its_own_messages() {
             change("locked", Entity::Lead, 2, ChangeAction::Delete),
         ),
     ]);
-    let response = apply_batch(&service, &event, None).await.unwrap();
+    let response = apply_batch(&service, &unwatched(), &event, None)
+        .await
+        .unwrap();
     assert_eq!(failed_ids(&response), ["m1", "m3", "m5"]);
     assert_eq!(mirror(&db, Entity::Deal).await, [1]);
     assert_eq!(mirror(&db, Entity::Lead).await, [2]);
@@ -172,14 +184,14 @@ async fn every_sample_event_applies_with_only_its_poisoned_messages_failing() {
         .iter()
         .map(|(m, b)| (m.as_str(), b.clone()))
         .collect();
-    apply_batch(&service, &sqs_event(&every_deal), None)
+    apply_batch(&service, &unwatched(), &sqs_event(&every_deal), None)
         .await
         .unwrap();
     client
         .call("crm.deal.delete", &json!({"id": 5}))
         .await
         .unwrap();
-    let response = apply_batch(&service, &read("delete.json"), None)
+    let response = apply_batch(&service, &unwatched(), &read("delete.json"), None)
         .await
         .unwrap();
     assert!(failed_ids(&response).is_empty());
@@ -187,13 +199,13 @@ async fn every_sample_event_applies_with_only_its_poisoned_messages_failing() {
     left.retain(|&id| id != 5);
     assert_eq!(mirror(&db, Entity::Deal).await, left);
 
-    let response = apply_batch(&service, &read("updates.json"), None)
+    let response = apply_batch(&service, &unwatched(), &read("updates.json"), None)
         .await
         .unwrap();
     assert!(failed_ids(&response).is_empty());
     assert_eq!(mirror(&db, Entity::Contact).await, [3]);
 
-    let response = apply_batch(&service, &read("poisoned.json"), None)
+    let response = apply_batch(&service, &unwatched(), &read("poisoned.json"), None)
         .await
         .unwrap();
     assert_eq!(
@@ -204,4 +216,108 @@ async fn every_sample_event_applies_with_only_its_poisoned_messages_failing() {
         ]
     );
     assert_eq!(mirror(&db, Entity::Lead).await, [4]);
+}
+
+/// A batch reports one line per portal entity group applied (what it wrote and cost)
+/// and one for the batch: its messages, the invalid and failed ones, and the lag of
+/// its oldest change.
+#[tokio::test]
+async fn a_batch_reports_its_groups_and_its_lag() {
+    let (_db, _sim, service) = setup().await;
+    let five_seconds_ago = ChangeMessage {
+        portal: PORTAL.to_string(),
+        entity: Entity::Deal,
+        id: 3,
+        action: ChangeAction::Update,
+        event_time: None,
+        received_at: chrono::Utc::now() - chrono::Duration::seconds(5),
+    };
+    let event = sqs_event(&[
+        ("m1", five_seconds_ago.to_json()),
+        ("m2", "not a change message".to_string()),
+        (
+            "m3",
+            change("locked", Entity::Deal, 1, ChangeAction::Update),
+        ),
+        (
+            "m4",
+            change(PORTAL, Entity::Contact, 5, ChangeAction::Update),
+        ),
+        (
+            "m5",
+            change(PORTAL, Entity::Contact, 6, ChangeAction::Update),
+        ),
+    ]);
+    let sink = MemorySink::new();
+    let response = apply_batch(&service, &sink.metrics(), &event, None)
+        .await
+        .unwrap();
+    assert_eq!(failed_ids(&response), ["m2", "m3"]);
+
+    let lines = sink.documents().unwrap();
+    let line_of = |entity: Option<&str>| {
+        lines
+            .iter()
+            .find(|line| line.get("Entity").and_then(|e| e.as_str()) == entity)
+            .unwrap_or_else(|| panic!("no line for {entity:?} in {lines:?}"))
+    };
+    // The `locked` portal's group failed: no line of its own.
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    for (entity, rows) in [("deal", 1.0), ("contact", 2.0)] {
+        let line = line_of(Some(entity));
+        assert_eq!(
+            line["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["Function", "Portal", "Entity", "Mode"]])
+        );
+        assert_eq!(
+            (&line["Function"], &line["Portal"], &line["Mode"]),
+            (&json!("change-worker"), &json!(PORTAL), &json!("changes"))
+        );
+        assert_eq!(
+            (&line["RowsRead"], &line["RowsWritten"]),
+            (&json!(rows), &json!(rows))
+        );
+        assert_eq!(line["RowsDeleted"], 0.0);
+        // The field metadata, then one lookup.
+        assert_eq!(line["BitrixRequests"], 2.0, "{line}");
+        assert_eq!(
+            (&line["Throttled503"], &line["Throttled429"]),
+            (&json!(0.0), &json!(0.0))
+        );
+        assert!(line["RunSeconds"].as_f64().unwrap() >= 0.0);
+    }
+    let batch = line_of(None);
+    assert_eq!(
+        batch["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+        json!([["Function"]])
+    );
+    assert_eq!(batch["Messages"], 5.0);
+    assert_eq!(batch["MessagesInvalid"], 1.0);
+    assert_eq!(batch["MessagesFailed"], 2.0);
+    let lag = batch["WorkerLagMs"].as_f64().unwrap();
+    assert!((5_000.0..60_000.0).contains(&lag), "{lag}");
+}
+
+/// A batch without one valid message has no lag to report, and a change stamped in the
+/// future (a skewed clock) reports no negative lag.
+#[test]
+fn the_lag_is_left_out_without_changes_and_never_negative() {
+    use change_worker::batch_metrics;
+    let now = chrono::Utc::now();
+    let sink = MemorySink::new();
+    sink.metrics().emit(&batch_metrics(2, 2, 0, None, now));
+    sink.metrics().emit(&batch_metrics(
+        1,
+        0,
+        0,
+        Some(now + chrono::Duration::seconds(3)),
+        now,
+    ));
+    let lines = sink.documents().unwrap();
+    assert!(lines[0].get("WorkerLagMs").is_none());
+    assert_eq!(
+        (&lines[0]["MessagesInvalid"], &lines[0]["MessagesFailed"]),
+        (&json!(2.0), &json!(2.0))
+    );
+    assert_eq!(lines[1]["WorkerLagMs"], 0.0);
 }

@@ -1,14 +1,19 @@
 //! The Lambda adapter of the scheduled sync: an EventBridge Scheduler `Input` in, the per-entity summaries out.
 //! A run refused by the deletion guard fails the invocation (its message says how to
 //! confirm); a run that found another one under way is a summary with outcome
-//! `already_running`.
+//! `already_running`. Each entity's run reports one EMF metrics line (see [`run_metrics`]).
 
 use std::time::Instant;
 
+use b24_domain::sync::RunOutcome;
+use b24_lambda::metrics::{MetricSet, Metrics};
 use b24_lambda::{FunctionError, invocation_deadline};
-use b24_sync::{SyncError, SyncRequest, SyncService};
+use b24_sync::{EntityOutcome, SyncError, SyncRequest, SyncService};
 use lambda_runtime::LambdaEvent;
 use serde_json::Value;
+
+/// The `Function` dimension of this function's metrics.
+pub const FUNCTION: &str = "sync-scheduled";
 
 /// Parses the schedule's input, naming what is wrong when it is not a sync request.
 pub fn parse_request(payload: Value) -> Result<SyncRequest, FunctionError> {
@@ -22,22 +27,87 @@ pub fn parse_request(payload: Value) -> Result<SyncRequest, FunctionError> {
         .map_err(|e| FunctionError::BadInput(format!("invalid sync request: {e}")))
 }
 
+/// One invocation, its metrics on stdout.
 pub async fn handle(
     service: &SyncService,
     event: LambdaEvent<Value>,
 ) -> Result<Value, FunctionError> {
-    let request = parse_request(event.payload)?;
     let deadline = invocation_deadline(&event.context);
-    let remaining_ms = deadline
-        .saturating_duration_since(Instant::now())
-        .as_millis() as u64;
+    sync(service, &Metrics::stdout(), event.payload, Some(deadline)).await
+}
+
+/// Runs the sync request `payload` until `deadline` and reports each entity's run to
+/// `metrics`.
+pub async fn sync(
+    service: &SyncService,
+    metrics: &Metrics,
+    payload: Value,
+    deadline: Option<Instant>,
+) -> Result<Value, FunctionError> {
+    let request = parse_request(payload)?;
+    let remaining_ms = deadline.map(|deadline| {
+        deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis() as u64
+    });
     tracing::info!(portal = %request.portal, mode = %request.mode, remaining_ms, "sync request");
-    match service.handle(&request, Some(deadline)).await {
+    let result = service.handle(&request, deadline).await;
+    let outcomes = match &result {
+        Ok(outcomes) | Err((outcomes, _)) => outcomes,
+    };
+    for outcome in outcomes {
+        metrics.emit(&run_metrics(outcome));
+    }
+    match result {
         Ok(outcomes) => Ok(serde_json::json!({ "runs": outcomes })),
         // Failing the invocation makes the failure visible (Errors metric, retry policy,
         // the schedule's dead-letter queue); the log line above it carries the details.
         Err((_, error)) => Err(classify(error)),
     }
+}
+
+/// One entity run's metrics, by Function, Portal, Entity and Mode: what the run read,
+/// wrote and deleted, what it cost at the portal, how long it took, and how it ended
+/// (`RunsFailed`, `RunsRefused`, `RunsStopped` at the time box, `RunsSkipped` when
+/// another run held the lock: 1 or 0). A run that failed reports only how it ended.
+pub fn run_metrics(outcome: &EntityOutcome) -> MetricSet {
+    let (portal, entity, mode, ended) = match outcome {
+        EntityOutcome::Done(summary) => (
+            &summary.portal,
+            &summary.entity,
+            &summary.mode,
+            summary.outcome,
+        ),
+        EntityOutcome::Failed {
+            portal,
+            entity,
+            mode,
+            outcome,
+            ..
+        } => (portal, entity, mode, Some(*outcome)),
+    };
+    let ended_as = |wanted: RunOutcome| u64::from(ended == Some(wanted));
+    let set = MetricSet::new()
+        .dimension("Function", FUNCTION)
+        .dimension("Portal", portal)
+        .dimension("Entity", entity)
+        .dimension("Mode", mode)
+        .count("RunsFailed", ended_as(RunOutcome::Failed))
+        .count("RunsRefused", ended_as(RunOutcome::Refused))
+        .count("RunsStopped", ended_as(RunOutcome::Stopped))
+        .count("RunsSkipped", ended_as(RunOutcome::AlreadyRunning));
+    let EntityOutcome::Done(summary) = outcome else {
+        return set;
+    };
+    set.count("RowsRead", summary.rows_read)
+        .count("RowsWritten", summary.rows_inserted + summary.rows_updated)
+        .count("RowsUnchanged", summary.rows_unchanged)
+        .count("RowsDeleted", summary.rows_deleted)
+        .count("BitrixRequests", summary.http_requests)
+        .count("Throttled503", summary.throttled_503)
+        .count("Throttled429", summary.throttled_429)
+        .seconds("OperatingSeconds", summary.operating_seconds)
+        .seconds("RunSeconds", summary.seconds)
 }
 
 /// A configuration problem needs an operator; a refused mass deletion needs the same
@@ -169,6 +239,88 @@ mod tests {
         let error = handle(&service, event).await.unwrap_err();
         assert_eq!(error.error_type(), "BadInput");
         assert!(error.to_string().contains("mode"), "{error}");
+    }
+
+    /// Each entity's run reports one EMF line whose rows match the run's summary, and a
+    /// refused run reports itself as refused.
+    #[tokio::test]
+    async fn each_run_reports_its_metrics() {
+        let portal = SimConfig {
+            deals: 700,
+            contacts: 300,
+            ..Default::default()
+        };
+        let (sim, _db, service) = acme(portal, &["deal", "contact"]).await;
+        let sink = b24_lambda::metrics::MemorySink::new();
+        let metrics = sink.metrics();
+        let answer = sync(
+            &service,
+            &metrics,
+            json!({"portal": "acme", "mode": "full"}),
+            None,
+        )
+        .await
+        .unwrap();
+        let lines = sink.documents().unwrap();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        for ((line, run), (entity, rows)) in lines
+            .iter()
+            .zip(answer["runs"].as_array().unwrap())
+            .zip([("deal", 700.0), ("contact", 300.0)])
+        {
+            assert_eq!(
+                line["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+                json!([["Function", "Portal", "Entity", "Mode"]])
+            );
+            assert_eq!(
+                (
+                    &line["Function"],
+                    &line["Portal"],
+                    &line["Entity"],
+                    &line["Mode"]
+                ),
+                (
+                    &json!(FUNCTION),
+                    &json!("acme"),
+                    &json!(entity),
+                    &json!("full")
+                )
+            );
+            assert_eq!(line["RowsWritten"], rows, "{line}");
+            assert_eq!(line["RowsRead"], rows, "{line}");
+            assert_eq!(line["RowsUnchanged"], 0.0);
+            assert_eq!(line["RowsDeleted"], 0.0);
+            assert_eq!(
+                line["BitrixRequests"],
+                run["http_requests"].as_f64().unwrap()
+            );
+            assert!(line["BitrixRequests"].as_f64().unwrap() > 0.0);
+            assert_eq!(line["Throttled503"], run["throttled_503"].as_f64().unwrap());
+            assert_eq!(line["Throttled429"], run["throttled_429"].as_f64().unwrap());
+            assert_eq!(line["OperatingSeconds"], run["operating_seconds"]);
+            assert_eq!(line["RunSeconds"], run["seconds"]);
+            for ended in ["RunsFailed", "RunsRefused", "RunsStopped", "RunsSkipped"] {
+                assert_eq!(line[ended], 0.0, "{ended}");
+            }
+        }
+
+        // A reconcile the guard refuses: reported as refused, with no row counts.
+        sim.hide_records(b24_sim::Entity::Deal, 0.5, 3)
+            .await
+            .unwrap();
+        let sink = b24_lambda::metrics::MemorySink::new();
+        let request = json!({"portal": "acme", "entities": ["deal"], "mode": "reconcile"});
+        sync(&service, &sink.metrics(), request, None)
+            .await
+            .unwrap_err();
+        let lines = sink.documents().unwrap();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(
+            (&lines[0]["Mode"], &lines[0]["RunsRefused"]),
+            (&json!("reconcile"), &json!(1.0))
+        );
+        assert_eq!(lines[0]["RunsFailed"], 0.0);
+        assert!(lines[0].get("RowsWritten").is_none());
     }
 
     /// A mass deletion fails the invocation with the counts and how to confirm; an

@@ -1,6 +1,8 @@
 //! The webhook intake: one Bitrix24 event POST in, one change message on the change
 //! queue, and an answer in milliseconds. Parsing and authentication are the pure
-//! [`b24_domain::event::accept`]; this crate adds the HTTP answers and the queue.
+//! [`b24_domain::event::accept`]; this crate adds the HTTP answers, the queue and the
+//! metrics (one EMF line per request: `EventsAccepted`, `EventsRejected` by reason, or
+//! `QueueFailures`).
 
 use std::sync::Arc;
 
@@ -8,20 +10,27 @@ use b24_config::Config;
 use b24_domain::change::ChangeMessage;
 use b24_domain::event::{self, IntakeRequest, PortalIdentity, Rejection};
 use b24_domain::ports::ChangeQueue;
+use b24_lambda::metrics::{MetricSet, Metrics};
 use lambda_http::http::{HeaderValue, StatusCode, header};
 use lambda_http::{Body, Request, Response};
 
-/// What every invocation shares: the configured portals and the queue.
+/// The `Function` dimension of this function's metrics.
+pub const FUNCTION: &str = "webhook-intake";
+
+/// What every invocation shares: the configured portals, the queue and where metrics go.
 pub struct IntakeState {
     pub portals: Vec<PortalIdentity>,
     pub queue: Arc<dyn ChangeQueue>,
+    pub metrics: Metrics,
 }
 
 impl IntakeState {
+    /// Metrics go to stdout, where Lambda's log capture finds them.
     pub fn new(config: &Config, queue: Arc<dyn ChangeQueue>) -> IntakeState {
         IntakeState {
             portals: portal_identities(config),
             queue,
+            metrics: Metrics::stdout(),
         }
     }
 }
@@ -62,10 +71,30 @@ pub async fn handle(state: &IntakeState, request: Request) -> Response<Body> {
         Ok(message) => message,
         Err(rejection) => {
             tracing::warn!(status = rejection.status(), reason = %rejection, "event refused");
+            // The portal is not known (or not proven) here: only the reason is a dimension.
+            state.metrics.emit(
+                &MetricSet::new()
+                    .dimension("Function", FUNCTION)
+                    .dimension("Reason", rejection.code())
+                    .count("EventsRejected", 1),
+            );
             return refusal(&rejection);
         }
     };
-    match state.queue.send(std::slice::from_ref(&message)).await {
+    let sent = state.queue.send(std::slice::from_ref(&message)).await;
+    let outcome = if sent.is_ok() {
+        "EventsAccepted"
+    } else {
+        "QueueFailures"
+    };
+    state.metrics.emit(
+        &MetricSet::new()
+            .dimension("Function", FUNCTION)
+            .dimension("Portal", &message.portal)
+            .dimension("Entity", message.entity.as_str())
+            .count(outcome, 1),
+    );
+    match sent {
         Ok(()) => {
             log_message(&message, "event queued");
             answer(

@@ -832,7 +832,10 @@ fn every_refusal_has_its_own_stable_code() {
             Rejection::Unauthorized(AuthFailure::ConflictingTokens),
             "conflicting_tokens",
         ),
-        (Rejection::Unauthorized(AuthFailure::WrongToken), "bad_token"),
+        (
+            Rejection::Unauthorized(AuthFailure::WrongToken),
+            "bad_token",
+        ),
         (
             Rejection::Unauthorized(AuthFailure::NoTokenConfigured),
             "no_token_configured",
