@@ -221,6 +221,14 @@ impl MemorySink {
         Metrics::to_writer(self.clone())
     }
 
+    /// The lines written so far, each read back by [`check_line`].
+    pub fn documents(&self) -> Result<Vec<Value>, String> {
+        self.lines()
+            .iter()
+            .map(|line| check_line(line).map_err(|problem| format!("{problem}: {line}")))
+            .collect()
+    }
+
     /// The lines written so far.
     pub fn lines(&self) -> Vec<String> {
         let buffer = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
@@ -241,6 +249,61 @@ impl Write for MemorySink {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// Reads one line back, checking it against the EMF rules this writer keeps: one JSON
+/// object, `_aws.Timestamp` a number, one directive in [`NAMESPACE`] with one dimension
+/// set of at most 30 names whose values are non-blank strings of printable ASCII, and 1
+/// to 100 metrics in a known unit, each with a finite number at the top level. For
+/// tests, and for a local host that shows what a function reported.
+pub fn check_line(line: &str) -> Result<Value, String> {
+    let document: Value =
+        serde_json::from_str(line).map_err(|e| format!("not one JSON object ({e})"))?;
+    let aws = &document["_aws"];
+    if !aws["Timestamp"].is_u64() {
+        return Err("no _aws.Timestamp in epoch milliseconds".into());
+    }
+    let directive = match aws["CloudWatchMetrics"].as_array().map(Vec::as_slice) {
+        Some([directive]) => directive,
+        _ => return Err("_aws.CloudWatchMetrics is not one directive".into()),
+    };
+    if directive["Namespace"] != NAMESPACE {
+        return Err(format!("the namespace is not {NAMESPACE}"));
+    }
+    let sets = directive["Dimensions"].as_array().ok_or("no Dimensions")?;
+    for set in sets {
+        let names = set.as_array().ok_or("a dimension set is not an array")?;
+        if names.len() > MAX_DIMENSIONS {
+            return Err(format!("{} dimensions in a set", names.len()));
+        }
+        for name in names {
+            let name = name.as_str().ok_or("a dimension name is not a string")?;
+            let value = document[name]
+                .as_str()
+                .ok_or_else(|| format!("dimension {name} has no string value"))?;
+            if dimension_value(value) != value {
+                return Err(format!("dimension {name} has a value CloudWatch refuses"));
+            }
+        }
+    }
+    let metrics = directive["Metrics"].as_array().ok_or("no Metrics")?;
+    if metrics.is_empty() || metrics.len() > MAX_METRICS {
+        return Err(format!("{} metrics in a directive", metrics.len()));
+    }
+    for metric in metrics {
+        let name = metric["Name"].as_str().ok_or("a metric has no Name")?;
+        let unit = metric["Unit"].as_str();
+        if ![Unit::Count, Unit::Milliseconds, Unit::Seconds]
+            .iter()
+            .any(|u| Some(u.as_str()) == unit)
+        {
+            return Err(format!("metric {name} has no known Unit"));
+        }
+        if !document[name].as_f64().is_some_and(f64::is_finite) {
+            return Err(format!("metric {name} has no finite number value"));
+        }
+    }
+    Ok(document)
 }
 
 /// What CloudWatch takes as a dimension value: printable ASCII, at least one
@@ -268,39 +331,8 @@ fn dimension_value(value: &str) -> String {
 mod tests {
     use super::*;
 
-    /// Checks `line` against the EMF rules this writer promises and returns it parsed.
-    pub(crate) fn assert_valid_emf(line: &str) -> Value {
-        let document: Value = serde_json::from_str(line).expect("an EMF line is JSON");
-        let aws = &document["_aws"];
-        assert!(aws["Timestamp"].as_u64().is_some(), "{line}");
-        let directives = aws["CloudWatchMetrics"].as_array().unwrap();
-        assert_eq!(directives.len(), 1, "{line}");
-        let directive = &directives[0];
-        assert_eq!(directive["Namespace"], NAMESPACE);
-        for set in directive["Dimensions"].as_array().unwrap() {
-            let set = set.as_array().unwrap();
-            assert!(set.len() <= MAX_DIMENSIONS, "{line}");
-            for name in set {
-                let value = document[name.as_str().unwrap()].as_str();
-                let value = value.unwrap_or_else(|| panic!("dimension {name} in {line}"));
-                assert!(!value.trim().is_empty() && value.len() <= MAX_DIMENSION_VALUE);
-                assert!(value.chars().all(|c| c.is_ascii_graphic() || c == ' '));
-            }
-        }
-        let metrics = directive["Metrics"].as_array().unwrap();
-        assert!(
-            !metrics.is_empty() && metrics.len() <= MAX_METRICS,
-            "{line}"
-        );
-        for metric in metrics {
-            let name = metric["Name"].as_str().unwrap();
-            assert!(
-                ["Count", "Milliseconds", "Seconds"].contains(&metric["Unit"].as_str().unwrap())
-            );
-            let value = document[name].as_f64();
-            assert!(value.is_some_and(f64::is_finite), "metric {name} in {line}");
-        }
-        document
+    fn assert_valid_emf(line: &str) -> Value {
+        check_line(line).unwrap_or_else(|problem| panic!("{problem}: {line}"))
     }
 
     fn written(set: &MetricSet) -> Vec<String> {
@@ -441,6 +473,48 @@ mod tests {
         for line in &lines {
             assert_valid_emf(line);
         }
+    }
+
+    #[test]
+    fn check_line_refuses_what_cloudwatch_would_not_extract() {
+        let good = MetricSet::new()
+            .dimension("Function", "f")
+            .count("RowsRead", 1)
+            .to_document(1)
+            .unwrap();
+        assert!(check_line(&good.to_string()).is_ok());
+        let broken = |edit: fn(&mut Value)| {
+            let mut document = good.clone();
+            edit(&mut document);
+            check_line(&document.to_string()).unwrap_err()
+        };
+        assert!(broken(|d| d["RowsRead"] = Value::Null).contains("RowsRead"));
+        assert!(broken(|d| d["Function"] = json!(3)).contains("Function"));
+        assert!(broken(|d| d["Function"] = json!("tab\there")).contains("Function"));
+        assert!(broken(|d| d["_aws"]["Timestamp"] = json!("now")).contains("Timestamp"));
+        assert!(
+            broken(|d| d["_aws"]["CloudWatchMetrics"][0]["Namespace"] = json!("x"))
+                .contains("namespace")
+        );
+        assert!(
+            broken(|d| d["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Unit"] = json!("Bytes"))
+                .contains("Unit")
+        );
+        assert!(
+            broken(|d| d["_aws"]["CloudWatchMetrics"][0]["Metrics"] = json!([]))
+                .contains("0 metrics")
+        );
+        assert!(
+            broken(|d| {
+                let names: Vec<String> = (0..31).map(|i| format!("d{i}")).collect();
+                for name in &names {
+                    d[name] = json!("v");
+                }
+                d["_aws"]["CloudWatchMetrics"][0]["Dimensions"] = json!([names]);
+            })
+            .contains("31 dimensions")
+        );
+        assert!(check_line("prefix {}").is_err());
     }
 
     #[test]
