@@ -124,3 +124,58 @@ async fn accepts_a_sample_event_onto_the_queue_and_logs_json_with_the_request_id
     );
     assert!(!output.stdout.contains(WEBHOOK_CODE) && !output.stderr.contains(WEBHOOK_CODE));
 }
+
+/// A configuration that is missing or bad stops the function before it asks for an
+/// event; what it reports names the problem and never the webhook code.
+///
+/// The functions' `main` returns the error before the runtime starts, so nothing is
+/// posted to `/runtime/init/error` today (Lambda records `Runtime.ExitError` with the
+/// process's output); an init error, once reported, must say the same.
+#[tokio::test]
+async fn a_missing_or_bad_configuration_stops_the_start_naming_the_problem_not_the_secret() {
+    let moto = MotoServer::start();
+    let queue_url = moto.create_queue("b24sync-changes").await;
+    let bad = format!(
+        r#"{{"portals": {{"demo": {{"webhook_url": "https://some-domain.bitrix24.com/rest/1/{WEBHOOK_CODE}/",
+            "application_tokens": ["{APP_TOKEN}"], "entitys": ["deal"]}}}}}}"#
+    );
+    let secret = moto.create_secret("b24sync/bad", &bad).await;
+    let cases = [
+        (Some(secret), "portals.demo.entitys"),
+        (None, "B24SYNC_CONFIG"),
+    ];
+    for (secret, problem) in cases {
+        let runtime = RuntimeApi::start("webhook-intake").await;
+        let mut env = lambda_environment("webhook-intake", 128, &runtime);
+        env.extend(moto_environment(&moto));
+        env.push(("CHANGE_QUEUE_URL".into(), queue_url.clone()));
+        if let Some(secret) = &secret {
+            env.push(("B24SYNC_CONFIG_SECRET".into(), secret.clone()));
+        }
+        let mut function = FunctionProcess::start(binary(), &env);
+        let started = std::time::Instant::now();
+        let exit = loop {
+            if let Some(exit) = function.exit_status() {
+                break exit;
+            }
+            assert!(
+                started.elapsed() < WAIT,
+                "the function kept running ({problem})"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(!exit.success(), "{problem}: {exit}");
+        assert_eq!(runtime.ready_at(), None, "{problem}: it asked for an event");
+        let output = function.stop();
+        let reported = match runtime.init_error() {
+            Some(report) => format!("{} {}", report.error_type, report.error_message),
+            None => output.stderr.clone(),
+        };
+        assert!(reported.contains(problem), "{problem}: {reported}");
+        assert!(reported.contains("Configuration"), "{problem}: {reported}");
+        assert!(
+            !output.stdout.contains(WEBHOOK_CODE) && !reported.contains(WEBHOOK_CODE),
+            "{problem}: {output:?}"
+        );
+    }
+}

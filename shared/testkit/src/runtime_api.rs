@@ -171,7 +171,7 @@ impl RuntimeApi {
         match (settled.init_error, settled.ready_at) {
             (Some(report), _) => Err(InvocationError::Init(report)),
             (None, Some(ready_at)) => Ok(ready_at),
-            (None, None) => unreachable!("wait_for returned before either was set"),
+            (None, None) => Err(InvocationError::NotReady(timeout)),
         }
     }
 
