@@ -317,7 +317,7 @@ mod tests {
         assert_eq!(lines.len(), 1, "{lines:?}");
         assert_eq!(
             (&lines[0]["Mode"], &lines[0]["RunsRefused"]),
-            (&json!("reconcile"), &json!(1.0))
+            (&json!("reconcile"), &json!(1))
         );
         assert_eq!(lines[0]["RunsFailed"], 0.0);
         assert!(lines[0].get("RowsWritten").is_none());

@@ -140,7 +140,7 @@ impl MetricSet {
                 continue;
             }
             definitions.push(json!({"Name": name, "Unit": unit.as_str()}));
-            root.insert(name.to_string(), json!(value));
+            root.insert(name.to_string(), number(value));
         }
         if definitions.is_empty() {
             return None;
@@ -157,6 +157,16 @@ impl MetricSet {
             }),
         );
         Some(Value::Object(root))
+    }
+}
+
+/// A whole value as an integer (`700`, not `700.0`), anything else as it is.
+fn number(value: f64) -> Value {
+    // Below 2^53 every whole f64 is an exact integer.
+    if value.fract() == 0.0 && value.abs() < 9.0e15 {
+        json!(value as i64)
+    } else {
+        json!(value)
     }
 }
 
@@ -354,6 +364,8 @@ mod tests {
         let document = assert_valid_emf(&lines[0]);
         assert_eq!(document["Function"], "sync-scheduled");
         assert_eq!(document["Portal"], "acme");
+        // A whole number is written as one.
+        assert!(lines[0].contains(r#""RowsRead":700,"#), "{}", lines[0]);
         assert_eq!(document["RowsRead"], 700.0);
         assert_eq!(document["RunSeconds"], 1.5);
         let directive = &document["_aws"]["CloudWatchMetrics"][0];
