@@ -2,26 +2,25 @@
 //! that names the HTTP answer. Pure: the caller hands over the request's parts, the
 //! configured portals and the time it received the request.
 //!
-//! Bitrix24 sends `application/x-www-form-urlencoded` bodies built by PHP's
-//! `http_build_query` (`data[FIELDS][ID]=42&auth[application_token]=...`); custom
-//! on-premise hooks send JSON of the same shape. Both are read into one structure, so
-//! every key path below means the same in either body. The shared secret may sit in
-//! several places; every copy found must agree, and it must equal one of the tokens
+//! The body is a PHP-style form (`data[FIELDS][ID]=42&auth[application_token]=...`)
+//! or JSON of the same shape, read into one structure, so every key path below means
+//! the same in either. The shared secret may sit in several places; every copy found must agree, and it must equal one of the tokens
 //! configured for the portal that `auth[domain]` or `auth[member_id]` names.
 //!
 //! No refusal and no `Debug` output carries a token: refusals name the problem only.
 
 use std::borrow::Cow;
 use std::fmt;
-use std::marker::PhantomData;
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
 use subtle::ConstantTimeEq;
 
 use crate::change::{ChangeAction, ChangeMessage, MAX_RECORD_ID};
 use crate::entity::Entity;
+use crate::request_body::{
+    BodyError, Conflict, Scalars, object, printable, read_body, single, single_ignoring_case,
+};
 
 /// Real events are under 2 KB; anything far larger is not an event.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -113,6 +112,16 @@ impl Rejection {
     }
 }
 
+impl From<BodyError> for Rejection {
+    fn from(error: BodyError) -> Self {
+        match error {
+            BodyError::UnsupportedMediaType { found } => Rejection::UnsupportedMediaType { found },
+            BodyError::PayloadTooLarge { limit } => Rejection::PayloadTooLarge { limit },
+            BodyError::Malformed(reason) => Rejection::Malformed(reason),
+        }
+    }
+}
+
 /// Why the sender was not taken for the portal it claims to be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AuthFailure {
@@ -158,29 +167,7 @@ pub fn accept(
     if request.method != "POST" {
         return Err(Rejection::MethodNotAllowed);
     }
-    let format = body_format(request.headers)?;
-    let decoded;
-    let body = if request.body_is_base64 {
-        // Base64 is 4 bytes per 3: refuse an oversized body before decoding it.
-        if request.body.len() > MAX_BODY_BYTES / 3 * 4 + 4 {
-            return Err(Rejection::PayloadTooLarge {
-                limit: MAX_BODY_BYTES,
-            });
-        }
-        use base64::Engine;
-        decoded = base64::engine::general_purpose::STANDARD
-            .decode(request.body)
-            .map_err(|e| Rejection::Malformed(format!("the body is not valid base64 ({e})")))?;
-        &decoded[..]
-    } else {
-        request.body
-    };
-    if body.len() > MAX_BODY_BYTES {
-        return Err(Rejection::PayloadTooLarge {
-            limit: MAX_BODY_BYTES,
-        });
-    }
-    let raw = format.decode(body)?;
+    let raw: RawEvent = read_body(request, MAX_BODY_BYTES)?;
     let portal = authenticate(&raw, request, portals).map_err(Rejection::Unauthorized)?;
 
     let event = single(&raw.event)
@@ -220,19 +207,6 @@ fn crm_change(event: &str) -> Option<(Entity, ChangeAction)> {
         _ => return None,
     };
     Some((entity, action))
-}
-
-/// An input string fit to repeat in an answer: printable ASCII, at most 64 characters.
-fn printable(input: &str) -> String {
-    let mut shown: String = input
-        .chars()
-        .take(64)
-        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
-        .collect();
-    if input.chars().count() > 64 {
-        shown.push_str("...");
-    }
-    shown
 }
 
 fn record_id(raw: &RawEvent) -> Result<u64, Rejection> {
@@ -275,105 +249,6 @@ fn event_time(ts: &Scalars) -> Option<DateTime<Utc>> {
         .flatten()
 }
 
-#[derive(Clone, Copy)]
-enum BodyFormat {
-    Form,
-    Json,
-}
-
-fn body_format(headers: &[(&str, &[u8])]) -> Result<BodyFormat, Rejection> {
-    let mut content_types = headers
-        .iter()
-        .filter(|(name, _)| name.eq_ignore_ascii_case("content-type"));
-    let unsupported = |found: &str| Rejection::UnsupportedMediaType {
-        found: found.into(),
-    };
-    let value = match (content_types.next(), content_types.next()) {
-        (Some((_, value)), None) => value,
-        (None, _) => return Err(unsupported("no Content-Type header")),
-        (Some(_), Some(_)) => return Err(unsupported("several Content-Type headers")),
-    };
-    let media: mime::Mime = std::str::from_utf8(value)
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .ok_or_else(|| unsupported("an unreadable Content-Type"))?;
-    // Any charset parameter is fine: the keys and values read here are ASCII.
-    if media.essence_str() == mime::APPLICATION_WWW_FORM_URLENCODED.essence_str() {
-        Ok(BodyFormat::Form)
-    } else if media.essence_str() == mime::APPLICATION_JSON.essence_str() {
-        Ok(BodyFormat::Json)
-    } else {
-        Err(unsupported(&printable(media.essence_str())))
-    }
-}
-
-impl BodyFormat {
-    fn decode(self, body: &[u8]) -> Result<RawEvent, Rejection> {
-        let (kind, result) = match self {
-            BodyFormat::Form => {
-                // Bitrix24 percent-encodes the brackets of nested keys (`data%5BFIELDS%5D`).
-                let config = serde_qs::Config::new().use_form_encoding(true);
-                let result = serde_qs::Deserializer::with_config(config, body)
-                    .map_err(|e| e.to_string())
-                    .and_then(|deserializer| {
-                        deserialize_event(deserializer).map_err(|e| e.to_string())
-                    });
-                ("form", result)
-            }
-            BodyFormat::Json => {
-                let mut deserializer = serde_json::Deserializer::from_slice(body);
-                let result = deserialize_event(&mut deserializer)
-                    .and_then(|raw| deserializer.end().map(|()| raw).map_err(Into::into))
-                    .map_err(|e| e.to_string());
-                ("JSON", result)
-            }
-        };
-        result.map_err(|reason| Rejection::Malformed(format!("bad {kind} body: {reason}")))
-    }
-}
-
-/// Reads the event through the object check (so a body that is not an object says
-/// so without repeating itself) and names the key path of any error.
-fn deserialize_event<'de, D>(deserializer: D) -> Result<RawEvent, PathError<D::Error>>
-where
-    D: Deserializer<'de>,
-{
-    let mut track = serde_path_to_error::Track::new();
-    let tracked = serde_path_to_error::Deserializer::new(deserializer, &mut track);
-    match tracked.deserialize_any(ObjectVisitor::<RawEvent>(PhantomData)) {
-        Ok(Some(raw)) => Ok(raw),
-        Ok(None) => Err(PathError::NotAnObject),
-        Err(inner) => Err(PathError::At {
-            path: track.path().to_string(),
-            inner,
-        }),
-    }
-}
-
-enum PathError<E> {
-    NotAnObject,
-    At { path: String, inner: E },
-}
-
-impl<E: fmt::Display> fmt::Display for PathError<E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PathError::NotAnObject => f.write_str("expected an object"),
-            PathError::At { path, inner } if path == "." => write!(f, "{inner}"),
-            PathError::At { path, inner } => write!(f, "at `{path}`: {inner}"),
-        }
-    }
-}
-
-impl From<serde_json::Error> for PathError<serde_json::Error> {
-    fn from(inner: serde_json::Error) -> Self {
-        PathError::At {
-            path: ".".into(),
-            inner,
-        }
-    }
-}
-
 /// Finds the portal the event claims to come from and checks its token.
 fn authenticate<'p>(
     raw: &RawEvent,
@@ -381,14 +256,33 @@ fn authenticate<'p>(
     portals: &'p [PortalIdentity],
 ) -> Result<&'p PortalIdentity, AuthFailure> {
     let auth = raw.auth.as_ref();
+    let portal = claimed_portal(auth.map(|a| &a.domain), auth.map(|a| &a.member_id), portals)?;
+    let presented = presented_token(raw, request)?;
+    if portal.tokens.is_empty() {
+        return Err(AuthFailure::NoTokenConfigured);
+    }
+    if is_one_of(&portal.tokens, &presented) {
+        Ok(portal)
+    } else {
+        Err(AuthFailure::WrongToken)
+    }
+}
+
+/// The configured portal that `auth[domain]` and `auth[member_id]` name; both, when
+/// given, must name the same one.
+pub(crate) fn claimed_portal<'p>(
+    domain: Option<&Scalars>,
+    member_id: Option<&Scalars>,
+    portals: &'p [PortalIdentity],
+) -> Result<&'p PortalIdentity, AuthFailure> {
     let conflicting = |Conflict| AuthFailure::ConflictingPortal;
-    let domain = auth
-        .map(|a| single_ignoring_case(&a.domain))
+    let domain = domain
+        .map(single_ignoring_case)
         .transpose()
         .map_err(conflicting)?
         .flatten();
-    let member_id = auth
-        .map(|a| single(&a.member_id))
+    let member_id = member_id
+        .map(single)
         .transpose()
         .map_err(conflicting)?
         .flatten();
@@ -419,24 +313,18 @@ fn authenticate<'p>(
     {
         return Err(AuthFailure::ConflictingPortal);
     }
+    Ok(portal)
+}
 
-    let presented = presented_token(raw, request)?;
-    if portal.tokens.is_empty() {
-        return Err(AuthFailure::NoTokenConfigured);
-    }
-    // Compare with every configured token, so the time taken says nothing about which
-    // one (or how much of one) matched.
-    let matched = portal
-        .tokens
+/// Whether `presented` equals one of `accepted`. Compares with every one, so the time
+/// taken says nothing about which one (or how much of one) matched.
+pub(crate) fn is_one_of(accepted: &[String], presented: &[u8]) -> bool {
+    let matched = accepted
         .iter()
         .fold(subtle::Choice::from(0), |matched, token| {
-            matched | token.as_bytes().ct_eq(&presented)
+            matched | token.as_bytes().ct_eq(presented)
         });
-    if bool::from(matched) {
-        Ok(portal)
-    } else {
-        Err(AuthFailure::WrongToken)
-    }
+    bool::from(matched)
 }
 
 /// The one token the request carries, wherever the sender put it; copies must agree.
@@ -498,37 +386,6 @@ fn bearer_token(value: &[u8]) -> Option<&[u8]> {
     (scheme.eq_ignore_ascii_case(b"bearer ")).then(|| token.trim_ascii())
 }
 
-/// A value seen more than once with different contents.
-struct Conflict;
-
-/// The one distinct non-empty value, if any.
-fn single(values: &Scalars) -> Result<Option<&str>, Conflict> {
-    single_by(values, |a, b| a == b)
-}
-
-fn single_ignoring_case(values: &Scalars) -> Result<Option<&str>, Conflict> {
-    single_by(values, |a, b| a.eq_ignore_ascii_case(b))
-}
-
-fn single_by(
-    values: &Scalars,
-    same: impl Fn(&str, &str) -> bool,
-) -> Result<Option<&str>, Conflict> {
-    let mut found: Option<&str> = None;
-    for value in values
-        .0
-        .iter()
-        .map(String::as_str)
-        .filter(|v| !v.is_empty())
-    {
-        match found {
-            Some(seen) if !same(seen, value) => return Err(Conflict),
-            _ => found = Some(value),
-        }
-    }
-    Ok(found)
-}
-
 /// The keys of an event this intake reads; everything else is skipped. Every nested
 /// object goes through [`ObjectVisitor`] and every leaf through [`Scalars`], whose
 /// errors name the kind of value found but never the value (it may be a token).
@@ -574,140 +431,6 @@ struct RawAuth {
 #[serde(default)]
 struct RawDataAuth {
     token: Scalars,
-}
-
-fn object<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: DeserializeOwned,
-{
-    deserializer.deserialize_any(ObjectVisitor(PhantomData))
-}
-
-/// A nested object, or nothing for `null` and `[]` (PHP's `json_encode` of an empty
-/// array). Any other value is refused by its kind, never by its contents.
-struct ObjectVisitor<T>(PhantomData<T>);
-
-impl<'de, T: DeserializeOwned> Visitor<'de> for ObjectVisitor<T> {
-    type Value = Option<T>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an object")
-    }
-
-    fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        T::deserialize(de::value::MapAccessDeserializer::new(map)).map(Some)
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        match seq.next_element::<de::IgnoredAny>()? {
-            None => Ok(None),
-            Some(_) => Err(de::Error::custom("expected an object, found a list")),
-        }
-    }
-
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-        Err(E::custom("expected an object, found text"))
-    }
-
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-        Err(E::custom("expected an object, found a number"))
-    }
-
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-        Err(E::custom("expected an object, found a number"))
-    }
-
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-        Err(E::custom("expected an object, found a number"))
-    }
-
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-        Err(E::custom("expected an object, found true or false"))
-    }
-}
-
-/// Every value given for one key: forms repeat keys, JSON may give a list. Numbers
-/// count as their decimal text (custom hooks send IDs as numbers).
-#[derive(Default)]
-struct Scalars(Vec<String>);
-
-impl<'de> Deserialize<'de> for Scalars {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(ScalarsVisitor)
-    }
-}
-
-struct ScalarsVisitor;
-
-impl<'de> Visitor<'de> for ScalarsVisitor {
-    type Value = Scalars;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("text or a whole number")
-    }
-
-    fn visit_str<E: de::Error>(self, value: &str) -> Result<Scalars, E> {
-        Ok(Scalars(vec![value.to_owned()]))
-    }
-
-    fn visit_string<E: de::Error>(self, value: String) -> Result<Scalars, E> {
-        Ok(Scalars(vec![value]))
-    }
-
-    fn visit_u64<E: de::Error>(self, value: u64) -> Result<Scalars, E> {
-        Ok(Scalars(vec![value.to_string()]))
-    }
-
-    fn visit_i64<E: de::Error>(self, value: i64) -> Result<Scalars, E> {
-        Ok(Scalars(vec![value.to_string()]))
-    }
-
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Scalars, E> {
-        Err(E::custom(
-            "expected text or a whole number, found a fraction or a number too large",
-        ))
-    }
-
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Scalars, E> {
-        Err(E::custom(
-            "expected text or a whole number, found true or false",
-        ))
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Scalars, E> {
-        Ok(Scalars::default())
-    }
-
-    fn visit_none<E: de::Error>(self) -> Result<Scalars, E> {
-        Ok(Scalars::default())
-    }
-
-    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Scalars, D::Error> {
-        Scalars::deserialize(deserializer)
-    }
-
-    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Scalars, A::Error> {
-        let mut all = Vec::new();
-        while let Some(Scalars(values)) = seq.next_element()? {
-            all.extend(values);
-        }
-        Ok(Scalars(all))
-    }
-
-    fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<Scalars, A::Error> {
-        Err(de::Error::custom(
-            "expected text or a whole number, found an object",
-        ))
-    }
 }
 
 #[cfg(test)]
