@@ -19,6 +19,7 @@ mod schema;
 mod server;
 mod shared;
 mod stats;
+mod statuses;
 mod table;
 mod values;
 
@@ -44,6 +45,7 @@ pub use portal::{HideRequest, MutateOutcome, MutateRequest, UserFieldRequest};
 pub use robots::{AppRobotCall, Application, RobotDelivery, WebhookRobotCall};
 pub use schema::{Entity, UserFieldType};
 pub use stats::SimStats;
+pub use statuses::StatusRequest;
 
 use events::{EventAuth, EventQueue};
 use faults::FaultInjector;
@@ -437,6 +439,12 @@ impl RunningSim {
     /// the event token the portal now accepts in `bizproc.event.send`.
     pub async fn fire_app_robot(&self, call: &AppRobotCall) -> anyhow::Result<RobotDelivery> {
         self.control(self.post("robot/app", call)).await
+    }
+
+    /// `POST /_sim/statuses`: adds a reference list item (a custom deal stage, source...);
+    /// returns it as `crm.status.list` shows it.
+    pub async fn add_status(&self, request: &StatusRequest) -> anyhow::Result<Value> {
+        self.control(self.post("statuses", request)).await
     }
 
     /// `GET /_sim/robots`: the registrations made with `bizproc.robot.add`.

@@ -46,6 +46,7 @@ enum Method {
     RobotUpdate,
     RobotList,
     RobotDelete,
+    StatusList,
     Batch,
 }
 
@@ -61,6 +62,7 @@ impl Method {
             "bizproc.robot.update" => return Some(Method::RobotUpdate),
             "bizproc.robot.list" => return Some(Method::RobotList),
             "bizproc.robot.delete" => return Some(Method::RobotDelete),
+            "crm.status.list" => return Some(Method::StatusList),
             "batch" => return Some(Method::Batch),
             _ => {}
         }
@@ -342,6 +344,15 @@ fn run(
             require_application(caller)?;
             shared.portal.write().robots.delete(params)?;
             Ok(Done::plain(json!(true)))
+        }
+        Method::StatusList => {
+            let rows = shared.portal.read().statuses.list(params)?;
+            let count = rows.len();
+            Ok(Done {
+                total: Some(count),
+                rows_returned: count,
+                ..Done::plain(Value::Array(rows))
+            })
         }
         Method::Batch => Err(ApiError::method_not_found()),
     }

@@ -13,6 +13,7 @@ use crate::robots::Robots;
 use crate::schema::{
     Change, Entity, UserFieldType, normalize_uf_code, standard_fields, user_field,
 };
+use crate::statuses::Statuses;
 use crate::table::{Cell, Hiding, ID_COLUMN, Reader, Stored, Table, render_row};
 use crate::values::PortalClock;
 
@@ -118,6 +119,8 @@ pub(crate) struct Portal {
     pub workflow_replies: Vec<Value>,
     /// Robot registrations and the event tokens issued to robot calls.
     pub robots: Robots,
+    /// Reference lists (`crm.status.list`).
+    pub statuses: Statuses,
     next_user_field_id: u64,
     /// For generated user field names and values.
     rng: SimRng,
@@ -141,6 +144,7 @@ impl Portal {
             notifications: Vec::new(),
             workflow_replies: Vec::new(),
             robots: Robots::default(),
+            statuses: Statuses::default(),
             next_user_field_id: 101,
             rng: SimRng::seed_from_u64(plan.seed ^ 0x5eed_f1e1d),
         };

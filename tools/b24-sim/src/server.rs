@@ -33,6 +33,7 @@ use crate::robots::{
 use crate::schema::Entity;
 use crate::shared::Shared;
 use crate::stats::SimStats;
+use crate::statuses::StatusRequest;
 
 /// How long a `timeout` fault holds a request: longer than any sane client waits.
 const TIMEOUT_FAULT: Duration = Duration::from_secs(120);
@@ -74,6 +75,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/_sim/robot/webhook", post(fire_webhook_robot))
         .route("/_sim/robot/app", post(fire_app_robot))
         .route("/_sim/robots", get(robots))
+        .route("/_sim/statuses", post(add_status))
         .route("/_sim/application", get(application))
         .route("/_sim/application/update", post(update_application))
         .fallback(|| async { json_error(404, "ERROR_METHOD_NOT_FOUND", "Method not found!") })
@@ -543,6 +545,16 @@ async fn deliver(
         status,
         error,
     }
+}
+
+/// Adds a reference list item, as a user does in the CRM settings.
+async fn add_status(
+    State(shared): State<Arc<Shared>>,
+    request: Result<Json<StatusRequest>, JsonRejection>,
+) -> Result<Json<Value>, ControlError> {
+    let request = control_body(request)?;
+    let row = shared.portal.write().statuses.add(&request)?;
+    Ok(Json(row))
 }
 
 async fn robots(State(shared): State<Arc<Shared>>) -> Json<Value> {

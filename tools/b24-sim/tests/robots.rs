@@ -1,6 +1,7 @@
 //! Robots (both call styles fired from the control surface), the application context,
 //! `bizproc.robot.*`, `bizproc.event.send` with issued tokens, deals found by
-//! `ORIGINATOR_ID`/`ORIGIN_ID`, and file fields with `fileData` uploads and downloads.
+//! `ORIGINATOR_ID`/`ORIGIN_ID`, file fields with `fileData` uploads and downloads, and
+//! `crm.status.list` labels for mapping stages between portals.
 
 mod common;
 
@@ -9,7 +10,9 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, Uri};
-use b24_sim::{AppRobotCall, Entity, RunningSim, SimConfig, UserFieldRequest, UserFieldType};
+use b24_sim::{
+    AppRobotCall, Entity, RunningSim, SimConfig, StatusRequest, UserFieldRequest, UserFieldType,
+};
 use base64::Engine;
 use common::*;
 use parking_lot::Mutex;
@@ -833,4 +836,92 @@ async fn seeded_file_values_are_downloadable() {
             .starts_with("/bitrix/components/bitrix/crm.contact.show/show_file.php?auth=&")
     );
     assert_eq!(download(&sim, &photo["downloadUrl"]).await.0, 200);
+}
+
+#[tokio::test]
+async fn stages_and_sources_map_between_portals_by_label() {
+    let (source, target) = (sim_with(3, 0).await, sim_with(0, 0).await);
+    source
+        .add_status(&StatusRequest {
+            entity_id: "DEAL_STAGE".into(),
+            status_id: "UC_7Q2K1X".into(),
+            name: "Negotiation".into(),
+            sort: 35,
+        })
+        .await
+        .unwrap();
+    let added = target
+        .add_status(&StatusRequest {
+            entity_id: "DEAL_STAGE".into(),
+            status_id: "UC_A1B2C3".into(),
+            name: "Negotiation".into(),
+            sort: 35,
+        })
+        .await
+        .unwrap();
+    assert_eq!(added["SYSTEM"], "N");
+    let stages = |answer: Value| -> Vec<(String, String)> {
+        answer["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["STATUS_ID"].as_str().unwrap().to_string(),
+                    r["NAME"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let filter = json!({"filter": {"ENTITY_ID": "DEAL_STAGE"}, "order": {"SORT": "ASC"}});
+    let on_source = stages(ok(&source, "crm.status.list", filter.clone()).await);
+    let answer = ok(&target, "crm.status.list", filter).await;
+    assert_eq!(answer["total"], 8);
+    let on_target = stages(answer);
+    assert_eq!(
+        on_source[3],
+        ("UC_7Q2K1X".into(), "Negotiation".into()),
+        "by SORT"
+    );
+    let mapped = on_target
+        .iter()
+        .find(|(_, name)| *name == on_source[3].1)
+        .map(|(id, _)| id.clone());
+    assert_eq!(mapped.as_deref(), Some("UC_A1B2C3"));
+    let deal = ok(
+        &target,
+        "crm.deal.add",
+        json!({"fields": {"STAGE_ID": "UC_A1B2C3"}}),
+    )
+    .await["result"]
+        .as_u64()
+        .unwrap();
+    let got = ok(&target, "crm.deal.get", json!({"id": deal})).await["result"].clone();
+    assert_eq!(got["STAGE_ID"], "UC_A1B2C3");
+
+    let sources = ok(
+        &source,
+        "crm.status.list",
+        json!({"filter": {"ENTITY_ID": "SOURCE", "STATUS_ID": "WEB"}}),
+    )
+    .await;
+    assert_eq!(sources["result"][0]["NAME"], "Website");
+    let (status, answer) = call(&source, "crm.status.list", json!({"filter": "x"})).await;
+    assert_eq!(
+        (status, answer),
+        (
+            400,
+            json!({"error": "Invalid parameters.", "error_description": "Incorrect parameters passed."})
+        )
+    );
+    let refused = target
+        .add_status(&StatusRequest {
+            entity_id: "DEAL_STAGE".into(),
+            status_id: "UC_A1B2C3".into(),
+            name: "Again".into(),
+            sort: 1,
+        })
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("already has"), "{refused}");
 }

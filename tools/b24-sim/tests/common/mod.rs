@@ -30,8 +30,14 @@ pub async fn sim_with(deals: usize, user_fields: usize) -> RunningSim {
     .await
 }
 
+thread_local! {
+    // One client per test thread (each test has its own thread and runtime): building a
+    // client loads the TLS roots, which made request-rate tests slow on a busy machine.
+    static HTTP: reqwest::Client = reqwest::Client::builder().no_proxy().build().unwrap();
+}
+
 pub fn http() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
+    HTTP.with(reqwest::Client::clone)
 }
 
 /// POSTs a JSON body to a method; returns the status and the parsed answer.
