@@ -1,5 +1,6 @@
-//! The one configuration document of the product: the mirror database and the portals
-//! with their webhooks, event tokens, entities and limits. Read from TOML or JSON (a
+//! The one configuration document of the product: the mirror database, the portals
+//! with their webhooks, event tokens, entities and limits, and the routes that forward
+//! deals from one portal to another. Read from TOML or JSON (a
 //! file named by `--config` or `B24SYNC_CONFIG`, or the JSON itself in that variable;
 //! in AWS the JSON of a Secrets Manager secret), validated once, and printed only with
 //! every secret redacted.
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use b24_domain::database::SessionSettings;
 use b24_domain::entity::Entity;
+use b24_domain::forward::route::ForwardRoute;
 use b24_domain::limits::LimitSettings;
 use b24_domain::webhook::WebhookUrl;
 use serde::Deserialize;
@@ -23,6 +25,8 @@ pub const CONFIG_ENV: &str = "B24SYNC_CONFIG";
 pub struct Config {
     pub database: Option<DatabaseConfig>,
     pub portals: BTreeMap<String, PortalConfig>,
+    /// Deal-forwarding routes by name (see [`routes`]); `Debug` hides their secrets.
+    pub routes: BTreeMap<String, ForwardRoute>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -102,6 +106,8 @@ pub enum ConfigError {
     Invalid { key: String, message: String },
     #[error("unknown portal {name:?}: configured portals are [{known}]")]
     UnknownPortal { name: String, known: String },
+    #[error("unknown route {name:?}: configured routes are [{known}]")]
+    UnknownRoute { name: String, known: String },
 }
 
 impl Config {
@@ -207,6 +213,16 @@ impl Config {
                 known: self.portals.keys().cloned().collect::<Vec<_>>().join(", "),
             })
     }
+
+    /// The route called `name`, or an error listing the configured ones.
+    pub fn route(&self, name: &str) -> Result<&ForwardRoute, ConfigError> {
+        self.routes
+            .get(name)
+            .ok_or_else(|| ConfigError::UnknownRoute {
+                name: name.to_string(),
+                known: self.routes.keys().cloned().collect::<Vec<_>>().join(", "),
+            })
+    }
 }
 
 /// Text saved with a UTF-8 byte-order mark parses like the same text without one.
@@ -309,6 +325,8 @@ struct RawConfig {
     database: Option<RawDatabase>,
     #[serde(default)]
     portals: BTreeMap<String, RawPortal>,
+    #[serde(default)]
+    routes: BTreeMap<String, routes::RawRoute>,
 }
 
 #[derive(Deserialize)]
@@ -367,11 +385,7 @@ impl RawConfig {
         let mut portals = BTreeMap::new();
         for (name, raw) in self.portals {
             let key = format!("portals.{name}");
-            if name.is_empty()
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-            {
+            if !is_name(&name) {
                 return Err(invalid(
                     key,
                     "portal names may use only letters, digits, '_' and '-'",
@@ -379,8 +393,21 @@ impl RawConfig {
             }
             portals.insert(name, raw.validate(&key)?);
         }
-        Ok(Config { database, portals })
+        let routes = routes::validate(self.routes, &portals)?;
+        Ok(Config {
+            database,
+            portals,
+            routes,
+        })
     }
+}
+
+/// A portal or route name: letters, digits, `_` and `-`.
+fn is_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 impl RawDatabase {
@@ -641,6 +668,8 @@ pub fn redact_database_url(url: &str) -> String {
     redacted.push_str(&url[shown_up_to..]);
     redacted
 }
+
+pub mod routes;
 
 #[cfg(test)]
 mod tests;
