@@ -91,12 +91,13 @@ fn validation(message: impl Into<String>) -> ApiError {
     ApiError::new(400, "ERROR_ACTIVITY_VALIDATION_FAILURE", message)
 }
 
-/// `bizproc.robot.*` outside an application: the documented `ACCESS_DENIED`.
+/// `bizproc.robot.*` outside an application: the documented `ACCESS_DENIED`, with the
+/// documented HTTP 400 (bizproc-robot-list.md shows exactly this error under 400).
 pub(crate) fn require_application(caller: Caller) -> Result<(), ApiError> {
     match caller {
         Caller::Application => Ok(()),
         Caller::Webhook => Err(ApiError::new(
-            403,
+            400,
             "ACCESS_DENIED",
             "Application context required",
         )),

@@ -359,7 +359,7 @@ async fn robot_registration_needs_the_application_context_and_valid_fields() {
         let (status, answer) = call(&sim, method, body).await;
         assert_eq!(
             (status, answer),
-            (403, context.clone()),
+            (400, context.clone()),
             "{method} by webhook"
         );
     }
