@@ -260,6 +260,10 @@ fn find_route<'r>(
 
 /// The route's secret, presented once (or repeated the same) in the URL.
 fn check_secret(query: &UrlParams, route: &ForwardRoute) -> Result<(), RobotAuthFailure> {
+    let secret = route
+        .secret
+        .as_ref()
+        .ok_or(RobotAuthFailure::NoSecretConfigured)?;
     let presented = match query.secrets.split_first() {
         None => return Err(RobotAuthFailure::MissingSecret),
         Some((first, rest)) if rest.iter().any(|other| other != first) => {
@@ -267,10 +271,6 @@ fn check_secret(query: &UrlParams, route: &ForwardRoute) -> Result<(), RobotAuth
         }
         Some((first, _)) => first,
     };
-    let secret = route
-        .secret
-        .as_ref()
-        .ok_or(RobotAuthFailure::NoSecretConfigured)?;
     if bool::from(secret.expose().as_bytes().ct_eq(presented.as_bytes())) {
         Ok(())
     } else {

@@ -566,3 +566,64 @@ fn an_error_value_is_shortened_to_printable_text() {
     };
     assert_eq!(value, format!("{}...", "x".repeat(64)));
 }
+
+mod never_panics {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn any_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            prop_oneof![
+                Just("C3:NEW".to_string()),
+                Just("79".to_string()),
+                ".{0,12}"
+            ]
+            .prop_map(Value::from),
+        ];
+        leaf.prop_recursive(2, 12, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                proptest::collection::btree_map("[A-Z_]{1,6}", inner, 0..3)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn any_source_deal_maps_or_fails_with_an_error(
+            values in proptest::collection::vec(any_value(), 8),
+            by_label in any::<bool>(),
+        ) {
+            let mut plan = plan();
+            if by_label {
+                plan.values.insert("STAGE_ID".into(), ValueMap { by: MatchBy::Label, default: None });
+            }
+            let fixture = Fixture::new(plan);
+            let codes = ["TITLE", "OPPORTUNITY", "CATEGORY_ID", "STAGE_ID", "SOURCE_ID",
+                         "UF_CRM_COLOR", "UF_CRM_CONTRACT", "UF_CRM_PHONES"];
+            let deal: Map<String, Value> = codes
+                .iter()
+                .zip(values)
+                .map(|(code, value)| (code.to_string(), value))
+                .collect();
+            if let Ok(target) = fixture.forward(&deal) {
+                prop_assert_eq!(&target.fields["ORIGIN_ID"], "123");
+            }
+            let _ = source_files(&deal["UF_CRM_CONTRACT"]);
+            let _ = multifield_for_add(&deal["UF_CRM_PHONES"]);
+            let _ = crate::forward::products::rows_for_target(&[deal["TITLE"].clone()]);
+        }
+
+        #[test]
+        fn any_queue_body_is_a_job_or_an_error(body in ".{0,200}") {
+            let _ = crate::forward::job::ForwardJob::from_json(&body);
+        }
+    }
+}

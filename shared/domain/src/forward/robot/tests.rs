@@ -245,6 +245,11 @@ fn wrong_or_missing_secrets_and_tokens_are_refused_with_401() {
             deal.clone(),
             "no_secret_configured",
         ),
+        (
+            Some("route=app-only".into()),
+            deal.clone(),
+            "no_secret_configured",
+        ),
         // A prefix of the secret is as wrong as any other.
         (
             Some(webhook_query(&SECRET[..10])),
