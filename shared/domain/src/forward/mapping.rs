@@ -96,13 +96,15 @@ pub struct PortalSide<'a> {
 pub struct Origin {
     /// `b24sync:` and the source portal's domain in lower case, e.g.
     /// `b24sync:partner.bitrix24.com`: the same for every record of that portal and
-    /// different for every other portal, whatever the configured names.
+    /// different for every other portal, whatever the configured names. (The domain is
+    /// the configured `domain`, else the webhook's host without its port.)
     pub originator_id: String,
     /// The source record's ID in decimal.
     pub origin_id: String,
 }
 
-/// Host names are at most 253 characters, so an originator stays under 262.
+/// The docs give `ORIGINATOR_ID` no length limit; a host name has at most 253
+/// characters, so an originator has at most 261.
 pub const ORIGINATOR_PREFIX: &str = "b24sync:";
 
 impl Origin {
