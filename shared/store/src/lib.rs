@@ -1,13 +1,15 @@
 //! PostgreSQL store: the typed mirror of each portal's CRM, its field metadata, sync
-//! state and runs, and the shared rate-limit budget.
+//! state and runs, the shared rate-limit budget, and the deal-forwarding ledger.
 //!
 //! Every mirror row is keyed by `(portal, id)`. Tables live in one configurable schema
 //! (`b24` by default) next to the service tables `_fields`, `_field_items`,
-//! `_sync_state`, `_sync_runs` and `_rate_limit` (see `migrations/` and the README).
+//! `_sync_state`, `_sync_runs`, `_rate_limit` and `_forward_ledger` (see `migrations/`
+//! and the README).
 
 mod connect;
 mod copy;
 mod layout;
+mod ledger;
 mod limiter;
 mod state;
 mod upsert;
@@ -21,6 +23,9 @@ use b24_domain::schema::check_identifier;
 use tokio_postgres::Client;
 
 pub use layout::{ColumnInfo, LayoutColumn, TableLayout};
+pub use ledger::{
+    Claim, ForwardFilter, ForwardKey, ForwardState, Lease, LedgerEntry, MAX_ERROR_CHARS,
+};
 pub use limiter::PgRateLimiter;
 pub use state::{Checkpoints, RunLock, RunStats, SyncState};
 pub use upsert::UpsertStats;

@@ -3,6 +3,7 @@
 
 mod common;
 mod connection;
+mod ledger;
 mod limiter;
 mod mapping;
 mod portals;
