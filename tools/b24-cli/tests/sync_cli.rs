@@ -75,7 +75,10 @@ async fn one_off_flags_migrate_sync_and_check_without_a_configuration_file() {
         assert!(summary["http_requests"].as_u64().unwrap() > 0, "{summary}");
         assert_eq!(summary["throttled_503"].as_u64(), Some(0), "{summary}");
         assert_eq!(summary["throttled_429"].as_u64(), Some(0), "{summary}");
-        assert!(summary["operating_seconds"].as_f64().unwrap() > 0.0, "{summary}");
+        assert!(
+            summary["operating_seconds"].as_f64().unwrap() > 0.0,
+            "{summary}"
+        );
     }
     let rows: i64 = db
         .client()
