@@ -8,7 +8,7 @@ mod wiring;
 mod worker;
 
 pub use engine::{CHUNK_ROWS, CheckReport, SyncOptions, SyncSummary, Syncer};
-pub use wiring::{BatchApplied, EntityOutcome, SyncRequest, SyncService};
+pub use wiring::{BatchApplied, EntityOutcome, PortalClients, SyncRequest, SyncService};
 pub use worker::{CHANGES_MODE, ChangesApplied, RefusedDeletions};
 
 use b24_client::B24Error;

@@ -4,12 +4,12 @@
 //! Each portal's client uses the portal's shared budget row in Postgres as its rate
 //! limiter, so every process syncing that portal stays inside one budget.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use b24_client::{Client, ClientOptions};
-use b24_config::Config;
+use b24_config::{Config, PortalConfig};
 use b24_domain::change::{ChangeMessage, group_changes};
 use b24_domain::entity::Entity;
 use b24_domain::sync::{DeleteGuard, Mode, RunOutcome};
@@ -76,7 +76,57 @@ const HOW_TO_CONFIRM_EVENTS: &str = "If the portal really lost these records, \
 pub struct SyncService {
     config: Config,
     store: Store,
+    clients: PortalClients,
+}
+
+/// Each configured portal's client, created on first use and kept for later
+/// invocations. Every client's rate limiter is the portal's shared budget row in
+/// Postgres, so all processes (sync, change worker, forwarder) calling one portal stay
+/// inside one budget. Shared by [`SyncService`] and the forwarder.
+pub struct PortalClients {
+    portals: BTreeMap<String, PortalConfig>,
+    store: Store,
+    /// Timeouts and retries of every client; the limiter is replaced per portal.
+    options: ClientOptions,
     clients: Mutex<HashMap<String, Client>>,
+}
+
+impl PortalClients {
+    pub fn new(
+        portals: BTreeMap<String, PortalConfig>,
+        store: Store,
+        options: ClientOptions,
+    ) -> PortalClients {
+        PortalClients {
+            portals,
+            store,
+            options,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The portal's client, created on first use.
+    pub async fn client(&self, portal: &str) -> Result<Client, SyncError> {
+        let mut clients = self.clients.lock().await;
+        if let Some(client) = clients.get(portal) {
+            return Ok(client.clone());
+        }
+        let portal_config = self.portals.get(portal).ok_or_else(|| {
+            let known: Vec<&str> = self.portals.keys().map(String::as_str).collect();
+            SyncError::Config(format!(
+                "no portal named {portal:?} (configured: {})",
+                known.join(", ")
+            ))
+        })?;
+        let limiter = PgRateLimiter::new(&self.store, portal, portal_config.limits);
+        let options = ClientOptions {
+            limiter: Arc::new(limiter),
+            ..self.options.clone()
+        };
+        let client = Client::new(portal_config.webhook_url.clone(), options)?;
+        clients.insert(portal.to_string(), client.clone());
+        Ok(client)
+    }
 }
 
 impl SyncService {
@@ -91,10 +141,15 @@ impl SyncService {
         if migrate {
             store.migrate().await?;
         }
+        let clients = PortalClients::new(
+            config.portals.clone(),
+            store.clone(),
+            ClientOptions::default(),
+        );
         Ok(SyncService {
             config,
             store,
-            clients: Mutex::new(HashMap::new()),
+            clients,
         })
     }
 
@@ -104,25 +159,7 @@ impl SyncService {
 
     /// The portal's client, created on first use and kept for later invocations.
     pub async fn client(&self, portal: &str) -> Result<Client, SyncError> {
-        let mut clients = self.clients.lock().await;
-        if let Some(client) = clients.get(portal) {
-            return Ok(client.clone());
-        }
-        let portal_config = self.config.portals.get(portal).ok_or_else(|| {
-            let known: Vec<&str> = self.config.portals.keys().map(String::as_str).collect();
-            SyncError::Config(format!(
-                "no portal named {portal:?} (configured: {})",
-                known.join(", ")
-            ))
-        })?;
-        let limiter = PgRateLimiter::new(&self.store, portal, portal_config.limits);
-        let options = ClientOptions {
-            limiter: Arc::new(limiter),
-            ..ClientOptions::default()
-        };
-        let client = Client::new(portal_config.webhook_url.clone(), options)?;
-        clients.insert(portal.to_string(), client.clone());
-        Ok(client)
+        self.clients.client(portal).await
     }
 
     /// Runs one request, entity by entity, each with an equal share of what is left
