@@ -12,9 +12,12 @@ use lambda_runtime::{Error, run, service_fn};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     b24_lambda::init_tracing();
-    let migrate = b24_lambda::env_flag("B24SYNC_MIGRATE_ON_START")?;
-    let service = Derived::new(ConfigSource::from_env().await?, move |config| async move {
-        Ok::<_, Error>(SyncService::connect(Arc::unwrap_or_clone(config), migrate).await?)
+    let service = b24_lambda::start_up(async {
+        let migrate = b24_lambda::env_flag("B24SYNC_MIGRATE_ON_START")?;
+        Derived::new(ConfigSource::from_env().await?, move |config| async move {
+            Ok::<_, Error>(SyncService::connect(Arc::unwrap_or_clone(config), migrate).await?)
+        })
+        .await
     })
     .await?;
     run(service_fn(|event| async {

@@ -14,10 +14,14 @@ use webhook_intake::{IntakeState, handle};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     b24_lambda::init_tracing();
-    let queue: Arc<dyn ChangeQueue> = Arc::new(SqsChangeQueue::from_env().await?);
-    let state = Derived::new(ConfigSource::from_env().await?, move |config| {
-        let state = IntakeState::new(&config, Arc::clone(&queue));
-        async move { Ok::<_, FunctionError>(state) }
+    let state = b24_lambda::start_up(async {
+        let queue: Arc<dyn ChangeQueue> = Arc::new(SqsChangeQueue::from_env().await?);
+        let state = Derived::new(ConfigSource::from_env().await?, move |config| {
+            let state = IntakeState::new(&config, Arc::clone(&queue));
+            async move { Ok::<_, FunctionError>(state) }
+        })
+        .await?;
+        Ok(state)
     })
     .await?;
     run(service_fn(|request| async {

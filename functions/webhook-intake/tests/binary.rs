@@ -167,10 +167,10 @@ async fn a_missing_or_bad_configuration_stops_the_start_naming_the_problem_not_t
         assert!(!exit.success(), "{problem}: {exit}");
         assert_eq!(runtime.ready_at(), None, "{problem}: it asked for an event");
         let output = function.stop();
-        let reported = match runtime.init_error() {
-            Some(report) => format!("{} {}", report.error_type, report.error_message),
-            None => output.stderr.clone(),
-        };
+        let report = runtime
+            .init_error()
+            .unwrap_or_else(|| panic!("{problem}: no init error reported: {output:?}"));
+        let reported = format!("{} {}", report.error_type, report.error_message);
         assert!(reported.contains(problem), "{problem}: {reported}");
         assert!(reported.contains("Configuration"), "{problem}: {reported}");
         assert!(
