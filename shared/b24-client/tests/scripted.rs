@@ -531,9 +531,11 @@ async fn near_the_budget_the_next_call_waits_for_the_window_taking_totals_not_su
         client.call("crm.deal.list", &json!({})).await.unwrap();
         sent_at.push(started.elapsed().as_secs_f64());
     }
-    assert!(sent_at[1] < 0.5, "{sent_at:?}");
-    assert!((1.8..3.0).contains(&sent_at[2]), "{sent_at:?}");
-    assert!(sent_at[3] - sent_at[2] < 0.5, "{sent_at:?}");
+    // Tolerances of a second: a wrong wait would be a whole 2 s window, and a loaded
+    // 2-core CI machine can delay a wake-up by several hundred milliseconds.
+    assert!(sent_at[1] < 1.0, "{sent_at:?}");
+    assert!((1.8..3.5).contains(&sent_at[2]), "{sent_at:?}");
+    assert!(sent_at[3] - sent_at[2] < 1.0, "{sent_at:?}");
     let stats = client.stats();
     assert_eq!(stats.throttled_429, 0);
     // 0.4 + 0.4, then 0.4 in a fresh window, then 0.4.
