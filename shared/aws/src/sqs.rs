@@ -1,69 +1,113 @@
-//! The change queue on SQS: messages go out with `SendMessageBatch`, ten per call.
+//! The queues on SQS: the change queue and the forward queue, one adapter generic over
+//! the message. Messages go out with `SendMessageBatch`, ten per call.
 
 use std::collections::BTreeSet;
+use std::marker::PhantomData;
 
 use async_trait::async_trait;
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use b24_domain::change::ChangeMessage;
-use b24_domain::ports::{ChangeQueue, QueueError};
+use b24_domain::forward::job::ForwardJob;
+use b24_domain::ports::{MessageQueue, QueueError, QueueMessage};
 
 use crate::client::{bounded, describe};
 
 /// The environment variable holding the change queue's URL.
 pub const QUEUE_URL_ENV: &str = "CHANGE_QUEUE_URL";
+/// The environment variable holding the forward queue's URL.
+pub const FORWARD_QUEUE_URL_ENV: &str = "FORWARD_QUEUE_URL";
 
 /// SQS takes at most ten entries per `SendMessageBatch`.
 const BATCH_SIZE: usize = 10;
 
-/// Why the queue cannot be set up; each names the setting to fix.
+/// A message with a queue of its own on SQS: which variable names that queue's URL.
+pub trait SqsMessage: QueueMessage {
+    const QUEUE_URL_ENV: &'static str;
+    /// The queue in errors: "change queue", "forward queue".
+    const QUEUE: &'static str;
+}
+
+impl SqsMessage for ChangeMessage {
+    const QUEUE_URL_ENV: &'static str = QUEUE_URL_ENV;
+    const QUEUE: &'static str = "change queue";
+}
+
+impl SqsMessage for ForwardJob {
+    const QUEUE_URL_ENV: &'static str = FORWARD_QUEUE_URL_ENV;
+    const QUEUE: &'static str = "forward queue";
+}
+
+/// Why a queue cannot be set up; each names the setting to fix.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SetupError {
     #[error(
-        "{QUEUE_URL_ENV} is not set: it must hold the change queue's URL \
+        "{variable} is not set: it must hold the {queue}'s URL \
          (https://sqs.<region>.amazonaws.com/<account>/<queue>; with moto, the URL that create-queue returned)"
     )]
-    MissingQueueUrl,
-    #[error(
-        "{QUEUE_URL_ENV} {0:?} is not a queue URL: expected http(s)://<host>/<account>/<queue>"
-    )]
-    InvalidQueueUrl(String),
+    MissingQueueUrl {
+        variable: &'static str,
+        queue: &'static str,
+    },
+    #[error("{variable} {url:?} is not a queue URL: expected http(s)://<host>/<account>/<queue>")]
+    InvalidQueueUrl { variable: &'static str, url: String },
     #[error("no AWS region: set AWS_REGION (Lambda sets it for every function)")]
     MissingRegion,
 }
 
-/// The change queue on SQS ([`ChangeQueue`]).
-pub struct SqsChangeQueue {
-    client: aws_sdk_sqs::Client,
-    queue_url: String,
+impl SetupError {
+    fn missing<M: SqsMessage>() -> SetupError {
+        SetupError::MissingQueueUrl {
+            variable: M::QUEUE_URL_ENV,
+            queue: M::QUEUE,
+        }
+    }
 }
 
-impl SqsChangeQueue {
-    /// The queue named by `CHANGE_QUEUE_URL`, reached with the SDK's configuration from
-    /// the environment (`AWS_ENDPOINT_URL_SQS` points it at moto).
-    pub async fn from_env() -> Result<SqsChangeQueue, SetupError> {
-        let queue_url = std::env::var(QUEUE_URL_ENV).unwrap_or_default();
+/// A queue of `M` on SQS ([`MessageQueue`]).
+pub struct SqsQueue<M> {
+    client: aws_sdk_sqs::Client,
+    queue_url: String,
+    /// It sends `M`s and holds none.
+    message: PhantomData<fn(M)>,
+}
+
+/// The change queue on SQS (`CHANGE_QUEUE_URL`).
+pub type SqsChangeQueue = SqsQueue<ChangeMessage>;
+/// The forward queue on SQS (`FORWARD_QUEUE_URL`).
+pub type SqsForwardQueue = SqsQueue<ForwardJob>;
+
+impl<M: SqsMessage> SqsQueue<M> {
+    /// The queue named by `M`'s variable (`CHANGE_QUEUE_URL`, `FORWARD_QUEUE_URL`),
+    /// reached with the SDK's configuration from the environment
+    /// (`AWS_ENDPOINT_URL_SQS` points it at moto).
+    pub async fn from_env() -> Result<SqsQueue<M>, SetupError> {
+        let queue_url = std::env::var(M::QUEUE_URL_ENV).unwrap_or_default();
         if queue_url.trim().is_empty() {
-            return Err(SetupError::MissingQueueUrl);
+            return Err(SetupError::missing::<M>());
         }
         let sdk_config = aws_config::defaults(BehaviorVersion::latest()).load().await;
-        SqsChangeQueue::new(&sdk_config, &queue_url)
+        SqsQueue::new(&sdk_config, &queue_url)
     }
 
     /// The queue at `queue_url`, reached with `sdk_config` plus this adapter's timeouts
     /// and retries.
-    pub fn new(sdk_config: &SdkConfig, queue_url: &str) -> Result<SqsChangeQueue, SetupError> {
+    pub fn new(sdk_config: &SdkConfig, queue_url: &str) -> Result<SqsQueue<M>, SetupError> {
         let queue_url = queue_url.trim();
         if queue_url.is_empty() {
-            return Err(SetupError::MissingQueueUrl);
+            return Err(SetupError::missing::<M>());
         }
         if !is_queue_url(queue_url) {
-            return Err(SetupError::InvalidQueueUrl(queue_url.to_string()));
+            return Err(SetupError::InvalidQueueUrl {
+                variable: M::QUEUE_URL_ENV,
+                url: queue_url.to_string(),
+            });
         }
         let sdk_config = bounded(sdk_config).ok_or(SetupError::MissingRegion)?;
-        Ok(SqsChangeQueue {
+        Ok(SqsQueue {
             client: aws_sdk_sqs::Client::new(&sdk_config),
             queue_url: queue_url.to_string(),
+            message: PhantomData,
         })
     }
 }
@@ -81,8 +125,8 @@ fn is_queue_url(url: &str) -> bool {
 }
 
 #[async_trait]
-impl ChangeQueue for SqsChangeQueue {
-    async fn send(&self, messages: &[ChangeMessage]) -> Result<(), QueueError> {
+impl<M: SqsMessage> MessageQueue<M> for SqsQueue<M> {
+    async fn send(&self, messages: &[M]) -> Result<(), QueueError> {
         send_in_batches(self, messages).await
     }
 }
@@ -107,7 +151,7 @@ trait SendBatch: Sync {
 }
 
 #[async_trait]
-impl SendBatch for SqsChangeQueue {
+impl<M: SqsMessage> SendBatch for SqsQueue<M> {
     async fn send_batch(&self, entries: &[Entry]) -> Result<Vec<Refused>, String> {
         let entries = entries
             .iter()
@@ -141,9 +185,9 @@ impl SendBatch for SqsChangeQueue {
 /// Sends every message in calls of ten. Entries the service refuses are sent once more;
 /// a call that fails as a whole stops the send (the next would wait just as long). The
 /// error counts what was not taken and lists the reasons, never a message body.
-async fn send_in_batches(
+async fn send_in_batches<M: QueueMessage>(
     sender: &impl SendBatch,
-    messages: &[ChangeMessage],
+    messages: &[M],
 ) -> Result<(), QueueError> {
     let mut failed = 0;
     let mut reasons = BTreeSet::new();
@@ -303,7 +347,7 @@ mod tests {
             .map(|(_, body)| id_of(body))
             .collect();
         assert_eq!(sent, (1..=23).collect::<Vec<_>>());
-        assert!(send_in_batches(&sqs, &[]).await.is_ok());
+        assert!(send_in_batches::<ChangeMessage>(&sqs, &[]).await.is_ok());
         assert_eq!(sqs.calls().len(), 3, "an empty send makes no call");
     }
 
@@ -368,10 +412,45 @@ mod tests {
             .build();
         let error = SqsChangeQueue::new(&sdk_config, "changes").err().unwrap();
         assert!(error.to_string().contains("\"changes\""), "{error}");
+        assert!(error.to_string().starts_with(QUEUE_URL_ENV), "{error}");
+        let missing = SqsChangeQueue::new(&sdk_config, " ").err().unwrap();
         assert_eq!(
-            SqsChangeQueue::new(&sdk_config, " ").err(),
-            Some(SetupError::MissingQueueUrl)
+            missing.to_string().split(':').next(),
+            Some("CHANGE_QUEUE_URL is not set"),
+            "{missing}"
         );
+        assert!(missing.to_string().contains("the change queue's URL"));
+    }
+
+    #[test]
+    fn the_forward_queue_names_its_own_variable() {
+        let sdk_config = SdkConfig::builder()
+            .region(aws_config::Region::new("us-east-1"))
+            .behavior_version(BehaviorVersion::latest())
+            .build();
+        let missing = SqsForwardQueue::new(&sdk_config, "").err().unwrap();
+        assert_eq!(
+            missing,
+            SetupError::MissingQueueUrl {
+                variable: FORWARD_QUEUE_URL_ENV,
+                queue: "forward queue"
+            }
+        );
+        assert!(
+            missing
+                .to_string()
+                .starts_with("FORWARD_QUEUE_URL is not set: it must hold the forward queue's URL"),
+            "{missing}"
+        );
+        let invalid = SqsForwardQueue::new(&sdk_config, "forwards").err().unwrap();
+        assert!(
+            invalid
+                .to_string()
+                .starts_with("FORWARD_QUEUE_URL \"forwards\" is not a queue URL"),
+            "{invalid}"
+        );
+        let url = "https://sqs.eu-central-1.amazonaws.com/123456789012/b24-forwards";
+        assert!(SqsForwardQueue::new(&sdk_config, url).is_ok());
     }
 
     #[test]

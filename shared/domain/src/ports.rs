@@ -8,40 +8,74 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::change::ChangeMessage;
+use crate::forward::job::ForwardJob;
 use crate::limits::{Admission, OperatingReport};
 
+/// A message a queue carries. Its JSON body is the contract between the producer and
+/// the consumer; adapters send it as is.
+pub trait QueueMessage: Clone + Send + Sync + 'static {
+    fn to_json(&self) -> String;
+}
+
+impl QueueMessage for ChangeMessage {
+    fn to_json(&self) -> String {
+        ChangeMessage::to_json(self)
+    }
+}
+
+impl QueueMessage for ForwardJob {
+    fn to_json(&self) -> String {
+        ForwardJob::to_json(self)
+    }
+}
+
 /// Why the queue did not take messages. Holds the adapter's reason, never a message body
-/// (message bodies are not secret, but the reason must stay short for a log line).
+/// (a forward job carries an event token, and the reason must stay short for a log line).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("the change queue did not take {failed} of {sent} messages: {reason}")]
+#[error("the queue did not take {failed} of {sent} messages: {reason}")]
 pub struct QueueError {
     pub sent: usize,
     pub failed: usize,
     pub reason: String,
 }
 
-/// Where the intake puts change messages for the change worker.
+/// A queue of `M`: the intake puts change messages on the change queue for the change
+/// worker ([`ChangeQueue`]), the deal robot puts forward jobs on the forward queue for
+/// the forwarder (`MessageQueue<ForwardJob>`). `M` defaults to the change message so
+/// that `ChangeQueue`, this trait's first name, still means the change queue.
 #[async_trait]
-pub trait ChangeQueue: Send + Sync {
-    /// Sends every message, or fails; a failure may leave some of them sent (the worker
-    /// is idempotent, so sending those again is harmless).
-    async fn send(&self, messages: &[ChangeMessage]) -> Result<(), QueueError>;
+pub trait MessageQueue<M: QueueMessage = ChangeMessage>: Send + Sync {
+    /// Sends every message, or fails; a failure may leave some of them sent (both
+    /// consumers are idempotent, so sending those again is harmless).
+    async fn send(&self, messages: &[M]) -> Result<(), QueueError>;
 }
+
+/// Where the intake puts change messages for the change worker.
+pub use MessageQueue as ChangeQueue;
 
 /// A queue in memory: the twin of the SQS adapter for handler tests and the local
 /// pipeline. `fail_next` makes the next sends fail, as an unreachable queue would.
-#[derive(Default)]
-pub struct InMemoryQueue {
-    state: Mutex<InMemoryState>,
+pub struct InMemoryQueue<M = ChangeMessage> {
+    state: Mutex<InMemoryState<M>>,
 }
 
-#[derive(Default)]
-struct InMemoryState {
-    messages: Vec<ChangeMessage>,
+struct InMemoryState<M> {
+    messages: Vec<M>,
     failures_left: usize,
 }
 
-impl InMemoryQueue {
+impl<M> Default for InMemoryQueue<M> {
+    fn default() -> Self {
+        InMemoryQueue {
+            state: Mutex::new(InMemoryState {
+                messages: Vec::new(),
+                failures_left: 0,
+            }),
+        }
+    }
+}
+
+impl<M> InMemoryQueue<M> {
     pub fn new() -> Self {
         Self::default()
     }
@@ -52,11 +86,11 @@ impl InMemoryQueue {
     }
 
     /// Takes every message sent so far, oldest first.
-    pub fn drain(&self) -> Vec<ChangeMessage> {
+    pub fn drain(&self) -> Vec<M> {
         std::mem::take(&mut self.lock().messages)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, InMemoryState> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, InMemoryState<M>> {
         // A panic elsewhere while holding the lock leaves plain data behind: keep using it.
         self.state
             .lock()
@@ -65,8 +99,8 @@ impl InMemoryQueue {
 }
 
 #[async_trait]
-impl ChangeQueue for InMemoryQueue {
-    async fn send(&self, messages: &[ChangeMessage]) -> Result<(), QueueError> {
+impl<M: QueueMessage> MessageQueue<M> for InMemoryQueue<M> {
+    async fn send(&self, messages: &[M]) -> Result<(), QueueError> {
         let mut state = self.lock();
         if state.failures_left > 0 {
             state.failures_left -= 1;
@@ -189,6 +223,27 @@ mod tests {
         let ids: Vec<u64> = queue.drain().iter().map(|m| m.id).collect();
         assert_eq!(ids, [1, 2, 4]);
         assert!(queue.drain().is_empty());
+    }
+
+    #[test]
+    fn the_same_twin_carries_forward_jobs_under_their_own_json() {
+        let job = ForwardJob {
+            route: "to-central".into(),
+            source: "partner".into(),
+            deal_id: 123,
+            received_at: chrono::DateTime::UNIX_EPOCH,
+            event_token: None,
+            waits_for_reply: false,
+            properties: serde_json::Map::new(),
+        };
+        let queue: InMemoryQueue<ForwardJob> = InMemoryQueue::new();
+        queue.fail_next(1);
+        assert!(poll_once(queue.send(std::slice::from_ref(&job))).is_err());
+        assert_eq!(poll_once(queue.send(std::slice::from_ref(&job))), Ok(()));
+        assert_eq!(queue.drain(), std::slice::from_ref(&job));
+        assert_eq!(QueueMessage::to_json(&job), job.to_json());
+        let change = message(7);
+        assert_eq!(QueueMessage::to_json(&change), change.to_json());
     }
 
     /// The in-memory queue and the scripted limiter never await anything, so one poll

@@ -1,5 +1,5 @@
-//! Helpers for the tests against moto: an SDK configuration for it, a fresh queue, and
-//! reading a queue until it is empty.
+//! Helpers for the tests against moto: an SDK configuration for it, a fresh queue,
+//! reading a queue until it is empty, and messages of both queues to send.
 
 use std::time::{Duration, Instant};
 
@@ -7,6 +7,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_sqs::config::Credentials;
 use b24_domain::change::{ChangeAction, ChangeMessage};
 use b24_domain::entity::Entity;
+use b24_domain::forward::job::ForwardJob;
 
 /// The SDK configuration for an endpoint with moto's dummy credentials, from code rather
 /// than from the environment, so tests in one process can run in parallel.
@@ -80,6 +81,41 @@ pub fn changes(count: u64) -> Vec<ChangeMessage> {
 /// Sorted by their JSON, to compare sets of messages with duplicates counted.
 pub fn sorted(mut messages: Vec<ChangeMessage>) -> Vec<String> {
     let mut json: Vec<String> = messages.drain(..).map(|m| m.to_json()).collect();
+    json.sort();
+    json
+}
+
+/// `count` distinct forward jobs, every other one from an application robot (with an
+/// event token and properties).
+pub fn forward_jobs(count: u64) -> Vec<ForwardJob> {
+    (1..=count)
+        .map(|id| {
+            let application = id % 2 == 0;
+            ForwardJob {
+                route: "partner-to-central".into(),
+                source: "partner".into(),
+                deal_id: id * 7,
+                received_at: chrono::DateTime::from_timestamp_millis(1_700_000_000_123 + id as i64)
+                    .expect("a valid time"),
+                event_token: application
+                    .then(|| format!("55c1dc1c3f0d75.{id}|A51601_82584|hsyUws1j4")),
+                waits_for_reply: application,
+                properties: if application {
+                    serde_json::Map::from_iter([(
+                        "comment".to_string(),
+                        serde_json::json!("urgent"),
+                    )])
+                } else {
+                    serde_json::Map::new()
+                },
+            }
+        })
+        .collect()
+}
+
+/// Sorted by their JSON, to compare sets of jobs with duplicates counted.
+pub fn sorted_jobs(jobs: Vec<ForwardJob>) -> Vec<String> {
+    let mut json: Vec<String> = jobs.iter().map(ForwardJob::to_json).collect();
     json.sort();
     json
 }
