@@ -34,7 +34,7 @@ impl RobotState {
     pub fn new(config: &Config, queue: Arc<dyn MessageQueue<ForwardJob>>) -> RobotState {
         RobotState {
             routes: config.routes.values().cloned().collect(),
-            portals: webhook_intake::portal_identities(config),
+            portals: config.portal_identities(),
             queue,
             metrics: Metrics::stdout(),
         }

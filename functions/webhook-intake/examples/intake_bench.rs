@@ -11,7 +11,7 @@ use b24_config::Config;
 use b24_domain::event::{self, IntakeRequest};
 use b24_domain::ports::InMemoryQueue;
 use lambda_http::Body;
-use webhook_intake::{IntakeState, handle, portal_identities};
+use webhook_intake::{IntakeState, handle};
 
 const TOKEN: &str = "sdk-playground-token-7f3a";
 
@@ -32,7 +32,7 @@ fn main() {
             "member_id": "010b6886ebc205e43ae65000ee00addb", "application_tokens": ["old-token", "{TOKEN}"]}}}}}}"#
     ))
     .expect("valid benchmark configuration");
-    let identities = portal_identities(&config);
+    let identities = config.portal_identities();
 
     // The real captured SDK body with the token appended.
     let form = format!(

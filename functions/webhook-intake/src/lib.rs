@@ -28,25 +28,11 @@ impl IntakeState {
     /// Metrics go to stdout, where Lambda's log capture finds them.
     pub fn new(config: &Config, queue: Arc<dyn ChangeQueue>) -> IntakeState {
         IntakeState {
-            portals: portal_identities(config),
+            portals: config.portal_identities(),
             queue,
             metrics: Metrics::stdout(),
         }
     }
-}
-
-/// The portals as the intake sees them: name, domain, member_id and tokens.
-pub fn portal_identities(config: &Config) -> Vec<PortalIdentity> {
-    config
-        .portals
-        .iter()
-        .map(|(name, portal)| PortalIdentity {
-            name: name.clone(),
-            domain: portal.domain.clone(),
-            member_id: portal.member_id.clone(),
-            tokens: portal.application_tokens.clone(),
-        })
-        .collect()
 }
 
 /// Answers one request. Never fails and never panics: every input gets a 2xx or a

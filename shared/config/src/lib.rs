@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use b24_domain::database::SessionSettings;
 use b24_domain::entity::Entity;
+use b24_domain::event::PortalIdentity;
 use b24_domain::forward::route::ForwardRoute;
 use b24_domain::limits::LimitSettings;
 use b24_domain::webhook::WebhookUrl;
@@ -111,6 +112,20 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The portals as the function URLs (event intake, deal robot) recognise a caller:
+    /// name, domain, member_id and application tokens.
+    pub fn portal_identities(&self) -> Vec<PortalIdentity> {
+        self.portals
+            .iter()
+            .map(|(name, portal)| PortalIdentity {
+                name: name.clone(),
+                domain: portal.domain.clone(),
+                member_id: portal.member_id.clone(),
+                tokens: portal.application_tokens.clone(),
+            })
+            .collect()
+    }
+
     /// Reads the document from `path` (the `--config` option) or else from
     /// `B24SYNC_CONFIG`: a path, or the JSON document itself. A leading byte-order
     /// mark (as Windows editors write) is ignored.
