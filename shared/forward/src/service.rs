@@ -254,6 +254,18 @@ struct TargetState {
     parties: Vec<(Party, Option<u64>)>,
 }
 
+/// What the write to the target carries besides what was read.
+#[derive(Clone, Copy)]
+struct Payload<'p> {
+    deal: &'p TargetDeal,
+    /// `crm.deal.productrows.set` rows.
+    rows: &'p [Value],
+    /// `fileData` values per target file field.
+    files: &'p [(String, Vec<Value>)],
+    /// The source portal's domain: the parties' origin.
+    source_domain: &'p str,
+}
+
 /// One forward in progress.
 struct Run<'a> {
     service: &'a ForwardService,
@@ -332,17 +344,14 @@ impl Run<'_> {
             .await?;
 
         let existing = known_target.or(state.found);
+        let payload = Payload {
+            deal: &target_deal,
+            rows: &rows,
+            files: &files,
+            source_domain: &source_config.domain,
+        };
         let (target_deal_id, created) = self
-            .write_target(
-                &target,
-                existing,
-                &target_deal,
-                &rows,
-                &files,
-                &read,
-                &state,
-                &source_config.domain,
-            )
+            .write_target(&target, existing, &payload, &read, &state)
             .await?;
         if known_target.is_none() && !created {
             self.record_target(target_deal_id).await?;
@@ -594,18 +603,20 @@ impl Run<'_> {
 
     /// One request to the target, halting at the first failure: the parties not
     /// found, the deal (added, or updated when known), its product rows.
-    #[allow(clippy::too_many_arguments)]
     async fn write_target(
         &mut self,
         target: &Client,
         existing: Option<u64>,
-        target_deal: &TargetDeal,
-        rows: &[Value],
-        files: &[(String, Vec<Value>)],
+        payload: &Payload<'_>,
         read: &SourceDeal,
         state: &TargetState,
-        source_domain: &str,
     ) -> Result<(u64, bool), ForwardError> {
+        let Payload {
+            deal: target_deal,
+            rows,
+            files,
+            source_domain,
+        } = *payload;
         let portal = self.route.target.as_str();
         let step = "writing the target deal";
         let mut fields = match existing {

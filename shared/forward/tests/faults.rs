@@ -1,12 +1,14 @@
 //! Faults on the target portal (answers lost after `crm.deal.add` was applied, 503s,
-//! timeouts) across 200 forwards of distinct deals, each delivered again until it
-//! succeeds as SQS would: still exactly one target deal per source deal.
+//! 500s, timeouts) and on the source (answers lost after the comment was added, 503s)
+//! across 200 forwards of distinct deals, each delivered again until it succeeds as
+//! SQS would: still exactly one target deal per source deal.
 
 mod common;
 
 use std::collections::BTreeMap;
 
 use b24_sim::Entity;
+use b24_store::{ForwardFilter, ForwardState};
 use futures::StreamExt;
 
 use common::*;
@@ -19,6 +21,13 @@ async fn faults_on_the_target_leave_exactly_one_target_deal_per_source_deal() {
     portals
         .target
         .set_faults("drop_after=0.08,503=0.05,500=0.02,timeout=0.01,seed=11")
+        .await
+        .unwrap();
+    // On the source, answers lost after the timeline comment was added: the retry
+    // finds the deal in the ledger and updates it.
+    portals
+        .source
+        .set_faults("drop_after=0.05,503=0.05,seed=5")
         .await
         .unwrap();
     let service = portals.service(quick_client()).await;
@@ -53,6 +62,25 @@ async fn faults_on_the_target_leave_exactly_one_target_deal_per_source_deal() {
     assert_eq!(copies.len() as u64, DEALS);
     for deal_id in 1..=DEALS {
         assert_eq!(copies.get(&deal_id.to_string()), Some(&1), "deal {deal_id}");
+    }
+    let ledger = service
+        .store()
+        .list_forwards(
+            &ForwardFilter {
+                route: Some("plain".into()),
+                open_only: false,
+            },
+            1_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ledger.len() as u64, DEALS);
+    for entry in &ledger {
+        assert_eq!(entry.state, ForwardState::Done, "{entry:?}");
+        assert!(
+            !entry.ambiguous && entry.target_deal_id.is_some(),
+            "{entry:?}"
+        );
     }
     // Each forward here is the deal's first: an update means the look-up found a deal
     // whose add had been applied without its answer arriving.

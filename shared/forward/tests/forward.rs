@@ -6,7 +6,7 @@ mod common;
 use b24_client::Client;
 use b24_domain::forward::job::ForwardJob;
 use b24_forward::{Attempt, ForwardError, Requests};
-use b24_sim::AppRobotCall;
+use b24_sim::{AppRobotCall, Entity};
 use b24_store::{ForwardKey, ForwardState};
 use serde_json::json;
 
@@ -360,8 +360,10 @@ async fn concurrent_forwards_of_one_deal_make_one_target_deal() {
     let job = job("plain", 1);
     let runs = (0..5).map(|_| forward_until_done(&service, &job, 200));
     let outcomes = futures::future::join_all(runs).await;
+    // One add at most: none when its answer was lost (a slow machine can time it
+    // out) and the retry found the deal by its origin and updated it.
     let created = outcomes.iter().filter(|(o, _)| o.created).count();
-    assert_eq!(created, 1);
+    assert!(created <= 1, "{created} forwards added a deal");
     let ids: std::collections::BTreeSet<u64> =
         outcomes.iter().map(|(o, _)| o.target_deal_id).collect();
     assert_eq!(ids.len(), 1);
@@ -397,4 +399,153 @@ async fn a_refused_event_token_does_not_fail_a_forward_that_went_through() {
         json!(portals.source.workflow_replies().await.unwrap()),
         json!([])
     );
+}
+
+#[tokio::test]
+async fn contact_and_company_are_copied_once_and_bound_to_the_target_deal() {
+    let portals = Portals::start(0).await;
+    let source = portals.source_client();
+    let contact = add_source_record(
+        &source,
+        "contact",
+        json!({"NAME": "Anna", "LAST_NAME": "Berg", "PHONE": [{"VALUE": "+4930123456", "VALUE_TYPE": "WORK"}]}),
+    )
+    .await;
+    let company = add_source_record(&source, "company", json!({"TITLE": "Acme"})).await;
+    let first = add_source_deal(
+        &source,
+        json!({"TITLE": "First", "CONTACT_ID": contact, "COMPANY_ID": company}),
+    )
+    .await;
+    let second = add_source_deal(&source, json!({"TITLE": "Second", "CONTACT_ID": contact})).await;
+    let service = portals.service(quick_client()).await;
+    let one = service
+        .forward(&job("parties", first), Attempt::ONLY, None)
+        .await
+        .unwrap();
+    // The parties ride in the same batches: still two requests per portal.
+    assert_eq!(
+        one.requests,
+        Requests {
+            source: 2,
+            target: 2
+        }
+    );
+    let two = service
+        .forward(&job("parties", second), Attempt::ONLY, None)
+        .await
+        .unwrap();
+
+    let contacts = portals.target.dump(Entity::Contact).await.unwrap();
+    assert_eq!(
+        contacts.len(),
+        1,
+        "the second deal finds the contact copied for the first"
+    );
+    let copy = &contacts[0];
+    assert_eq!(copy["NAME"], "Anna");
+    assert_eq!(copy["LAST_NAME"], "Berg");
+    assert_eq!(copy["PHONE"][0]["VALUE"], "+4930123456");
+    assert_eq!(
+        copy["ORIGINATOR_ID"],
+        json!(format!("b24sync:{SOURCE_DOMAIN}"))
+    );
+    assert_eq!(copy["ORIGIN_ID"], json!(contact.to_string()));
+    let companies = portals.target.dump(Entity::Company).await.unwrap();
+    assert_eq!(companies.len(), 1);
+    assert_eq!(companies[0]["TITLE"], "Acme");
+
+    let deals = portals.target.dump(Entity::Deal).await.unwrap();
+    let deal = |id: u64| {
+        deals
+            .iter()
+            .find(|d| d["ID"] == json!(id.to_string()))
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(deal(one.target_deal_id)["CONTACT_ID"], copy["ID"]);
+    assert_eq!(deal(one.target_deal_id)["COMPANY_ID"], companies[0]["ID"]);
+    assert_eq!(deal(two.target_deal_id)["CONTACT_ID"], copy["ID"]);
+    assert!(deal(two.target_deal_id)["COMPANY_ID"].is_null());
+}
+
+#[tokio::test]
+async fn a_failure_is_pending_until_the_last_attempt_which_is_final_and_notified() {
+    let portals = Portals::start(0).await;
+    let source = portals.source_client();
+    let deal_id = add_source_deal(&source, json!({"TITLE": "T", "ASSIGNED_BY_ID": 7})).await;
+    portals.target.set_faults("500=1.0").await.unwrap();
+    let service = portals.service(quick_client()).await;
+    let key = ForwardKey::new("plain", "partner", deal_id);
+    for receive_count in 1..=3 {
+        let attempt = Attempt {
+            receive_count,
+            max_receives: 3,
+        };
+        let error = service
+            .forward(&job("plain", deal_id), attempt, None)
+            .await
+            .unwrap_err();
+        assert!(!error.is_permanent(), "{error}");
+        assert!(error.to_string().contains("portal central"), "{error}");
+        let entry = service.store().ledger_entry(&key).await.unwrap().unwrap();
+        assert_eq!(entry.attempts, receive_count);
+        assert!(entry.last_error.unwrap().contains("HTTP 500"));
+        let notifications = portals.source.notifications().await.unwrap();
+        if receive_count < 3 {
+            assert_eq!(entry.state, ForwardState::Pending);
+            assert!(notifications.is_empty());
+        } else {
+            assert_eq!(entry.state, ForwardState::Failed);
+            assert_eq!(notifications.len(), 1);
+            let note = notifications[0].to_string();
+            assert!(
+                note.contains(&format!("Deal {deal_id}")) && note.contains("HTTP 500"),
+                "{note}"
+            );
+            assert_eq!(notifications[0]["USER_ID"], json!(7), "{note}");
+        }
+    }
+    // The portal recovers: the next robot run forwards the deal.
+    portals.target.set_faults("").await.unwrap();
+    let outcome = service
+        .forward(&job("plain", deal_id), Attempt::ONLY, None)
+        .await
+        .unwrap();
+    assert!(outcome.created);
+    let entry = service.store().ledger_entry(&key).await.unwrap().unwrap();
+    assert_eq!(
+        (entry.state, entry.attempts, entry.last_error),
+        (ForwardState::Done, 0, None)
+    );
+}
+
+#[tokio::test]
+async fn a_passed_deadline_stops_the_forward_retryably() {
+    let portals = Portals::start(1).await;
+    let service = portals.service(quick_client()).await;
+    let deadline = std::time::Instant::now();
+    let error = service
+        .forward(
+            &job("plain", 1),
+            Attempt {
+                receive_count: 1,
+                max_receives: 3,
+            },
+            Some(deadline),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, ForwardError::OutOfTime(_)) && !error.is_permanent(),
+        "{error}"
+    );
+    assert!(portals.copies_of(1).await.is_empty());
+    let entry = service
+        .store()
+        .ledger_entry(&ForwardKey::new("plain", "partner", 1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(entry.state, ForwardState::Pending);
 }

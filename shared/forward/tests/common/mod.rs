@@ -90,7 +90,8 @@ impl Portals {
 
     /// The configuration: route `full` (fields, stage by ID, colour by label,
     /// constants, stamps, products, the file, the reply), `plain` (the title and
-    /// products only) and `strict` (stages by ID without a default).
+    /// products only), `parties` (the title, contact and company) and `strict`
+    /// (stages by ID without a default).
     pub fn config(&self) -> b24_config::Config {
         let limits = json!({"burst": 100_000, "drain": 100_000});
         let document = json!({
@@ -128,6 +129,10 @@ impl Portals {
                 "plain": {
                     "source": "partner", "target": "central", "secret": "Plain-Secret_0123456789",
                     "fields": {"TITLE": "TITLE"},
+                },
+                "parties": {
+                    "source": "partner", "target": "central", "secret": "Party-Secret_0123456789",
+                    "fields": {"TITLE": "TITLE"}, "copy_contacts": true, "copy_company": true,
                 },
                 "strict": {
                     "source": "partner", "target": "central", "secret": "Strict-Secret_0123456789",
@@ -170,10 +175,11 @@ impl Portals {
     }
 }
 
-/// Quick clients for tests: short timeouts, few retries, short backoff.
+/// Quick clients for tests: short timeouts (the simulator's `timeout` fault hangs
+/// for 120 s), few retries, short backoff.
 pub fn quick_client() -> ClientOptions {
     ClientOptions {
-        timeout: Duration::from_secs(2),
+        timeout: Duration::from_secs(5),
         max_retries: 2,
         backoff_base: Duration::from_millis(20),
         backoff_max: Duration::from_millis(100),
@@ -221,6 +227,19 @@ pub async fn forward_until_done(
 pub async fn add_source_deal(client: &Client, fields: Value) -> u64 {
     let answer = client
         .call("crm.deal.add", &json!({ "fields": fields }))
+        .await
+        .unwrap();
+    answer
+        .result
+        .as_u64()
+        .or_else(|| answer.result.as_str()?.parse().ok())
+        .unwrap()
+}
+
+/// Adds a record of `entity` (`contact`, `company`) on the source and returns its ID.
+pub async fn add_source_record(client: &Client, entity: &str, fields: Value) -> u64 {
+    let answer = client
+        .call(&format!("crm.{entity}.add"), &json!({ "fields": fields }))
         .await
         .unwrap();
     answer
