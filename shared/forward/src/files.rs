@@ -6,6 +6,11 @@
 //! It is fetched from the portal the webhook belongs to; an absolute URL is followed
 //! only when it points at that portal, so a deal's data can never send the forwarder
 //! elsewhere. These URLs can carry credentials, so no error repeats them.
+//!
+//! The simulator serves these URLs to anyone. A real portal serves the old API's
+//! `downloadUrl` (its `auth=` is empty) to a logged-in browser; whether it serves a
+//! webhook's caller is undocumented (bitrix-tools/b24-rest-docs issue 94 asks, with no
+//! answer), so copying files from a real portal is untested.
 
 use std::time::Duration;
 

@@ -549,3 +549,32 @@ async fn a_passed_deadline_stops_the_forward_retryably() {
         .unwrap();
     assert_eq!(entry.state, ForwardState::Pending);
 }
+
+#[tokio::test]
+async fn a_deal_hidden_from_the_webhook_is_permanent_and_says_so() {
+    let portals = Portals::start(2).await;
+    assert_eq!(
+        portals
+            .source
+            .hide_records(Entity::Deal, 1.0, 1)
+            .await
+            .unwrap(),
+        2
+    );
+    let service = portals.service(quick_client()).await;
+    let error = service
+        .forward(&job("plain", 2), Attempt::ONLY, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, ForwardError::DealNotFound { deal_id: 2, .. }),
+        "{error}"
+    );
+    assert!(error.is_permanent());
+    let text = error.to_string();
+    assert!(
+        text.contains("hidden from the webhook's user") && text.contains("Access denied"),
+        "{text}"
+    );
+    assert!(portals.target.dump(Entity::Deal).await.unwrap().is_empty());
+}
