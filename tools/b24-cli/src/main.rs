@@ -1,8 +1,10 @@
 //! `b24sync`: the operator's command-line tool. This file only wires subcommands; each
 //! lives in its own module.
 
+mod forward;
 mod list;
 mod migrate;
+mod robot;
 mod sync;
 mod target;
 mod usage;
@@ -20,7 +22,8 @@ use clap::{Parser, Subcommand};
     about = "Bitrix24 <-> PostgreSQL sync: operator tool",
     after_help = "Exit codes: 0 success (also when another run of an entity is already under way), \
 1 failure, 2 usage or configuration, 3 authentication or permission, 4 portal unreachable, \
-5 deletions refused (rerun with --confirm-deletes after checking the portal)."
+5 deletions refused (rerun with --confirm-deletes after checking the portal), \
+6 a forward that cannot succeed by retrying (fix the cause, then run it again)."
 )]
 struct Cli {
     /// Configuration file (TOML or JSON). Default: $B24SYNC_CONFIG, a path or the JSON itself.
@@ -44,15 +47,29 @@ enum Command {
     /// Compare the mirror with the portal (IDs and modification times) without writing;
     /// exit code 1 when they differ.
     Check(sync::CheckArgs),
+    /// Forward one deal along a route now, as the deal forwarder does for a queued job
+    /// (exactly once: a deal forwarded before updates its target deal); one JSON line on
+    /// stdout, the outcome or the error. There is no retry after it: a failure is final
+    /// in the ledger and the deal's responsible user is notified.
+    Forward(forward::ForwardArgs),
+    /// Print the bizproc.robot.add parameters of a route's application robot and, with
+    /// --show-secret, the built-in Webhook robot's URL; with --auth, register the robot
+    /// (re-run on every install and update of the application: updating it removes its
+    /// robots).
+    RobotRegister(robot::RobotArgs),
 }
 
 /// Exit codes: 1 other failures, 2 usage or configuration, 3 authentication or
 /// permission, 4 portal unreachable, 5 deletions refused (a run found more rows gone
 /// than `max_delete_share` allows and deleted nothing; `--confirm-deletes` lets it
-/// through). A run that finds another run of the same entity under way exits 0.
+/// through), 6 a permanent forward error (see [`forward::exit_code`]). A run that finds
+/// another run of the same entity under way exits 0.
 fn exit_code(error: &anyhow::Error) -> ExitCode {
     if error.downcast_ref::<sync::DeletesRefused>().is_some() {
         return ExitCode::from(5);
+    }
+    if let Some(error) = error.downcast_ref::<b24_forward::ForwardError>() {
+        return ExitCode::from(forward::exit_code(error));
     }
     if let Some(error) = error.downcast_ref::<B24Error>() {
         if error.is_auth() {
@@ -90,6 +107,8 @@ async fn main() -> ExitCode {
         Command::Migrate(args) => migrate::run(cli.config.as_deref(), args).await,
         Command::Sync(args) => sync::sync(cli.config.as_deref(), args).await,
         Command::Check(args) => sync::check(cli.config.as_deref(), args).await,
+        Command::Forward(args) => forward::run(cli.config.as_deref(), args).await,
+        Command::RobotRegister(args) => robot::run(cli.config.as_deref(), args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
