@@ -24,7 +24,7 @@
 //! from the dead-letter queue (its receive count starts again at 1) and
 //! `b24sync forward` all forward as usual.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use b24_domain::forward::job::{ForwardJob, InvalidForwardJob};
 use b24_forward::{Attempt, ForwardError, ForwardOutcome, ForwardService};
@@ -43,6 +43,10 @@ pub const MAX_RECEIVES_VAR: &str = "FORWARD_MAX_RECEIVES";
 
 /// The template's `maxReceiveCount` of the forward queue.
 pub const DEFAULT_MAX_RECEIVES: u32 = 5;
+
+/// What an invocation keeps after its forwards' deadline: a failed forward's ledger write,
+/// the final notification (which the engine bounds at 10 s) and the answer.
+const FINISH_MARGIN: Duration = Duration::from_secs(12);
 
 /// SQS's largest `maxReceiveCount`.
 const MAX_MAX_RECEIVES: u32 = 1_000;
@@ -81,7 +85,7 @@ pub async fn handle(
     max_receives: u32,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, FunctionError> {
-    let deadline = invocation_deadline(&event.context);
+    let deadline = forwards_deadline(invocation_deadline(&event.context), Instant::now());
     forward_batch(
         service,
         &Metrics::stdout(),
@@ -90,6 +94,16 @@ pub async fn handle(
         Some(deadline),
     )
     .await
+}
+
+/// When the forwards must stop so the invocation can still record, notify and answer:
+/// [`FINISH_MARGIN`] before `invocation_deadline`, or a quarter of the time left when
+/// that is less.
+fn forwards_deadline(invocation_deadline: Instant, now: Instant) -> Instant {
+    let margin = FINISH_MARGIN.min(invocation_deadline.saturating_duration_since(now) / 4);
+    invocation_deadline
+        .checked_sub(margin)
+        .unwrap_or(invocation_deadline)
 }
 
 /// Forwards every job of `event`, one after another, and answers with the messages
@@ -255,6 +269,19 @@ mod tests {
                 "{error}"
             );
         }
+    }
+
+    #[test]
+    fn forwards_stop_early_enough_to_record_notify_and_answer() {
+        let now = Instant::now();
+        let long = now + Duration::from_secs(300);
+        assert_eq!(forwards_deadline(long, now), long - FINISH_MARGIN);
+        let short = now + Duration::from_secs(8);
+        assert_eq!(
+            forwards_deadline(short, now),
+            short - Duration::from_secs(2)
+        );
+        assert_eq!(forwards_deadline(now, now), now);
     }
 
     #[test]
