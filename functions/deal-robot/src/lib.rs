@@ -8,13 +8,13 @@
 use std::sync::Arc;
 
 use b24_config::Config;
-use b24_domain::event::{IntakeRequest, PortalIdentity};
+use b24_domain::event::PortalIdentity;
 use b24_domain::forward::job::ForwardJob;
-use b24_domain::forward::robot::{RobotRefusal, accept_robot_call};
+use b24_domain::forward::robot::accept_robot_call;
 use b24_domain::forward::route::ForwardRoute;
 use b24_domain::ports::MessageQueue;
+use b24_lambda::function_url::{queue_unavailable, queued, read_request, refusal};
 use b24_lambda::metrics::{MetricSet, Metrics};
-use lambda_http::http::{HeaderValue, StatusCode, header};
 use lambda_http::{Body, Request, Response};
 
 /// The `Function` dimension of this function's metrics.
@@ -45,32 +45,21 @@ impl RobotState {
 /// 4xx, and only a queue that refuses the job gets a 503. A portal does not send a
 /// robot call again, so that failure is logged with the job to replay.
 pub async fn handle(state: &RobotState, request: Request) -> Response<Body> {
-    let headers: Vec<(&str, &[u8])> = request
-        .headers()
-        .iter()
-        .map(|(name, value)| (name.as_str(), value.as_bytes()))
-        .collect();
-    let call = IntakeRequest {
-        method: request.method().as_str(),
-        headers: &headers,
-        query: request.uri().query(),
-        body: request.body().as_ref(),
-        // lambda_http has already decoded the function URL's base64.
-        body_is_base64: false,
-    };
-    let accepted = accept_robot_call(&call, &state.routes, &state.portals, chrono::Utc::now());
+    let accepted = read_request(&request, |call| {
+        accept_robot_call(call, &state.routes, &state.portals, chrono::Utc::now())
+    });
     let job = match accepted {
         Ok(job) => job,
-        Err(refusal) => {
-            tracing::warn!(status = refusal.status(), reason = %refusal, "robot call refused");
+        Err(refused) => {
+            tracing::warn!(status = refused.status(), reason = %refused, "robot call refused");
             // The route and portal are not proven here: only the reason is a dimension.
             state.metrics.emit(
                 &MetricSet::new()
                     .dimension("Function", FUNCTION)
-                    .dimension("Reason", refusal.code())
+                    .dimension("Reason", refused.code())
                     .count("RobotCallsRejected", 1),
             );
-            return refusal_answer(&refusal);
+            return refusal(refused.status(), &refused.to_string());
         }
     };
     let sent = state.queue.send(std::slice::from_ref(&job)).await;
@@ -94,10 +83,7 @@ pub async fn handle(state: &RobotState, request: Request) -> Response<Body> {
                 waits_for_reply = job.waits_for_reply,
                 "forward job queued"
             );
-            answer(
-                StatusCode::ACCEPTED,
-                &serde_json::json!({"status": "queued"}),
-            )
+            queued()
         }
         Err(error) => {
             tracing::error!(
@@ -110,10 +96,7 @@ pub async fn handle(state: &RobotState, request: Request) -> Response<Body> {
                 "the forward queue refused the robot call: replay forward_job \
                  (a robot that waits must be run again on the deal to be answered)"
             );
-            answer(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &serde_json::json!({"error": "the forward queue is unavailable; the call was logged"}),
-            )
+            queue_unavailable("the forward queue is unavailable; the call was logged")
         }
     }
 }
@@ -127,26 +110,4 @@ fn replayable(job: &ForwardJob) -> ForwardJob {
         waits_for_reply: false,
         ..job.clone()
     }
-}
-
-fn refusal_answer(refusal: &RobotRefusal) -> Response<Body> {
-    let status = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::BAD_REQUEST);
-    let mut response = answer(status, &serde_json::json!({"error": refusal.to_string()}));
-    if matches!(refusal, RobotRefusal::MethodNotAllowed) {
-        response
-            .headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("POST"));
-    }
-    response
-}
-
-/// A small JSON answer; no header comes from the request.
-fn answer(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
-    let mut response = Response::new(Body::Text(body.to_string()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
 }

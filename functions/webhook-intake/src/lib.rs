@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use b24_config::Config;
 use b24_domain::change::ChangeMessage;
-use b24_domain::event::{self, IntakeRequest, PortalIdentity, Rejection};
+use b24_domain::event::{self, PortalIdentity};
 use b24_domain::ports::ChangeQueue;
+use b24_lambda::function_url::{queue_unavailable, queued, read_request, refusal};
 use b24_lambda::metrics::{MetricSet, Metrics};
-use lambda_http::http::{HeaderValue, StatusCode, header};
 use lambda_http::{Body, Request, Response};
 
 /// The `Function` dimension of this function's metrics.
@@ -40,20 +40,10 @@ impl IntakeState {
 /// an event, so the failure must show in the portal's event log, and the log line
 /// here carries what is needed to replay it).
 pub async fn handle(state: &IntakeState, request: Request) -> Response<Body> {
-    let headers: Vec<(&str, &[u8])> = request
-        .headers()
-        .iter()
-        .map(|(name, value)| (name.as_str(), value.as_bytes()))
-        .collect();
-    let intake = IntakeRequest {
-        method: request.method().as_str(),
-        headers: &headers,
-        query: request.uri().query(),
-        body: request.body().as_ref(),
-        // lambda_http has already decoded the function URL's base64.
-        body_is_base64: false,
-    };
-    let message = match event::accept(&intake, &state.portals, chrono::Utc::now()) {
+    let accepted = read_request(&request, |intake| {
+        event::accept(intake, &state.portals, chrono::Utc::now())
+    });
+    let message = match accepted {
         Ok(message) => message,
         Err(rejection) => {
             tracing::warn!(status = rejection.status(), reason = %rejection, "event refused");
@@ -64,7 +54,7 @@ pub async fn handle(state: &IntakeState, request: Request) -> Response<Body> {
                     .dimension("Reason", rejection.code())
                     .count("EventsRejected", 1),
             );
-            return refusal(&rejection);
+            return refusal(rejection.status(), &rejection.to_string());
         }
     };
     let sent = state.queue.send(std::slice::from_ref(&message)).await;
@@ -83,10 +73,7 @@ pub async fn handle(state: &IntakeState, request: Request) -> Response<Body> {
     match sent {
         Ok(()) => {
             log_message(&message, "event queued");
-            answer(
-                StatusCode::ACCEPTED,
-                &serde_json::json!({"status": "queued"}),
-            )
+            queued()
         }
         Err(error) => {
             tracing::error!(
@@ -100,10 +87,7 @@ pub async fn handle(state: &IntakeState, request: Request) -> Response<Body> {
                 %error,
                 "the change queue refused the event: replay change_message"
             );
-            answer(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &serde_json::json!({"error": "the change queue is unavailable; the event was logged"}),
-            )
+            queue_unavailable("the change queue is unavailable; the event was logged")
         }
     }
 }
@@ -116,26 +100,4 @@ fn log_message(message: &ChangeMessage, text: &str) {
         action = ?message.action,
         "{text}"
     );
-}
-
-fn refusal(rejection: &Rejection) -> Response<Body> {
-    let status = StatusCode::from_u16(rejection.status()).unwrap_or(StatusCode::BAD_REQUEST);
-    let mut response = answer(status, &serde_json::json!({"error": rejection.to_string()}));
-    if matches!(rejection, Rejection::MethodNotAllowed) {
-        response
-            .headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("POST"));
-    }
-    response
-}
-
-/// A small JSON answer; no header comes from the request.
-fn answer(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
-    let mut response = Response::new(Body::Text(body.to_string()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
 }

@@ -7,6 +7,7 @@
 //!   (rebuilt when the secret rotates), and boolean switches;
 //! - [`error`]: [`FunctionError`], the runtime's view of a failure (bad input, transient,
 //!   configuration);
+//! - [`function_url`]: the request and the JSON answers of the function-URL functions;
 //! - [`init`]: a function's start-up, its failure reported to the Runtime API as an init
 //!   error;
 //! - [`sqs`]: change messages out of an SQS batch and the partial-batch response that
@@ -16,6 +17,7 @@
 pub mod config;
 pub mod deadline;
 pub mod error;
+pub mod function_url;
 pub mod init;
 pub mod metrics;
 pub mod sqs;
