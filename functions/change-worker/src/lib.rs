@@ -88,15 +88,8 @@ pub fn group_metrics(summary: &SyncSummary) -> MetricSet {
         .dimension("Portal", &summary.portal)
         .dimension("Entity", &summary.entity)
         .dimension("Mode", &summary.mode)
-        .count("RowsRead", summary.rows_read)
-        .count("RowsWritten", summary.rows_inserted + summary.rows_updated)
-        .count("RowsUnchanged", summary.rows_unchanged)
-        .count("RowsDeleted", summary.rows_deleted)
-        .count("BitrixRequests", summary.http_requests)
-        .count("Throttled503", summary.throttled_503)
-        .count("Throttled429", summary.throttled_429)
-        .seconds("OperatingSeconds", summary.operating_seconds)
-        .seconds("RunSeconds", summary.seconds)
+        .counts(summary.counts())
+        .durations(summary.durations())
 }
 
 /// The batch's metrics, by Function only (a batch spans portals): `Messages`,

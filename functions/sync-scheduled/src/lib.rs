@@ -99,15 +99,7 @@ pub fn run_metrics(outcome: &EntityOutcome) -> MetricSet {
     let EntityOutcome::Done(summary) = outcome else {
         return set;
     };
-    set.count("RowsRead", summary.rows_read)
-        .count("RowsWritten", summary.rows_inserted + summary.rows_updated)
-        .count("RowsUnchanged", summary.rows_unchanged)
-        .count("RowsDeleted", summary.rows_deleted)
-        .count("BitrixRequests", summary.http_requests)
-        .count("Throttled503", summary.throttled_503)
-        .count("Throttled429", summary.throttled_429)
-        .seconds("OperatingSeconds", summary.operating_seconds)
-        .seconds("RunSeconds", summary.seconds)
+    set.counts(summary.counts()).durations(summary.durations())
 }
 
 /// A configuration problem needs an operator; a refused mass deletion needs the same

@@ -100,6 +100,20 @@ impl MetricSet {
         self.metric(name, Unit::Seconds, value)
     }
 
+    /// Several counts at once.
+    pub fn counts(self, values: impl IntoIterator<Item = (&'static str, u64)>) -> MetricSet {
+        values
+            .into_iter()
+            .fold(self, |set, (name, value)| set.count(name, value))
+    }
+
+    /// Several durations in seconds at once.
+    pub fn durations(self, values: impl IntoIterator<Item = (&'static str, f64)>) -> MetricSet {
+        values
+            .into_iter()
+            .fold(self, |set, (name, value)| set.seconds(name, value))
+    }
+
     pub fn metric(mut self, name: &'static str, unit: Unit, value: f64) -> MetricSet {
         match self.metrics.iter_mut().find(|(n, ..)| *n == name) {
             Some(existing) => *existing = (name, unit, value),

@@ -150,6 +150,28 @@ impl SyncSummary {
         self.throttled_429 = after.throttled_429.saturating_sub(before.throttled_429);
         self.operating_seconds = (after.operating_seconds - before.operating_seconds).max(0.0);
     }
+
+    /// The run's counts by the names the functions report them under (rows, requests,
+    /// throttled answers), so every reporter names them alike.
+    pub fn counts(&self) -> [(&'static str, u64); 7] {
+        [
+            ("RowsRead", self.rows_read),
+            ("RowsWritten", self.rows_inserted + self.rows_updated),
+            ("RowsUnchanged", self.rows_unchanged),
+            ("RowsDeleted", self.rows_deleted),
+            ("BitrixRequests", self.http_requests),
+            ("Throttled503", self.throttled_503),
+            ("Throttled429", self.throttled_429),
+        ]
+    }
+
+    /// The run's durations in seconds: the portal's operating time it cost, and its own.
+    pub fn durations(&self) -> [(&'static str, f64); 2] {
+        [
+            ("OperatingSeconds", self.operating_seconds),
+            ("RunSeconds", self.seconds),
+        ]
+    }
 }
 
 /// How the mirror compares with the portal, row by row (ID and `DATE_MODIFY`).
