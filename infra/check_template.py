@@ -108,20 +108,25 @@ def check_scheduler_role(resources):
     )
     check("ManagedPolicyArns" not in role, "the scheduler role has managed policies")
     roles = of_type(resources, "AWS::IAM::Role")
-    check(len(roles) == 4, f"roles {sorted(roles)}: expected one per function and the scheduler's")
+    check(len(roles) == 6, f"roles {sorted(roles)}: expected one per function (five) and the scheduler's")
 
 
 def check_vpc_access(resources, with_vpc):
-    """The ENI permissions go to the worker and the sync function only when they are in a VPC."""
-    for function, role in [("ChangeWorkerFunction", "ChangeWorkerRole"), ("SyncScheduledFunction", "SyncScheduledRole")]:
+    """The ENI permissions go to the functions that reach the database (worker, sync, forwarder)
+    only when they are in a VPC; the function-URL functions are never in one."""
+    for function, role in [
+        ("ChangeWorkerFunction", "ChangeWorkerRole"),
+        ("SyncScheduledFunction", "SyncScheduledRole"),
+        ("DealForwarderFunction", "DealForwarderRole"),
+    ]:
         properties = resources[function]["Properties"]
         check(properties["Role"] == {"Fn::GetAtt": [role, "Arn"]}, f"{function} runs as {properties['Role']}")
         check(("VpcConfig" in properties) == with_vpc, f"{function}: VpcConfig present is {'VpcConfig' in properties}")
         granted = mentions(resources[role]["Properties"].get("ManagedPolicyArns"), VPC_POLICY)
         check(granted == with_vpc, f"{role}: {VPC_POLICY} attached is {granted} with VPC {with_vpc}")
-    intake = resources["WebhookIntakeFunction"]["Properties"]
-    check("VpcConfig" not in intake, "the webhook intake is placed in a VPC")
-    check(not mentions(resources["WebhookIntakeFunctionRole"], VPC_POLICY), f"the webhook intake's role has {VPC_POLICY}")
+    for function in ["WebhookIntakeFunction", "DealRobotFunction"]:
+        check("VpcConfig" not in resources[function]["Properties"], f"{function} is placed in a VPC")
+        check(not mentions(resources[f"{function}Role"], VPC_POLICY), f"{function}'s role has {VPC_POLICY}")
 
 
 def check_vpc_policy_stays_conditional():
