@@ -210,7 +210,8 @@ pub struct OperatingWindow {
     /// The parts of the total still in the model, oldest first.
     pub parts: Vec<Part>,
     /// What the method's next request is expected to add: the latest growth of the
-    /// total between two reports (a smaller growth halves it at most).
+    /// total between two reports (a smaller growth halves it at most, and only when
+    /// nothing can have left the window in between).
     pub next_cost: f64,
     /// Until when the portal refused the method with 429.
     pub blocked_until: Option<f64>,
@@ -272,6 +273,21 @@ impl OperatingWindow {
         reset_at: Option<f64>,
         settings: &LimitSettings,
     ) -> f64 {
+        self.report_measured(now, total, reset_at, None, settings)
+    }
+
+    /// [`Self::report`] for an answer that also said what its own request cost
+    /// (`measured`: the growth between the totals its commands reported, see
+    /// [`PortalBudget::observe`]), which stands for the cost when the growth since the
+    /// previous report cannot.
+    pub fn report_measured(
+        &mut self,
+        now: f64,
+        total: f64,
+        reset_at: Option<f64>,
+        measured: Option<f64>,
+        settings: &LimitSettings,
+    ) -> f64 {
         let window = settings.window_secs();
         self.settle(now, window);
         if !(total.is_finite() && total >= 0.0) {
@@ -282,15 +298,26 @@ impl OperatingWindow {
             Some(_) => (total - self.reported_total).max(0.0),
             None => total,
         };
-        if previous.is_some() && growth > 0.0 {
-            self.next_cost = growth.max(self.next_cost / 2.0);
-        }
         let surely_held: f64 = self
             .parts
             .iter()
             .filter(|p| p.sent_after + window * SHORTEST_STAY > now)
             .map(|p| p.at_least)
             .sum();
+        let at_most = (total - surely_held).max(growth).min(total);
+        // The growth is the request's cost only if nothing of the previous total can
+        // have left the window meanwhile (a long request, a slow network); else the cost
+        // may be more than the growth, and an estimate that shrank with it would let
+        // the next batch run past the budget: only a measured cost may lower it then.
+        let exact = previous.is_some() && surely_held + 1e-9 >= self.reported_total;
+        match exact
+            .then_some(growth)
+            .or(measured.filter(|c| c.is_finite()))
+        {
+            Some(cost) if cost > 0.0 => self.next_cost = cost.max(self.next_cost / 2.0),
+            _ if previous.is_some() => self.next_cost = self.next_cost.max(growth),
+            _ => {}
+        }
         // The first report's total may hold older usage: it was all charged after
         // the portal's oldest bucket began (`operating_reset_at` - window, less a
         // second for a reset rounded up), else at most a window ago.
@@ -303,7 +330,7 @@ impl OperatingWindow {
             sent_after: charged_after,
             seen: now,
             at_least: growth,
-            at_most: (total - surely_held).max(growth).min(total),
+            at_most,
         };
         self.add_part(part, window);
         self.keep_newest_covering(total);
@@ -404,6 +431,48 @@ impl OperatingWindow {
     }
 }
 
+/// The reports of one method in one answer, in command order: the highest total, and
+/// what the commands after the first added to it.
+struct MethodAnswer {
+    total: f64,
+    reset_at: Option<f64>,
+    commands: usize,
+    last: f64,
+    added: f64,
+}
+
+impl MethodAnswer {
+    fn new(first: &OperatingReport) -> Self {
+        MethodAnswer {
+            total: first.total,
+            reset_at: first.reset_at,
+            commands: 0,
+            last: first.total,
+            added: 0.0,
+        }
+    }
+
+    fn add(&mut self, report: &OperatingReport) {
+        if self.commands > 0 {
+            // Usage leaving the window between two commands only makes a step smaller.
+            self.added += (report.total - self.last).max(0.0);
+        }
+        self.commands += 1;
+        self.last = report.total;
+        if report.total >= self.total {
+            self.total = report.total;
+            self.reset_at = report.reset_at.or(self.reset_at);
+        }
+    }
+
+    /// The request's cost as its own commands show it: the steps between their totals,
+    /// with the first command (whose step is unseen) costing their average.
+    fn measured(&self) -> Option<f64> {
+        let steps = self.commands.checked_sub(1).filter(|n| *n > 0)?;
+        Some(self.added * self.commands as f64 / steps as f64)
+    }
+}
+
 /// Whether one request may be sent now.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Admission {
@@ -462,30 +531,35 @@ impl PortalBudget {
     /// Takes the operating totals of one answer and returns how much they grew in all
     /// (see [`OperatingWindow::report`]). Several reports of one method (the commands
     /// of a batch) count once, with their highest total: each carries the total after
-    /// its own command.
+    /// its own command, so the steps between them, in command order, also measure
+    /// what the request cost.
     pub fn observe(
         &mut self,
         now: f64,
         reports: &[OperatingReport],
         settings: &LimitSettings,
     ) -> f64 {
-        let mut latest: BTreeMap<&str, (f64, Option<f64>)> = BTreeMap::new();
+        let mut latest: BTreeMap<&str, MethodAnswer> = BTreeMap::new();
         let usable = |r: &&OperatingReport| r.total.is_finite() && r.total >= 0.0;
         for report in reports.iter().filter(usable) {
-            let entry = latest
+            latest
                 .entry(report.method.as_str())
-                .or_insert((report.total, report.reset_at));
-            if report.total >= entry.0 {
-                *entry = (report.total, report.reset_at.or(entry.1));
-            }
+                .or_insert_with(|| MethodAnswer::new(report))
+                .add(report);
         }
         latest
             .into_iter()
-            .map(|(method, (total, reset_at))| {
+            .map(|(method, answer)| {
                 self.methods
                     .entry(method.to_string())
                     .or_default()
-                    .report(now, total, reset_at, settings)
+                    .report_measured(
+                        now,
+                        answer.total,
+                        answer.reset_at,
+                        answer.measured(),
+                        settings,
+                    )
             })
             .sum()
     }
@@ -848,6 +922,36 @@ mod tests {
             assert!(w.modelled_total(t, 60.0) >= 3.0, "t={t}");
         }
         assert_eq!(w.modelled_total(119.5, 60.0), 0.0);
+    }
+
+    #[test]
+    fn usage_leaving_during_a_request_never_shrinks_the_expected_cost() {
+        // Budget 10, window 60: two requests of 3, then a long one during which the
+        // first 3 may have left: a growth of 0.5 says nothing about its cost.
+        let s = tight();
+        let mut w = OperatingWindow::default();
+        w.report(0.0, 3.0, Some(60.0), &s);
+        w.report(1.0, 6.0, Some(60.0), &s);
+        assert!(close(w.next_cost, 3.0));
+        let mut long = w.clone();
+        long.report(58.0, 6.5, Some(60.0), &s);
+        assert!(close(long.next_cost, 3.0));
+        // The answer's own commands measured 2: that may lower it (by half at most).
+        w.report_measured(58.0, 6.5, Some(60.0), Some(2.0), &s);
+        assert!(close(w.next_cost, 2.0));
+    }
+
+    #[test]
+    fn a_batch_answer_measures_its_cost_from_its_commands_steps() {
+        // Three commands of one method reporting 4, 5 and 6 (the first one's own step
+        // is unseen), long after the previous answer: the request cost about 3,
+        // whatever the total grew by.
+        let s = tight();
+        let mut budget = PortalBudget::new(0.0);
+        let deal = |total| OperatingReport::new("crm.deal.list", total, Some(60.0));
+        budget.observe(0.0, &[deal(1.0)], &s);
+        budget.observe(55.0, &[deal(4.0), deal(5.0), deal(6.0)], &s);
+        assert!(close(budget.methods["crm.deal.list"].next_cost, 3.0));
     }
 
     #[test]
