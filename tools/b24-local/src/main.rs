@@ -7,8 +7,9 @@ use std::time::Duration;
 use b24_local::{LocalOptions, ScheduleSpec, parse_schedule};
 use clap::Parser;
 
-/// The webhook intake, change worker and scheduled sync behind one local HTTP server,
-/// with an in-process change queue and the schedules as timers.
+/// The five functions behind one local HTTP server: the webhook intake and the deal
+/// robot at their function URLs, the change worker and the deal forwarder fed from
+/// in-process queues, the scheduled sync by timers.
 #[derive(Parser)]
 #[command(name = "b24-local", version)]
 struct Args {
@@ -22,10 +23,10 @@ struct Args {
     /// template's are incremental=5m, resume=15m and a nightly reconcile.
     #[arg(long = "schedule", value_parser = parse_schedule)]
     schedules: Vec<ScheduleSpec>,
-    /// Messages per worker invocation.
+    /// Messages per change-worker invocation (the forwarder takes 10, as in the template).
     #[arg(long, default_value_t = 1000)]
     batch_size: usize,
-    /// How long messages gather before the worker runs.
+    /// How long change messages gather before the worker runs.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     batch_window: Duration,
     /// Receives before a message moves to the dead-letter list.
@@ -55,8 +56,9 @@ async fn main() -> anyhow::Result<()> {
     let running = b24_local::start(config, options, listener).await?;
     println!("B24_LOCAL_URL={}", running.url());
     println!("  webhook intake (function URL): {}", running.intake_url());
+    println!("  deal robot (function URL):     {}", running.robot_url());
     println!(
-        "  invoke: {}/2015-03-31/functions/{{sync-scheduled,change-worker}}/invocations",
+        "  invoke: {}/2015-03-31/functions/{{sync-scheduled,change-worker,deal-forwarder}}/invocations",
         running.url()
     );
     println!("  status: {}/_local/status", running.url());

@@ -1,15 +1,16 @@
-//! The change queue in-process, with the SQS behaviour the worker relies on: messages
-//! are handed out in batches, a message the worker reports as failed comes back after a
+//! A queue in-process (the change queue and the forward queue), with the SQS behaviour
+//! their consumers rely on: messages are handed out in batches, a message the worker reports as failed comes back after a
 //! visibility delay, and one that failed `max_receives` times moves to the dead-letter
 //! list instead of being lost or retried for ever.
 
 use std::collections::VecDeque;
+use std::marker::PhantomData;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use b24_domain::change::ChangeMessage;
-use b24_domain::ports::{ChangeQueue, QueueError};
+use b24_domain::ports::{MessageQueue, QueueError, QueueMessage};
 use serde::Serialize;
 use tokio::sync::Notify;
 
@@ -33,11 +34,13 @@ pub struct QueueCounts {
     pub redelivered: u64,
 }
 
-pub struct LocalQueue {
+/// Holds messages of type `M` as their JSON bodies.
+pub struct LocalQueue<M = ChangeMessage> {
     max_receives: u32,
     visibility: Duration,
     state: Mutex<State>,
     arrived: Notify,
+    message: PhantomData<fn(M)>,
 }
 
 #[derive(Default)]
@@ -51,15 +54,16 @@ struct State {
     redelivered: u64,
 }
 
-impl LocalQueue {
+impl<M> LocalQueue<M> {
     /// `max_receives` as the redrive policy's `maxReceiveCount`; `visibility` is how
     /// long a failed message stays away before it is handed out again.
-    pub fn new(max_receives: u32, visibility: Duration) -> LocalQueue {
+    pub fn new(max_receives: u32, visibility: Duration) -> LocalQueue<M> {
         LocalQueue {
             max_receives: max_receives.max(1),
             visibility,
             state: Mutex::new(State::default()),
             arrived: Notify::new(),
+            message: PhantomData,
         }
     }
 
@@ -95,7 +99,7 @@ impl LocalQueue {
                 state.deleted += 1;
             } else if message.receives >= self.max_receives {
                 tracing::error!(message_id = %message.id, receives = message.receives,
-                    body = %message.body, "change message moved to the dead-letter list");
+                    body = %message.body, "message moved to the dead-letter list");
                 state.dead_letter.push(message);
             } else {
                 message.visible_at = visible_at;
@@ -140,8 +144,8 @@ impl LocalQueue {
 }
 
 #[async_trait]
-impl ChangeQueue for LocalQueue {
-    async fn send(&self, messages: &[ChangeMessage]) -> Result<(), QueueError> {
+impl<M: QueueMessage> MessageQueue<M> for LocalQueue<M> {
+    async fn send(&self, messages: &[M]) -> Result<(), QueueError> {
         let now = Instant::now();
         {
             let mut state = self.lock();
@@ -167,6 +171,7 @@ mod tests {
     use super::*;
     use b24_domain::change::ChangeAction;
     use b24_domain::entity::Entity;
+    use b24_domain::ports::ChangeQueue;
 
     fn change(id: u64) -> ChangeMessage {
         ChangeMessage {
@@ -181,7 +186,7 @@ mod tests {
 
     #[tokio::test]
     async fn hands_out_batches_and_deletes_what_succeeded() {
-        let queue = LocalQueue::new(3, Duration::ZERO);
+        let queue: LocalQueue = LocalQueue::new(3, Duration::ZERO);
         queue
             .send(&[change(1), change(2), change(3)])
             .await
@@ -200,7 +205,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_message_comes_back_after_the_delay_then_goes_to_the_dead_letters() {
-        let queue = LocalQueue::new(2, Duration::from_millis(100));
+        let queue: LocalQueue = LocalQueue::new(2, Duration::from_millis(100));
         queue.send(&[change(7)]).await.unwrap();
         let batch = queue.receive(10);
         let id = batch[0].id.clone();

@@ -1,5 +1,5 @@
-//! The HTTP surface: the intake's function URL, the Lambda Invoke API for the other two
-//! functions, and the local status and schedule controls.
+//! The HTTP surface: the intake's and the deal robot's function URLs, the Lambda Invoke
+//! API for the other functions, and the local status and schedule controls.
 
 use std::sync::Arc;
 
@@ -21,9 +21,12 @@ const MAX_BODY: usize = 6 * 1024 * 1024;
 
 pub(crate) fn router(state: Arc<LocalState>) -> Router {
     Router::new()
-        .route("/lambda-url/webhook-intake", any(function_url))
-        .route("/lambda-url/webhook-intake/", any(function_url))
-        .route("/lambda-url/webhook-intake/{*rest}", any(function_url))
+        .route("/lambda-url/webhook-intake", any(intake_url))
+        .route("/lambda-url/webhook-intake/", any(intake_url))
+        .route("/lambda-url/webhook-intake/{*rest}", any(intake_url))
+        .route("/lambda-url/deal-robot", any(robot_url))
+        .route("/lambda-url/deal-robot/", any(robot_url))
+        .route("/lambda-url/deal-robot/{*rest}", any(robot_url))
         .route("/2015-03-31/functions/{name}/invocations", post(invoke))
         .route("/_local/status", get(status))
         .route("/_local/schedules/{name}", post(fire_schedule))
@@ -31,17 +34,35 @@ pub(crate) fn router(state: Arc<LocalState>) -> Router {
         .with_state(state)
 }
 
-/// The intake's handler with the request a function URL would hand it (lambda_http has
-/// already decoded a base64 body by then, as here).
-async fn function_url(State(state): State<Arc<LocalState>>, request: Request) -> Response {
+async fn intake_url(State(state): State<Arc<LocalState>>, request: Request) -> Response {
+    match lambda_request(request).await {
+        Ok(request) => axum_response(webhook_intake::handle(&state.intake, request).await),
+        Err(too_large) => too_large,
+    }
+}
+
+async fn robot_url(State(state): State<Arc<LocalState>>, request: Request) -> Response {
+    match lambda_request(request).await {
+        Ok(request) => axum_response(deal_robot::handle(&state.robot, request).await),
+        Err(too_large) => too_large,
+    }
+}
+
+/// The request a function URL would hand the function (lambda_http has already decoded
+/// a base64 body by then, as here); over the payload limit, the 413 to answer.
+async fn lambda_request(request: Request) -> Result<lambda_http::Request, Response> {
     let (parts, body) = request.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
-        return (StatusCode::PAYLOAD_TOO_LARGE, "request body over 6 MB").into_response();
+        return Err((StatusCode::PAYLOAD_TOO_LARGE, "request body over 6 MB").into_response());
     };
-    let request = lambda_http::Request::from_parts(parts, lambda_http::Body::from(bytes.to_vec()));
-    let (parts, body) = webhook_intake::handle(&state.intake, request)
-        .await
-        .into_parts();
+    Ok(lambda_http::Request::from_parts(
+        parts,
+        lambda_http::Body::from(bytes.to_vec()),
+    ))
+}
+
+fn axum_response(response: lambda_http::Response<lambda_http::Body>) -> Response {
+    let (parts, body) = response.into_parts();
     Response::from_parts(parts, Body::from(body.to_vec()))
 }
 
@@ -60,18 +81,24 @@ async fn invoke(
             return (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
         }
     };
+    let sqs_event = |payload: Value| {
+        serde_json::from_value::<SqsEvent>(payload)
+            .map_err(|error| FunctionError::BadInput(format!("not an SQS event: {error}")))
+    };
     let answer = match name.as_str() {
         "sync-scheduled" => state.invoke_sync(payload).await,
-        "change-worker" => match serde_json::from_value::<SqsEvent>(payload) {
+        "change-worker" => match sqs_event(payload) {
             Ok(event) => state.invoke_worker(event).await,
-            Err(error) => Err(FunctionError::BadInput(format!(
-                "not an SQS event: {error}"
-            ))),
+            Err(error) => Err(error),
+        },
+        "deal-forwarder" => match sqs_event(payload) {
+            Ok(event) => state.invoke_forwarder(event).await,
+            Err(error) => Err(error),
         },
         other => {
             let body = json!({
                 "Type": "User",
-                "message": format!("no function {other:?} here: sync-scheduled and change-worker are invoked this way, webhook-intake through /lambda-url/webhook-intake/"),
+                "message": format!("no function {other:?} here: sync-scheduled, change-worker and deal-forwarder are invoked this way, webhook-intake and deal-robot through their function URLs, /lambda-url/webhook-intake/ and /lambda-url/deal-robot/"),
             });
             return (StatusCode::NOT_FOUND, axum::Json(body)).into_response();
         }
@@ -108,8 +135,10 @@ async fn status(State(state): State<Arc<LocalState>>) -> axum::Json<Value> {
         })
         .collect();
     axum::Json(json!({
-        "queue": state.queue.counts(),
+        "queue": state.change_queue().counts(),
         "worker": state.worker_counts(),
+        "forward_queue": state.forward_queue().counts(),
+        "forwarder": state.forwarder_counts(),
         "schedules": schedules,
     }))
 }
@@ -125,12 +154,15 @@ async fn fire_schedule(State(state): State<Arc<LocalState>>, Path(name): Path<St
     axum::Json(fire(&state, index).await).into_response()
 }
 
+/// Both dead-letter lists' bodies, oldest first.
 async fn dead_letters(State(state): State<Arc<LocalState>>) -> axum::Json<Value> {
-    let bodies: Vec<Value> = state
-        .queue
-        .dead_letters()
-        .iter()
-        .map(|body| serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.clone())))
-        .collect();
-    axum::Json(Value::Array(bodies))
+    let bodies = |list: Vec<String>| -> Vec<Value> {
+        list.iter()
+            .map(|body| serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.clone())))
+            .collect()
+    };
+    axum::Json(json!({
+        "changes": bodies(state.change_queue().dead_letters()),
+        "forwards": bodies(state.forward_queue().dead_letters()),
+    }))
 }

@@ -1,7 +1,8 @@
 //! The whole pipeline on one machine: a simulated portal posting its events to the local
 //! stack's function URL, the intake queueing them, the worker applying them to a
 //! throw-away database, the scheduled sync invoked through the Invoke API and through a
-//! schedule, and a dead-letter list for what cannot be applied.
+//! schedule, a dead-letter list for what cannot be applied, and a robot on the portal
+//! forwarding a deal to a second portal through the deal robot's URL and the forwarder.
 
 use std::time::{Duration, Instant};
 
@@ -9,7 +10,7 @@ use b24_domain::change::{ChangeAction, ChangeMessage};
 use b24_domain::entity::Entity;
 use b24_domain::ports::ChangeQueue;
 use b24_local::{LocalOptions, RunningLocal, parse_schedule};
-use b24_sim::{EventTarget, MutateRequest, RunningSim, SimConfig};
+use b24_sim::{AppRobotCall, EventTarget, MutateRequest, RunningSim, SimConfig};
 use b24_sync::{SyncService, Syncer};
 use b24_testkit::TestDb;
 use serde_json::{Value, json};
@@ -82,12 +83,18 @@ async fn local_status(local: &RunningLocal) -> Value {
         .unwrap()
 }
 
-/// Waits until the queue has taken `sent` messages and none is waiting or in flight.
+/// Waits until the change queue has taken `sent` messages and none is waiting or in
+/// flight.
 async fn drained(local: &RunningLocal, sent: u64) -> Value {
+    drained_queue(local, "queue", sent).await
+}
+
+/// [`drained`] for the queue under `key` of the status page.
+async fn drained_queue(local: &RunningLocal, key: &str, sent: u64) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let status = local_status(local).await;
-        let queue = &status["queue"];
+        let queue = &status[key];
         if queue["sent"].as_u64() >= Some(sent) && queue["waiting"] == 0 && queue["in_flight"] == 0
         {
             return status;
@@ -210,7 +217,7 @@ async fn what_cannot_be_applied_ends_in_the_dead_letter_list() {
         event_time: None,
         received_at: chrono::Utc::now(),
     };
-    local.state.queue.send(&[stray]).await.unwrap();
+    local.state.change_queue().send(&[stray]).await.unwrap();
     let status = drained(&local, 1).await;
     assert_eq!(status["queue"]["dead_letter"], 1, "{status}");
     assert_eq!(status["queue"]["redelivered"], 1, "{status}");
@@ -221,7 +228,7 @@ async fn what_cannot_be_applied_ends_in_the_dead_letter_list() {
         .json()
         .await
         .unwrap();
-    assert_eq!(dead[0]["portal"], "elsewhere", "{dead}");
+    assert_eq!(dead["changes"][0]["portal"], "elsewhere", "{dead}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,13 +247,15 @@ async fn the_invoke_api_reports_errors_as_lambda_does() {
         "{answer}"
     );
 
-    let (code, error, answer) = post(&invoke("change-worker"), &json!({"Records": 5})).await;
-    assert_eq!(
-        (code, error.as_deref()),
-        (200, Some("Unhandled")),
-        "{answer}"
-    );
-    assert_eq!(answer["errorType"], "BadInput");
+    for function in ["change-worker", "deal-forwarder"] {
+        let (code, error, answer) = post(&invoke(function), &json!({"Records": 5})).await;
+        assert_eq!(
+            (code, error.as_deref()),
+            (200, Some("Unhandled")),
+            "{function}: {answer}"
+        );
+        assert_eq!(answer["errorType"], "BadInput", "{function}");
+    }
 
     let event: Value = serde_json::from_str(
         &std::fs::read_to_string(concat!(
@@ -268,4 +277,157 @@ async fn the_invoke_api_reports_errors_as_lambda_does() {
             .unwrap()
             .contains("/lambda-url/webhook-intake/")
     );
+}
+
+const ROUTE_SECRET: &str = "Local-Route-Secret_0123456789";
+const CENTRAL_DOMAIN: &str = "central.sim.test";
+
+/// The stack over two portals: `demo` with 20 deals and an installed application, and
+/// `central`, empty, receiving deals along route `to-central`.
+async fn forwarding() -> (TestDb, RunningSim, RunningSim, RunningLocal) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let db = TestDb::create().await;
+    let source = b24_sim::start(SimConfig {
+        deals: 20,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let target = b24_sim::start(SimConfig {
+        domain: CENTRAL_DOMAIN.into(),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let config = json!({
+        "database": {"url": db.url, "schema": "b24"},
+        "portals": {
+            "demo": {
+                "webhook_url": source.webhook_url(),
+                "domain": "sim.bitrix24.test",
+                "application_tokens": [source.application().application_token],
+            },
+            "central": {"webhook_url": target.webhook_url(), "domain": CENTRAL_DOMAIN},
+        },
+        "routes": {"to-central": {
+            "source": "demo", "target": "central", "secret": ROUTE_SECRET,
+            "fields": {"TITLE": "TITLE", "OPPORTUNITY": "OPPORTUNITY", "CURRENCY_ID": "CURRENCY_ID"},
+            "wait_for_reply": true,
+            "return_values": {"targetDealId": "target_deal_id"},
+        }},
+    });
+    let config = b24_config::Config::from_json_str(&config.to_string()).unwrap();
+    let local = b24_local::start(config, quick(), listener).await.unwrap();
+    (db, source, target, local)
+}
+
+/// The central portal's deals that came from demo deal `deal_id`.
+async fn copies_of(target: &RunningSim, deal_id: u64) -> Vec<serde_json::Map<String, Value>> {
+    target
+        .dump(b24_sim::Entity::Deal)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|deal| deal["ORIGIN_ID"] == json!(deal_id.to_string()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_robot_on_the_portal_forwards_a_deal_once_through_the_robot_url_and_the_forwarder() {
+    let (_db, source, target, local) = forwarding().await;
+    let source_deal = source
+        .dump(b24_sim::Entity::Deal)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|deal| deal["ID"] == "5")
+        .unwrap();
+
+    // The built-in Webhook robot: the route and its secret in the URL the user typed.
+    let url = format!(
+        "{}?route=to-central&secret={ROUTE_SECRET}",
+        local.robot_url()
+    );
+    let hit = source.fire_webhook_robot(&url, 5).await.unwrap();
+    assert_eq!(hit.status, Some(202), "{hit:?}");
+    let status = drained_queue(&local, "forward_queue", 1).await;
+    assert_eq!(status["forward_queue"]["deleted"], 1, "{status}");
+    assert_eq!(status["forwarder"]["failed_messages"], 0, "{status}");
+    let copies = copies_of(&target, 5).await;
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert_eq!(copies[0]["TITLE"], source_deal["TITLE"]);
+    assert_eq!(copies[0]["ORIGINATOR_ID"], "b24sync:sim.bitrix24.test");
+
+    // The application robot on the same deal, waiting for its reply: the deal made
+    // before is updated, and the robot hears which one it is.
+    let hit = source
+        .fire_app_robot(&AppRobotCall {
+            url: Some(local.robot_url()),
+            deal_id: 5,
+            code: "to-central".into(),
+            properties: Default::default(),
+            use_subscription: Some(true),
+        })
+        .await
+        .unwrap();
+    assert_eq!(hit.status, Some(202), "{hit:?}");
+    let status = drained_queue(&local, "forward_queue", 2).await;
+    assert_eq!(status["forward_queue"]["deleted"], 2, "{status}");
+    let copies = copies_of(&target, 5).await;
+    assert_eq!(copies.len(), 1, "a re-run updates: {copies:?}");
+    let replies = source.workflow_replies().await.unwrap();
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert!(
+        replies[0]
+            .to_string()
+            .contains(copies[0]["ID"].as_str().unwrap()),
+        "{replies:?}"
+    );
+    assert_eq!(source.timeline_comments().await.unwrap().len(), 2);
+
+    // A wrong secret is refused at the door, and nothing is queued.
+    let wrong = format!(
+        "{}?route=to-central&secret=not-the-secret-at-all",
+        local.robot_url()
+    );
+    let hit = source.fire_webhook_robot(&wrong, 5).await.unwrap();
+    assert_eq!(hit.status, Some(401), "{hit:?}");
+    assert_eq!(local_status(&local).await["forward_queue"]["sent"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forward_that_cannot_succeed_ends_in_the_dead_letter_list() {
+    let (_db, _source, target, local) = forwarding().await;
+    // What the Webhook robot would send for a deal the portal does not have.
+    let response = reqwest::Client::new()
+        .post(format!(
+            "{}?route=to-central&secret={ROUTE_SECRET}",
+            local.robot_url()
+        ))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("document_id[0]=crm&document_id[1]=CCrmDocumentDeal&document_id[2]=DEAL_99999")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let status = local_status(&local).await;
+        if status["forward_queue"]["dead_letter"] == 1 {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "{status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Every delivery up to max_receives failed, and nothing reached the target.
+    assert_eq!(status["forwarder"]["failed_messages"], 5, "{status}");
+    assert!(copies_of(&target, 99999).await.is_empty());
+    let dead: Value = reqwest::get(format!("{}/_local/dead-letters", local.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(dead["forwards"][0]["deal_id"], 99999, "{dead}");
+    assert_eq!(dead["forwards"][0]["route"], "to-central", "{dead}");
 }
