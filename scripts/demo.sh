@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Runs the whole pipeline locally, end to end, with no AWS account: a simulated Bitrix24
-# portal with demo data that posts its CRM events, the local PostgreSQL as the mirror,
-# and the three functions' own handlers behind one local HTTP server (`b24-local`: the
-# intake's function URL, an in-process change queue feeding the change worker, the
-# schedules as timers). The story: an initial full sync; live changes on the portal
-# flowing through the intake and the worker into PostgreSQL; a scheduled incremental
+# portal with demo data that posts its CRM events, a second simulated portal that
+# receives forwarded deals, the local PostgreSQL as the mirror, and the five functions'
+# own handlers behind one local HTTP server (`b24-local`: the intake's and the deal
+# robot's function URLs, in-process queues feeding the change worker and the deal
+# forwarder, the schedules as timers). The story: an initial full sync; live changes on
+# the portal flowing through the intake and the worker into PostgreSQL; robots on the
+# portal forwarding deals to the central portal exactly once; a scheduled incremental
 # pass and reconcile; a check that the mirror equals the portal, row by row.
 # Safe to run repeatedly: it recreates its own database `b24sync_demo`.
 #
@@ -18,6 +20,8 @@ DEALS=${DEALS:-20000}
 DB=b24sync_demo
 DATABASE_URL="postgres://postgres@127.0.0.1:5432/$DB"
 TOKEN=demo-application-token
+APP_ACCESS=demo-app-access-token
+ROUTE_SECRET=demo-route-secret-7f3a9c2e
 ENTITIES=(deal contact lead company)
 WORK=.local/demo
 mkdir -p "$WORK"
@@ -38,11 +42,22 @@ psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $DB WIT
 PORT=$(free_port)
 LOCAL_URL="http://127.0.0.1:$PORT"
 INTAKE_URL="$LOCAL_URL/lambda-url/webhook-intake/"
+ROBOT_URL="$LOCAL_URL/lambda-url/deal-robot/"
 
 say "Starting a simulated portal: $DEALS deals, 5,000 contacts and leads, 2,000 companies, 12 user fields; its events go to $INTAKE_URL"
 start_sim "$WORK" "$SIM" --listen 127.0.0.1:0 --seed 42 --deals "$DEALS" --contacts 5000 --leads 5000 \
-    --companies 2000 --user-fields 12 --events-to "$INTAKE_URL" --application-token "$TOKEN"
+    --companies 2000 --user-fields 12 --events-to "$INTAKE_URL" --application-token "$TOKEN" \
+    --app-token "$TOKEN" --app-access-token "$APP_ACCESS"
 SIM_BASE=${WEBHOOK%%/rest/*}
+DEMO_PID=$SIM_PID
+DEMO_WEBHOOK=$WEBHOOK
+
+say "Starting a second simulated portal, central.sim.test, empty: robots on the demo portal forward deals to it"
+mkdir -p "$WORK/central"
+start_sim "$WORK/central" "$SIM" --listen 127.0.0.1:0 --seed 43 --domain central.sim.test
+CENTRAL_PID=$SIM_PID
+CENTRAL_WEBHOOK=$WEBHOOK
+CENTRAL_BASE=${CENTRAL_WEBHOOK%%/rest/*}
 
 cat >"$WORK/config.toml" <<TOML
 [database]
@@ -50,11 +65,30 @@ url = "$DATABASE_URL"
 schema = "b24"
 
 [portals.demo]
-webhook_url = "$WEBHOOK"
+webhook_url = "$DEMO_WEBHOOK"
 entities = ["deal", "contact", "lead", "company"]
-# What the intake checks on every event: the portal's domain and application token.
+# What the intake and the deal robot check on every call: the portal's domain and its
+# application token.
 domain = "sim.bitrix24.test"
 application_tokens = ["$TOKEN"]
+
+# The portal that receives forwarded deals (mirrored too: its deals only).
+[portals.central]
+webhook_url = "$CENTRAL_WEBHOOK"
+entities = ["deal"]
+domain = "central.sim.test"
+
+# A robot on a demo deal's stage hands the deal to central.
+[routes.demo-to-central]
+source = "demo"
+target = "central"
+secret = "$ROUTE_SECRET"
+fields = { TITLE = "TITLE", OPPORTUNITY = "OPPORTUNITY", CURRENCY_ID = "CURRENCY_ID", STAGE_ID = "STAGE_ID" }
+values = { STAGE_ID = { by = "label", default = "NEW" } }
+constants = { SOURCE_ID = "PARTNER", COMMENTS = "Forwarded by the demo portal's robot" }
+copy_products = true
+wait_for_reply = true
+return_values = { targetDealId = "target_deal_id" }
 TOML
 export B24SYNC_CONFIG="$WORK/config.toml"
 
@@ -63,7 +97,7 @@ say "Starting b24-local on $LOCAL_URL: intake, change queue and worker, schedule
     --batch-window 2s >"$WORK/local.log" 2>&1 &
 LOCAL_PID=$!
 if [ -z "${KEEP:-}" ]; then
-    trap 'kill $SIM_PID $LOCAL_PID 2>/dev/null || true' EXIT
+    trap 'kill $DEMO_PID $CENTRAL_PID $LOCAL_PID 2>/dev/null || true' EXIT
 fi
 for _ in $(seq 1 600); do
     grep -q '^B24_LOCAL_URL=' "$WORK/local.log" 2>/dev/null && break
@@ -109,6 +143,58 @@ for entity in "${ENTITIES[@]}"; do
     "$CLI" check --portal demo --entity "$entity"
 done
 
+say "Deal forwarding: registering the route's application robot on the demo portal (b24sync robot-register, in the application's context)"
+B24SYNC_APP_AUTH=$APP_ACCESS "$CLI" robot-register --route demo-to-central --handler "$ROBOT_URL" \
+    --endpoint "$SIM_BASE/rest/" >"$WORK/robot.json"
+python3 - "$WORK/robot.json" <<'PY'
+import json, sys
+answer = json.load(open(sys.argv[1]))
+params = answer["bizproc.robot.add"]
+print(f"    registered robot {params['CODE']!r} ({params['NAME']}) -> {params['HANDLER']}")
+PY
+say "Robots fire on ten demo deals: five application robots (waiting for their reply), five built-in Webhook robots (route and secret in the URL), then three of the application robots again"
+python3 - "$SIM_BASE" "$DEMO_WEBHOOK" "$CENTRAL_WEBHOOK" "$LOCAL_URL" "$ROBOT_URL?route=demo-to-central&secret=$ROUTE_SECRET" <<'PY'
+import json, sys, time, urllib.request
+sim, demo, central, local, webhook_robot_url = sys.argv[1:6]
+def post(url, body):
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"content-type": "application/json"})
+    return json.load(urllib.request.urlopen(request))
+get = lambda url: json.load(urllib.request.urlopen(url))
+# The first ten live deals (the live changes above may have deleted any given ID).
+deals = [int(d["ID"]) for d in post(demo + "crm.deal.list.json", {"order": {"ID": "ASC"}, "select": ["ID"]})["result"][:10]]
+answers = [post(f"{sim}/_sim/robot/app", {"deal_id": d, "code": "demo-to-central"}) for d in deals[:5]]
+answers += [post(f"{sim}/_sim/robot/webhook", {"url": webhook_robot_url, "deal_id": d}) for d in deals[5:]]
+answers += [post(f"{sim}/_sim/robot/app", {"deal_id": d, "code": "demo-to-central"}) for d in deals[:3]]
+statuses = sorted({a["status"] for a in answers})
+print(f"    {len(answers)} robot calls for deals {deals}, answered {statuses} by the deal robot")
+if statuses != [202]:
+    sys.exit(f"a robot call was not accepted: {answers}")
+deadline = time.time() + 120
+while True:
+    status = get(local + "/_local/status")
+    queue = status["forward_queue"]
+    if queue["sent"] >= len(answers) and queue["waiting"] == 0 and queue["in_flight"] == 0:
+        break
+    if time.time() > deadline:
+        sys.exit(f"the forward queue did not drain: {status}")
+    time.sleep(0.5)
+copies = post(central + "crm.deal.list.json", {"filter": {"ORIGINATOR_ID": "b24sync:sim.bitrix24.test"},
+              "select": ["ID", "TITLE", "ORIGIN_ID", "STAGE_ID"], "order": {"ID": "ASC"}})["result"]
+by_origin = {}
+for deal in copies:
+    by_origin.setdefault(int(deal["ORIGIN_ID"]), []).append(deal)
+replies = get(sim + "/_sim/workflow-replies")
+print(f"    {queue['deleted']} forward jobs done ({status['forwarder']['failed_messages']} failed, {queue['dead_letter']} dead letters); "
+      f"central holds {len(copies)} forwarded deals for {len(by_origin)} demo deals; {len(replies)} waiting robots heard back")
+for origin in deals[:3]:
+    copy = by_origin.get(origin, [{}])[0]
+    print(f"    demo deal {origin} -> central deal {copy.get('ID')} {copy.get('TITLE')!r} ({copy.get('STAGE_ID')}), forwarded twice, one copy")
+if sorted(by_origin) != sorted(deals) or any(len(d) != 1 for d in by_origin.values()):
+    sys.exit(f"expected exactly one central deal for each of {deals}: {by_origin}")
+if len(replies) != 8:
+    sys.exit(f"expected 8 workflow replies (one per application robot call), got {len(replies)}")
+PY
+
 say "Waiting for the next scheduled incremental pass and reconcile"
 python3 - "$LOCAL_URL" "$(date -u +%Y-%m-%dT%H:%M:%S+00:00)" <<'PY'
 import json, sys, time, urllib.request
@@ -130,27 +216,34 @@ for s in schedules:
     print(f"    {s['name']}: {s['runs']['runs']} run(s), {s['runs']['failures']} failed; last: {summary}")
 PY
 
-say "Final check: the mirror equals the portal"
+say "Final check: the mirror equals both portals"
 for entity in "${ENTITIES[@]}"; do
     "$CLI" check --portal demo --entity "$entity"
 done
+"$CLI" check --portal central --entity deal
 
 say "Mirror contents"
 psql -h 127.0.0.1 -U postgres -d "$DB" -c "
-    SELECT 'deal' AS entity, count(*) FILTER (WHERE deleted_at IS NULL) AS live, count(*) FILTER (WHERE deleted_at IS NOT NULL) AS deleted FROM b24.deal
-    UNION ALL SELECT 'contact', count(*) FILTER (WHERE deleted_at IS NULL), count(*) FILTER (WHERE deleted_at IS NOT NULL) FROM b24.contact
-    UNION ALL SELECT 'lead', count(*) FILTER (WHERE deleted_at IS NULL), count(*) FILTER (WHERE deleted_at IS NOT NULL) FROM b24.lead
-    UNION ALL SELECT 'company', count(*) FILTER (WHERE deleted_at IS NULL), count(*) FILTER (WHERE deleted_at IS NOT NULL) FROM b24.company"
-psql -h 127.0.0.1 -U postgres -d "$DB" -c "SELECT entity, mode, rows_read, rows_written, rows_deleted, http_requests, error FROM b24._sync_runs ORDER BY id"
+    SELECT portal, entity, count(*) FILTER (WHERE deleted_at IS NULL) AS live, count(*) FILTER (WHERE deleted_at IS NOT NULL) AS deleted
+    FROM (SELECT portal, 'deal' AS entity, deleted_at FROM b24.deal
+          UNION ALL SELECT portal, 'contact', deleted_at FROM b24.contact
+          UNION ALL SELECT portal, 'lead', deleted_at FROM b24.lead
+          UNION ALL SELECT portal, 'company', deleted_at FROM b24.company) AS mirror
+    GROUP BY portal, entity ORDER BY portal DESC, entity"
+psql -h 127.0.0.1 -U postgres -d "$DB" -c "SELECT portal, entity, mode, rows_read, rows_written, rows_deleted, http_requests, error FROM b24._sync_runs ORDER BY id"
+psql -h 127.0.0.1 -U postgres -d "$DB" -c "SELECT route, source_deal_id, target_deal_id, state, forwards, attempts FROM b24._forward_ledger ORDER BY source_deal_id"
 say "Done. Explore it: psql -h 127.0.0.1 -U postgres -d $DB"
 if [ -n "${KEEP:-}" ]; then
-    say "Still running: the portal (pid $SIM_PID) at $SIM_BASE and b24-local (pid $LOCAL_PID) at $LOCAL_URL"
+    say "Still running: the demo portal (pid $DEMO_PID) at $SIM_BASE, the central portal (pid $CENTRAL_PID) at $CENTRAL_BASE and b24-local (pid $LOCAL_PID) at $LOCAL_URL"
     cat >&2 <<EOF
     status of the queue, worker and schedules:  curl $LOCAL_URL/_local/status
     more changes (each one an event):           curl -X POST $SIM_BASE/_sim/mutate -d '{"entity":"deal","seed":9,"updates":100}'
     a sync by hand:                             curl -X POST $LOCAL_URL/2015-03-31/functions/sync-scheduled/invocations -d @events/sync-scheduled/incremental.json
     fire a schedule now:                        curl -X POST $LOCAL_URL/_local/schedules/reconcile-demo
+    forward deal 42 with the Webhook robot:     curl -X POST $SIM_BASE/_sim/robot/webhook -d '{"url":"$ROBOT_URL?route=demo-to-central&secret=$ROUTE_SECRET","deal_id":42}'
+    forward deal 43 with the application robot: curl -X POST $SIM_BASE/_sim/robot/app -d '{"deal_id":43,"code":"demo-to-central"}'
+    the forwarded deals on central:             curl $CENTRAL_WEBHOOK/crm.deal.list -d '{"filter":{"ORIGINATOR_ID":"b24sync:sim.bitrix24.test"}}' 
     the functions' log and metric lines:       tail -f $WORK/local.log
-    stop both:                                  kill $SIM_PID $LOCAL_PID
+    stop them:                                  kill $DEMO_PID $CENTRAL_PID $LOCAL_PID
 EOF
 fi
