@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Start-up figures of the three Lambda functions for BENCHMARKS.md: binary size, process
+# Start-up figures of the five Lambda functions for BENCHMARKS.md: binary size, process
 # start to ready (first GET .../invocation/next against a local stand-in of the Lambda
 # Runtime API), the first invocation with a sample event, and peak memory (VmHWM).
 #
@@ -10,7 +10,8 @@
 # (x86_64 here, not the arm64 bootstraps). The harness (the b24-testkit example
 # function_startup) is a debug build: it only spawns the binaries and times them; it
 # starts moto (Secrets Manager, SQS), a throw-away database on the local PostgreSQL and a
-# simulated portal (2,000 deals, 500 contacts and leads, 200 companies, 12 user fields).
+# simulated portal (2,000 deals, 500 contacts and leads, 200 companies, 12 user fields),
+# plus two for the forwarder (a partner with 10 deals, an empty central portal).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -20,8 +21,8 @@ TARGET=${CARGO_TARGET_DIR:-target}
 ensure_rust
 ensure_postgres
 ensure_moto
-say "Building the three functions in release (one build, as their sizes depend on it)"
-cargo build --release -q -p webhook-intake -p change-worker -p sync-scheduled
+say "Building the five functions in release (one build, as their sizes depend on it)"
+cargo build --release -q -p webhook-intake -p change-worker -p sync-scheduled -p deal-robot -p deal-forwarder
 say "Building the harness (debug)"
 cargo build -q -p b24-testkit --example function_startup
 say "Machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(free -g | awk '/^Mem:/ {print $2}') GiB, $(date -u +%Y-%m-%d)"

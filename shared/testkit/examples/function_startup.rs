@@ -8,8 +8,9 @@
 //! - the first invocation: a sample event from `events/` in, its answer out;
 //! - peak memory: the process's `VmHWM` after that invocation.
 //!
-//! One unrecorded start per function comes first: it applies the migrations and runs the
-//! sync's first (full) pass, so the recorded starts all do the same work.
+//! One unrecorded start per function comes first: it applies the migrations, runs the
+//! sync's first (full) pass and the forwarder's first forwards (adds; the recorded
+//! starts update those deals), so the recorded starts all do the same work.
 //!
 //!   cargo run -p b24-testkit --example function_startup -- target/release 10
 
@@ -36,7 +37,7 @@ struct Function {
     answered: fn(&Value) -> bool,
 }
 
-const FUNCTIONS: [Function; 3] = [
+const FUNCTIONS: [Function; 5] = [
     Function {
         name: "webhook-intake",
         memory_mb: 128,
@@ -59,7 +60,23 @@ const FUNCTIONS: [Function; 3] = [
                 .is_some_and(|runs| runs.len() == 4)
         },
     },
+    Function {
+        name: "deal-robot",
+        memory_mb: 128,
+        event: "deal-robot/webhook-robot.json",
+        answered: |answer| answer["statusCode"] == 202,
+    },
+    Function {
+        name: "deal-forwarder",
+        memory_mb: 256,
+        event: "deal-forwarder/jobs.json",
+        answered: |answer| answer["batchItemFailures"] == json!([]),
+    },
 ];
+
+/// The route, source portal and secret of the deal robot's and forwarder's samples.
+const ROUTE: &str = "partner-to-central";
+const ROUTE_SECRET: &str = "f0rw4rd-s3cr3t-9c2e7a51d84b";
 
 struct Sample {
     ready_ms: f64,
@@ -67,14 +84,15 @@ struct Sample {
     peak_kib: u64,
 }
 
-/// Everything the functions talk to; dropping it stops moto and the simulator and
+/// Everything the functions talk to; dropping it stops moto and the simulators and
 /// drops the database.
 struct Surroundings {
     moto: MotoServer,
-    _sim: RunningSim,
+    _sims: [RunningSim; 3],
     _db: TestDb,
     secret: String,
     queue_url: String,
+    forward_queue_url: String,
 }
 
 #[tokio::main]
@@ -137,25 +155,64 @@ async fn surroundings() -> Surroundings {
     })
     .await
     .expect("the simulated portal starts");
+    // The forwarder's portals, default limits: a partner with the samples' deals 1 and
+    // 2 (two product rows each), and an empty central portal.
+    let partner = b24_sim::start(SimConfig {
+        deals: 10,
+        domain: "partner.sim.test".into(),
+        ..SimConfig::default()
+    })
+    .await
+    .expect("the partner portal starts");
+    let central = b24_sim::start(SimConfig {
+        domain: "central.sim.test".into(),
+        ..SimConfig::default()
+    })
+    .await
+    .expect("the central portal starts");
+    let rows = json!([
+        {"PRODUCT_NAME": "Turbine", "PRICE": 1000, "QUANTITY": 2},
+        {"PRODUCT_NAME": "Service", "PRICE": 250, "QUANTITY": 4},
+    ]);
+    let client = reqwest::Client::new();
+    for deal in [1, 2] {
+        let set = client
+            .post(format!("{}crm.deal.productrows.set", partner.webhook_url()))
+            .json(&json!({"id": deal, "rows": rows}))
+            .send()
+            .await
+            .expect("product rows set");
+        assert!(set.status().is_success(), "product rows: {}", set.status());
+    }
     let moto = MotoServer::start();
     let config = json!({
         "database": {"url": db.url},
-        "portals": {"demo": {
-            "webhook_url": sim.webhook_url(),
-            "domain": "some-domain.bitrix24.com",
-            "application_tokens": [APP_TOKEN],
+        "portals": {
+            "demo": {
+                "webhook_url": sim.webhook_url(),
+                "domain": "some-domain.bitrix24.com",
+                "application_tokens": [APP_TOKEN],
+            },
+            "partner": {"webhook_url": partner.webhook_url(), "domain": "partner.sim.test", "entities": ["deal"]},
+            "central": {"webhook_url": central.webhook_url(), "domain": "central.sim.test", "entities": ["deal"]},
+        },
+        "routes": {(ROUTE): {
+            "source": "partner", "target": "central", "secret": ROUTE_SECRET,
+            "fields": {"TITLE": "TITLE", "OPPORTUNITY": "OPPORTUNITY", "CURRENCY_ID": "CURRENCY_ID"},
         }},
     });
     let secret = moto
         .create_secret("b24sync/config", &config.to_string())
         .await;
     let queue_url = moto.create_queue("b24sync-changes").await;
+    let forward_queue_url = moto.create_queue("b24sync-forwards").await;
     Surroundings {
         moto,
-        _sim: sim,
+        _sims: [sim, partner, central],
         _db: db,
         secret,
         queue_url,
+        forward_queue_url,
     }
 }
 
@@ -174,6 +231,7 @@ async fn start_once(
             ("B24SYNC_CONFIG_SECRET", around.secret.as_str()),
             ("B24SYNC_MIGRATE_ON_START", "true"),
             ("CHANGE_QUEUE_URL", around.queue_url.as_str()),
+            ("FORWARD_QUEUE_URL", around.forward_queue_url.as_str()),
         ]
         .map(|(k, v)| (k.to_string(), v.to_string())),
     );
