@@ -1,6 +1,7 @@
 //! Pure domain logic shared by every function and tool. Nothing in this crate
 //! performs IO or knows about AWS, Lambda, HTTP clients or databases.
 
+pub mod back_sync;
 pub mod change;
 pub mod database;
 pub mod entity;

@@ -52,13 +52,19 @@ pub(crate) enum Verify {
     Full(Option<PathBuf>),
 }
 
+/// Marks every session the product opens as the sync's: the back-sync triggers on the
+/// mirror tables skip writes made under it, so the sync's own writes never enter the
+/// outbox (and nothing it wrote echoes back to Bitrix24).
+pub(crate) const WRITER_SETTING: &str = "b24sync.writer";
+
 /// Everything needed to (re)open the connection. Holds the password, so it has no
 /// `Debug`.
 #[derive(Clone)]
 pub(crate) struct Connector {
     config: Config,
     tls: Option<MakeRustlsConnect>,
-    /// `SET` statements for the session limits, run on every new connection.
+    /// `SET` statements for the session limits and the writer mark, run on every new
+    /// connection.
     session_sql: String,
 }
 
@@ -91,6 +97,7 @@ impl Connector {
             .server_settings()
             .iter()
             .map(|(name, value)| format!("SET {name} = '{value}'"))
+            .chain([format!("SET {WRITER_SETTING} = 'sync'")])
             .collect::<Vec<_>>()
             .join("; ");
         let tls = match policy {

@@ -3,12 +3,14 @@
 //! every column's meaning recorded, and the cross-portal views kept current.
 
 mod backfill;
+mod capture;
 mod legacy;
 mod mapping;
 mod tables;
 
 use std::collections::{HashMap, HashSet};
 
+use b24_domain::back_sync::write_refusal;
 use b24_domain::entity::Entity;
 use b24_domain::schema::{
     ColumnSpec, ColumnType, EnumItem, FieldMeta, ValuePart, columns_for, is_system_field,
@@ -344,6 +346,7 @@ impl Store {
                 break;
             }
         }
+        capture::install(client, self, portal, entity, &table_name).await?;
         let mut skipped = arranged.rejected;
         skipped.extend(
             fields
@@ -562,26 +565,27 @@ async fn record_fields(
     let multiple: Vec<bool> = fields.iter().map(|f| f.is_multiple).collect();
     let dynamic: Vec<bool> = fields.iter().map(|f| f.is_dynamic).collect();
     let read_only: Vec<bool> = fields.iter().map(|f| f.is_read_only).collect();
+    let write_refusal: Vec<Option<&str>> = fields.iter().map(write_refusal).collect();
     let fields_table = store.table("_fields");
     tx.execute(
         &format!(
             "INSERT INTO {fields_table} AS f (portal, entity, code, position, column_name, column_type, currency_column,
-                 title, label, bitrix_type, is_multiple, is_dynamic, is_read_only, rejected_reason)
+                 title, label, bitrix_type, is_multiple, is_dynamic, is_read_only, rejected_reason, write_refusal)
              SELECT $1, $2, u.* FROM unnest($3::text[], $4::int[], $5::text[], $6::text[], $7::text[], $8::text[],
-                 $9::text[], $10::text[], $11::bool[], $12::bool[], $13::bool[], $14::text[]) AS u
+                 $9::text[], $10::text[], $11::bool[], $12::bool[], $13::bool[], $14::text[], $15::text[]) AS u
              ON CONFLICT (portal, entity, code) DO UPDATE SET
                  position = EXCLUDED.position, column_name = EXCLUDED.column_name, column_type = EXCLUDED.column_type,
                  currency_column = EXCLUDED.currency_column, title = EXCLUDED.title, label = EXCLUDED.label,
                  bitrix_type = EXCLUDED.bitrix_type, is_multiple = EXCLUDED.is_multiple, is_dynamic = EXCLUDED.is_dynamic,
                  is_read_only = EXCLUDED.is_read_only, rejected_reason = EXCLUDED.rejected_reason,
-                 updated_at = now(), removed_at = NULL
+                 write_refusal = EXCLUDED.write_refusal, updated_at = now(), removed_at = NULL
              WHERE f.removed_at IS NOT NULL
                 OR (f.position, f.column_name, f.column_type, f.currency_column, f.title, f.label, f.bitrix_type,
-                    f.is_multiple, f.is_dynamic, f.is_read_only, f.rejected_reason)
+                    f.is_multiple, f.is_dynamic, f.is_read_only, f.rejected_reason, f.write_refusal)
                    IS DISTINCT FROM
                    (EXCLUDED.position, EXCLUDED.column_name, EXCLUDED.column_type, EXCLUDED.currency_column,
                     EXCLUDED.title, EXCLUDED.label, EXCLUDED.bitrix_type, EXCLUDED.is_multiple, EXCLUDED.is_dynamic,
-                    EXCLUDED.is_read_only, EXCLUDED.rejected_reason)"
+                    EXCLUDED.is_read_only, EXCLUDED.rejected_reason, EXCLUDED.write_refusal)"
         ),
         &[
             &portal,
@@ -598,6 +602,7 @@ async fn record_fields(
             &dynamic,
             &read_only,
             &rejected_reason,
+            &write_refusal,
         ],
     )
     .await

@@ -3,14 +3,15 @@
 //!
 //! Every mirror row is keyed by `(portal, id)`. Tables live in one configurable schema
 //! (`b24` by default) next to the service tables `_fields`, `_field_items`,
-//! `_sync_state`, `_sync_runs`, `_rate_limit` and `_forward_ledger` (see `migrations/`
-//! and the README).
+//! `_sync_state`, `_sync_runs`, `_rate_limit`, `_forward_ledger` and the back-sync
+//! `_outbox` (see `migrations/` and the README).
 
 mod connect;
 mod copy;
 mod layout;
 mod ledger;
 mod limiter;
+mod outbox;
 mod state;
 mod upsert;
 
@@ -27,6 +28,7 @@ pub use ledger::{
     Claim, ForwardFilter, ForwardKey, ForwardState, Lease, LedgerEntry, MAX_ERROR_CHARS,
 };
 pub use limiter::PgRateLimiter;
+pub use outbox::{OutboxClaim, OutboxCount, OutboxLease, OutboxOutcome, OutboxRow};
 pub use state::{Checkpoints, RunLock, RunStats, SyncState};
 pub use upsert::UpsertStats;
 

@@ -6,6 +6,7 @@ mod connection;
 mod ledger;
 mod limiter;
 mod mapping;
+mod outbox;
 mod portals;
 mod schema;
 mod state;
