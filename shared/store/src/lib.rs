@@ -13,6 +13,7 @@ mod ledger;
 mod limiter;
 mod outbox;
 mod state;
+mod status;
 mod upsert;
 
 use std::fmt;
@@ -30,6 +31,10 @@ pub use ledger::{
 pub use limiter::PgRateLimiter;
 pub use outbox::{OutboxClaim, OutboxCount, OutboxLease, OutboxOutcome, OutboxRow};
 pub use state::{Checkpoints, RunLock, RunStats, SyncState};
+pub use status::{
+    EntityStatus, ForwardBacklog, MirrorTableSchema, OutboxBacklog, RunRecord, StatusQuery,
+    StatusSnapshot,
+};
 pub use upsert::UpsertStats;
 
 /// A record as returned by `crm.<entity>.list` / `get`: Bitrix24 codes to values.

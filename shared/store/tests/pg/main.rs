@@ -10,4 +10,5 @@ mod outbox;
 mod portals;
 mod schema;
 mod state;
+mod status;
 mod upsert;
