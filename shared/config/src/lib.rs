@@ -28,6 +28,8 @@ pub struct Config {
     pub portals: BTreeMap<String, PortalConfig>,
     /// Deal-forwarding routes by name (see [`routes`]); `Debug` hides their secrets.
     pub routes: BTreeMap<String, ForwardRoute>,
+    /// The status function's tokens and database role (see [`status`]).
+    pub status: Option<StatusConfig>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -342,6 +344,7 @@ struct RawConfig {
     portals: BTreeMap<String, RawPortal>,
     #[serde(default)]
     routes: BTreeMap<String, routes::RawRoute>,
+    status: Option<status::RawStatus>,
 }
 
 #[derive(Deserialize)]
@@ -409,10 +412,12 @@ impl RawConfig {
             portals.insert(name, raw.validate(&key)?);
         }
         let routes = routes::validate(self.routes, &portals)?;
+        let status = self.status.map(status::RawStatus::validate).transpose()?;
         Ok(Config {
             database,
             portals,
             routes,
+            status,
         })
     }
 }
@@ -427,14 +432,8 @@ fn is_name(name: &str) -> bool {
 
 impl RawDatabase {
     fn validate(self) -> Result<DatabaseConfig, ConfigError> {
-        let url = self.url.trim().to_string();
-        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            return Err(invalid(
-                "database.url",
-                "expected a postgres:// or postgresql:// URL",
-            ));
-        }
-        let schema = self.schema.unwrap_or_else(|| "b24".into());
+        let url = validate_database_url("database.url", self.url)?;
+        let schema = self.schema.unwrap_or_else(|| DEFAULT_SCHEMA.into());
         let valid_schema = schema.len() <= 63
             && schema.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
             && schema
@@ -482,11 +481,22 @@ impl RawDatabase {
             )?,
         };
         Ok(DatabaseConfig {
-            url: DatabaseUrl(url),
+            url,
             schema,
             session,
         })
     }
+}
+
+/// The schema of the mirror tables when `database.schema` is not given.
+pub const DEFAULT_SCHEMA: &str = "b24";
+
+fn validate_database_url(key: &str, url: String) -> Result<DatabaseUrl, ConfigError> {
+    let url = url.trim().to_string();
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(invalid(key, "expected a postgres:// or postgresql:// URL"));
+    }
+    Ok(DatabaseUrl(url))
 }
 
 /// PostgreSQL keeps its timeouts as a 32-bit count of milliseconds.
@@ -685,6 +695,9 @@ pub fn redact_database_url(url: &str) -> String {
 }
 
 pub mod routes;
+pub mod status;
+
+pub use status::StatusConfig;
 
 #[cfg(test)]
 mod tests;

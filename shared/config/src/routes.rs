@@ -239,7 +239,7 @@ impl RawRoute {
 
 /// Secrets go into a URL the user types, so they are limited to characters that need
 /// no encoding, and long enough not to be guessed.
-fn validate_secret(key: &str, secret: String) -> Result<RouteSecret, ConfigError> {
+pub(crate) fn validate_secret(key: &str, secret: String) -> Result<RouteSecret, ConfigError> {
     let url_safe = secret
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
