@@ -113,7 +113,10 @@ mod tests {
         assert_eq!(status.tokens, [TOKEN, "second-t0ken-for-rotation"]);
         let debug = format!("{config:?}");
         assert!(debug.contains("[2 redacted]"), "{debug}");
-        assert!(!debug.contains(TOKEN) && !debug.contains("second-t0ken"), "{debug}");
+        assert!(
+            !debug.contains(TOKEN) && !debug.contains("second-t0ken"),
+            "{debug}"
+        );
         // Without its own URL the status function reads with [database].
         assert_eq!(config.status_database(), config.database);
     }
@@ -123,7 +126,10 @@ mod tests {
         for (tokens, key) in [
             ("[]", "status.tokens"),
             ("[\"short\"]", "status.tokens[0]"),
-            (&format!("[\"{TOKEN}\", \"{TOKEN} with spaces\"]"), "status.tokens[1]"),
+            (
+                &format!("[\"{TOKEN}\", \"{TOKEN} with spaces\"]"),
+                "status.tokens[1]",
+            ),
             (&format!("[\"{TOKEN}/\"]"), "status.tokens[0]"),
         ] {
             let error = with_status(&format!("tokens = {tokens}")).unwrap_err();
@@ -131,7 +137,8 @@ mod tests {
             assert!(text.starts_with(key), "{tokens}: {text}");
             assert!(!text.contains(TOKEN) && !text.contains("short"), "{text}");
         }
-        let error = with_status(&format!("tokens = [\"{TOKEN}\"]\ntoken = \"{TOKEN}\"")).unwrap_err();
+        let error =
+            with_status(&format!("tokens = [\"{TOKEN}\"]\ntoken = \"{TOKEN}\"")).unwrap_err();
         assert!(error.to_string().starts_with("status.token"), "{error}");
         assert!(!error.to_string().contains(TOKEN), "{error}");
         let error = with_status("database_url = \"postgres://x@h/d\"").unwrap_err();
@@ -156,7 +163,10 @@ mod tests {
             "tokens = [\"{TOKEN}\"]\ndatabase_url = \"mysql://status:s3cret-pw@db\""
         ))
         .unwrap_err();
-        assert!(error.to_string().starts_with("status.database_url"), "{error}");
+        assert!(
+            error.to_string().starts_with("status.database_url"),
+            "{error}"
+        );
         assert!(!error.to_string().contains("s3cret-pw"), "{error}");
     }
 }

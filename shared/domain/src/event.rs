@@ -318,7 +318,7 @@ pub(crate) fn claimed_portal<'p>(
 
 /// Whether `presented` equals one of `accepted`. Compares with every one, so the time
 /// taken says nothing about which one (or how much of one) matched.
-pub(crate) fn is_one_of(accepted: &[String], presented: &[u8]) -> bool {
+pub fn is_one_of(accepted: &[String], presented: &[u8]) -> bool {
     let matched = accepted
         .iter()
         .fold(subtle::Choice::from(0), |matched, token| {
