@@ -250,7 +250,7 @@ fn cell(text: &str) -> String {
     for c in text.chars() {
         match c {
             '\r' | '\n' => out.push(' '),
-            '\\' | '|' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '#' => {
+            '\\' | '|' | '`' | '*' | '_' | '[' | ']' | '<' | '>' => {
                 out.push('\\');
                 out.push(c);
             }

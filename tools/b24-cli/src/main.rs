@@ -5,6 +5,7 @@ mod forward;
 mod list;
 mod migrate;
 mod robot;
+mod schema_doc;
 mod sync;
 mod target;
 mod usage;
@@ -57,6 +58,9 @@ enum Command {
     /// (re-run on every install and update of the application: updating it removes its
     /// robots).
     RobotRegister(robot::RobotArgs),
+    /// Print Markdown describing every mirror table and column (Bitrix24 code, title,
+    /// types, whether Bitrix24 lets it be written, enumeration items), from the database.
+    SchemaDoc(schema_doc::SchemaDocArgs),
 }
 
 /// Exit codes: 1 other failures, 2 usage or configuration, 3 authentication or
@@ -109,6 +113,7 @@ async fn main() -> ExitCode {
         Command::Check(args) => sync::check(cli.config.as_deref(), args).await,
         Command::Forward(args) => forward::run(cli.config.as_deref(), args).await,
         Command::RobotRegister(args) => robot::run(cli.config.as_deref(), args).await,
+        Command::SchemaDoc(args) => schema_doc::run(cli.config.as_deref(), args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
