@@ -57,11 +57,13 @@ pub fn column_chart(chart: &Chart, bars: &[Bar], start: &str, end: &str) -> Mark
 /// One horizontal bar per label, its value printed beside it.
 pub fn bar_chart(chart: &Chart, bars: &[Bar]) -> Markup {
     let max = nice_max(bars.iter().map(|b| b.value));
-    let row = ((HEIGHT - TOP - 4.0) / bars.len().max(1) as f64).min(28.0);
+    let row = ((HEIGHT - TOP - 4.0) / bars.len().max(1) as f64).min(24.0);
+    // As tall as its rows: a few entities do not leave the chart mostly empty.
+    let height = TOP + row * bars.len().max(1) as f64 + 4.0;
     let label_w = 62.0;
     let plot_w = WIDTH - label_w - 70.0;
     html! {
-        svg.chart data-chart=(chart.kind) viewBox={"0 0 " (WIDTH) " " (HEIGHT)} role="img"
+        svg.chart data-chart=(chart.kind) viewBox={"0 0 " (WIDTH) " " (height)} role="img"
             xmlns="http://www.w3.org/2000/svg" {
             title { (chart.title) }
             @for (i, bar) in bars.iter().enumerate() {

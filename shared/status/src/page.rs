@@ -22,11 +22,15 @@ h3 { font-size: .9rem; margin: 0 0 4px; font-weight: 600; color: #444; }
 .meta { color: #555; font-size: .85rem; margin: 0 0 12px; }
 ul.summary { list-style: none; padding: 0; margin: 0 0 16px; }
 ul.summary li { background: #fff; border-left: 6px solid; border-radius: 4px; padding: 8px 10px; margin: 6px 0; }
-.green { border-color: #2e9e4f; } .amber { border-color: #d9a21b; } .red { border-color: #d23c3c; }
-.level { font-weight: 700; text-transform: uppercase; font-size: .8rem; margin-right: 6px; }
-.green .level { color: #1f7a3a; } .amber .level { color: #8a6300; } .red .level { color: #b02a2a; }
 ul.reasons { margin: 4px 0 0; padding-left: 18px; font-size: .9rem; }
 section.portal { background: #fff; border-radius: 6px; padding: 12px; margin: 0 0 16px; border-top: 6px solid; }
+ul.summary li.green, section.portal.green { border-color: #2e9e4f; }
+ul.summary li.amber, section.portal.amber { border-color: #d9a21b; }
+ul.summary li.red, section.portal.red { border-color: #d23c3c; }
+.level { font-weight: 700; text-transform: uppercase; font-size: .8rem; margin-right: 6px; }
+.green .level, td.green { color: #1f7a3a; } .amber .level, td.amber { color: #8a6300; }
+.red .level, td.red { color: #b02a2a; } td.green, td.amber, td.red { font-weight: 600; }
+table.forwarding, table.outbox { width: auto; } h3 { margin-top: 10px; }
 .scroll { overflow-x: auto; }
 table { border-collapse: collapse; font-size: .85rem; width: 100%; }
 th, td { text-align: left; padding: 4px 8px; border-bottom: 1px solid #e3e6ea; white-space: nowrap; }
@@ -90,7 +94,7 @@ fn reasons(health: &Health) -> Markup {
 
 fn portal_section(portal: &PortalReport, now: DateTime<Utc>) -> Markup {
     html! {
-        section.portal class=(portal.health.level.as_str()) id={"portal-" (portal.name)} data-portal=(portal.name) {
+        section class={"portal " (portal.health.level.as_str())} id={"portal-" (portal.name)} data-portal=(portal.name) {
             h2 { (portal.name) @if !portal.configured { " (not configured)" } }
             div.scroll {
                 table.entities {
@@ -133,7 +137,8 @@ fn entity_row(entity: &EntityReport, now: DateTime<Utc>) -> Markup {
                 @match last {
                     Some(run) => {
                         (run.mode) ", " (duration_text(seconds_between(run.finished_at.unwrap_or(now), now))) " ago, "
-                        (duration_text(run.seconds.unwrap_or(0.0))) ", " (thousands(run.rows_written)) " rows"
+                        (seconds_text(run.seconds.unwrap_or(0.0))) ", " (thousands(run.rows_written)) " rows written"
+                        @if run.rows_deleted > 0 { ", " (thousands(run.rows_deleted)) " deleted" }
                     }
                     None => { "never" }
                 }
@@ -266,11 +271,20 @@ fn charts(portal: &PortalReport, now: DateTime<Utc>) -> Markup {
         figure { h3 { "Rows written per half hour" }
             (column_chart(&Chart { kind: "rows", title: "Rows written or deleted per half hour, last 24 hours", format: count }, &columns(&rows, |_| "ok", ROW_SLOTS), edges.0, edges.1)) }
         figure { h3 { "Longest run per half hour" }
-            (column_chart(&Chart { kind: "durations", title: "Longest run per half hour, last 24 hours", format: duration_text }, &columns(&longest, |_| "slow", ROW_SLOTS), edges.0, edges.1)) }
+            (column_chart(&Chart { kind: "durations", title: "Longest run per half hour, last 24 hours", format: seconds_text }, &columns(&longest, |_| "slow", ROW_SLOTS), edges.0, edges.1)) }
         figure { h3 { "Failed and refused runs per hour" }
             (column_chart(&Chart { kind: "errors", title: "Failed and refused runs per hour, last 24 hours", format: count }, &errors, edges.0, edges.1)) }
         figure { h3 { "Cursor lag by entity" }
             (bar_chart(&Chart { kind: "lag", title: "Now minus the newest DATE_MODIFY seen, per entity", format: duration_text }, &lag)) }
+    }
+}
+
+/// Run durations: tenths of a second below ten seconds, an age-like text above.
+fn seconds_text(value: f64) -> String {
+    if value < 10.0 {
+        format!("{value:.1}s")
+    } else {
+        duration_text(value)
     }
 }
 

@@ -6,6 +6,8 @@
 //! - the change worker fed from that queue in batches after a batching window, failed
 //!   messages coming back and, after `max_receives`, moving to a dead-letter list (as the
 //!   SQS event source mapping and the redrive policy do);
+//! - the status function behind `/lambda-url/status/` (when the configuration has
+//!   `[status] tokens`): its page, `status.json` and `schema.md`;
 //! - the deal robot behind `/lambda-url/deal-robot/`, queueing forward jobs onto a
 //!   second in-process queue, and the deal forwarder fed from it the same way (each
 //!   delivery with its `ApproximateReceiveCount`);
@@ -42,6 +44,7 @@ use deal_robot::RobotState;
 use lambda_runtime::{Context, LambdaEvent};
 use serde::Serialize;
 use serde_json::Value;
+use status::StatusState;
 use tokio::task::JoinHandle;
 use webhook_intake::IntakeState;
 
@@ -106,6 +109,11 @@ impl RunningLocal {
     /// Where a portal's robot calls go (the query names the route, see the README).
     pub fn robot_url(&self) -> String {
         format!("{}/lambda-url/deal-robot/", self.url())
+    }
+
+    /// The status function's page (`status.json` and `schema.md` beside it).
+    pub fn status_url(&self) -> String {
+        format!("{}/lambda-url/status/", self.url())
     }
 }
 
@@ -273,6 +281,8 @@ impl<M> Consumer<M> {
 pub struct LocalState {
     intake: IntakeState,
     robot: RobotState,
+    /// `None` without `[status] tokens`: the status function would refuse everyone.
+    status: Option<StatusState>,
     sync: Instances<SyncService>,
     worker: Instances<SyncService>,
     forwarder: Instances<ForwardService>,
@@ -361,6 +371,10 @@ pub async fn start(
         &config,
         Arc::clone(&forwards.queue) as Arc<dyn MessageQueue<ForwardJob>>,
     );
+    let status = match config.status {
+        Some(_) => Some(StatusState::connect(&config).await?),
+        None => None,
+    };
     let schedules = schedules::for_portals(&options.schedules, &config);
     let worker = Instances::new(config.clone(), options.migrate);
     // The first instance now: a database that does not answer fails the start, not
@@ -370,6 +384,7 @@ pub async fn start(
     let state = Arc::new(LocalState {
         intake,
         robot,
+        status,
         sync: Instances::new(config.clone(), false),
         forwarder: Instances::new(config, false),
         worker,

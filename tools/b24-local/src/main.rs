@@ -57,6 +57,7 @@ async fn main() -> anyhow::Result<()> {
     println!("B24_LOCAL_URL={}", running.url());
     println!("  webhook intake (function URL): {}", running.intake_url());
     println!("  deal robot (function URL):     {}", running.robot_url());
+    println!("  status page (function URL):    {}", running.status_url());
     println!(
         "  invoke: {}/2015-03-31/functions/{{sync-scheduled,change-worker,deal-forwarder}}/invocations",
         running.url()

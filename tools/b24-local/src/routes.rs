@@ -27,6 +27,9 @@ pub(crate) fn router(state: Arc<LocalState>) -> Router {
         .route("/lambda-url/deal-robot", any(robot_url))
         .route("/lambda-url/deal-robot/", any(robot_url))
         .route("/lambda-url/deal-robot/{*rest}", any(robot_url))
+        .route("/lambda-url/status", any(status_url))
+        .route("/lambda-url/status/", any(status_url))
+        .route("/lambda-url/status/{*rest}", any(status_url))
         .route("/2015-03-31/functions/{name}/invocations", post(invoke))
         .route("/_local/status", get(status))
         .route("/_local/schedules/{name}", post(fire_schedule))
@@ -44,6 +47,31 @@ async fn intake_url(State(state): State<Arc<LocalState>>, request: Request) -> R
 async fn robot_url(State(state): State<Arc<LocalState>>, request: Request) -> Response {
     match lambda_request(request).await {
         Ok(request) => axum_response(deal_robot::handle(&state.robot, request).await),
+        Err(too_large) => too_large,
+    }
+}
+
+/// The status function's URL: the function sees the path below the prefix, as it would
+/// behind its own function URL (`/`, `/status.json`, `/schema.md`).
+async fn status_url(State(state): State<Arc<LocalState>>, request: Request) -> Response {
+    let Some(status) = &state.status else {
+        let body = "the status function is not configured: add [status] tokens = [\"...\"] to the configuration\n";
+        return (StatusCode::NOT_FOUND, body).into_response();
+    };
+    let (mut parts, body) = request.into_parts();
+    let path = parts.uri.path();
+    let below = path.strip_prefix("/lambda-url/status").unwrap_or(path);
+    let below = if below.is_empty() { "/" } else { below };
+    let path_and_query = match parts.uri.query() {
+        Some(query) => format!("{below}?{query}"),
+        None => below.to_string(),
+    };
+    match path_and_query.parse() {
+        Ok(uri) => parts.uri = uri,
+        Err(_) => return (StatusCode::BAD_REQUEST, "a malformed path").into_response(),
+    }
+    match lambda_request(Request::from_parts(parts, body)).await {
+        Ok(request) => axum_response(status::handle(status, request).await),
         Err(too_large) => too_large,
     }
 }
