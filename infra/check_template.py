@@ -108,16 +108,21 @@ def check_scheduler_role(resources):
     )
     check("ManagedPolicyArns" not in role, "the scheduler role has managed policies")
     roles = of_type(resources, "AWS::IAM::Role")
-    check(len(roles) == 6, f"roles {sorted(roles)}: expected one per function (five) and the scheduler's")
+    functions = of_type(resources, "AWS::Lambda::Function")
+    check(
+        len(roles) == len(functions) + 1,
+        f"roles {sorted(roles)}: expected one per function ({len(functions)}) and the scheduler's",
+    )
 
 
 def check_vpc_access(resources, with_vpc):
-    """The ENI permissions go to the functions that reach the database (worker, sync, forwarder)
+    """The ENI permissions go to the functions that reach the database (worker, sync, forwarder, status)
     only when they are in a VPC; the function-URL functions are never in one."""
     for function, role in [
         ("ChangeWorkerFunction", "ChangeWorkerRole"),
         ("SyncScheduledFunction", "SyncScheduledRole"),
         ("DealForwarderFunction", "DealForwarderRole"),
+        ("StatusFunction", "StatusRole"),
     ]:
         properties = resources[function]["Properties"]
         check(properties["Role"] == {"Fn::GetAtt": [role, "Arn"]}, f"{function} runs as {properties['Role']}")
@@ -127,6 +132,14 @@ def check_vpc_access(resources, with_vpc):
     for function in ["WebhookIntakeFunction", "DealRobotFunction"]:
         check("VpcConfig" not in resources[function]["Properties"], f"{function} is placed in a VPC")
         check(not mentions(resources[f"{function}Role"], VPC_POLICY), f"{function}'s role has {VPC_POLICY}")
+
+
+def check_status_role(resources):
+    """The status function reads the database and the configuration secret, nothing else."""
+    role = resources["StatusRole"]["Properties"]
+    check("Policies" not in role, f"the status role has its own policies: {role.get('Policies')}")
+    url = resources.get("StatusFunctionUrl", {}).get("Properties", {})
+    check(url.get("AuthType") == "NONE", f"the status function URL: {url}")
 
 
 def check_vpc_policy_stays_conditional():
@@ -147,6 +160,7 @@ def main():
     check_schedules(without_vpc)
     check_scheduler_role(without_vpc)
     check_vpc_access(without_vpc, with_vpc=False)
+    check_status_role(without_vpc)
     check_vpc_access(deployed({**PARAMETERS, **VPC_PARAMETERS}), with_vpc=True)
     check_vpc_policy_stays_conditional()
     for failure in failures:

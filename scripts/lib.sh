@@ -67,6 +67,20 @@ ensure_sam() {
         || { say "sam or cfn-lint is still not on PATH after pip install"; exit 1; }
 }
 
+# Headless Chromium (Debian's `chromium`) for the test that loads the status page as a
+# browser does. Installed with apt only when it is missing.
+ensure_chromium() {
+    if command -v chromium >/dev/null 2>&1; then
+        say "chromium is installed (the status page test's headless browser)"
+        return
+    fi
+    say "chromium not found: installing Debian's chromium with apt (the status page test's headless browser)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq chromium >/dev/null
+    command -v chromium >/dev/null 2>&1 || { say "chromium is still not on PATH after apt-get install"; exit 1; }
+}
+
 # GNU time reports a command's peak memory (benchmarks).
 ensure_gnu_time() {
     if [ ! -x /usr/bin/time ]; then
