@@ -22,6 +22,7 @@ DATABASE_URL="postgres://postgres@127.0.0.1:5432/$DB"
 TOKEN=demo-application-token
 APP_ACCESS=demo-app-access-token
 ROUTE_SECRET=demo-route-secret-7f3a9c2e
+STATUS_TOKEN=demo-status-token-5b1d8e3a
 ENTITIES=(deal contact lead company)
 WORK=.local/demo
 mkdir -p "$WORK"
@@ -43,6 +44,7 @@ PORT=$(free_port)
 LOCAL_URL="http://127.0.0.1:$PORT"
 INTAKE_URL="$LOCAL_URL/lambda-url/webhook-intake/"
 ROBOT_URL="$LOCAL_URL/lambda-url/deal-robot/"
+STATUS_URL="$LOCAL_URL/lambda-url/status/"
 
 say "Starting a simulated portal: $DEALS deals, 5,000 contacts and leads, 2,000 companies, 12 user fields; its events go to $INTAKE_URL"
 start_sim "$WORK" "$SIM" --listen 127.0.0.1:0 --seed 42 --deals "$DEALS" --contacts 5000 --leads 5000 \
@@ -89,6 +91,10 @@ constants = { SOURCE_ID = "PARTNER", COMMENTS = "Forwarded by the demo portal's 
 copy_products = true
 wait_for_reply = true
 return_values = { targetDealId = "target_deal_id" }
+
+# Who may read the status function's page (a bearer token, or the Basic password).
+[status]
+tokens = ["$STATUS_TOKEN"]
 TOML
 export B24SYNC_CONFIG="$WORK/config.toml"
 
@@ -232,11 +238,24 @@ psql -h 127.0.0.1 -U postgres -d "$DB" -c "
     GROUP BY portal, entity ORDER BY portal DESC, entity"
 psql -h 127.0.0.1 -U postgres -d "$DB" -c "SELECT portal, entity, mode, rows_read, rows_written, rows_deleted, http_requests, error FROM b24._sync_runs ORDER BY id"
 psql -h 127.0.0.1 -U postgres -d "$DB" -c "SELECT route, source_deal_id, target_deal_id, state, forwards, attempts FROM b24._forward_ledger ORDER BY source_deal_id"
+say "The status function: $STATUS_URL (token as the Basic password: http://status:$STATUS_TOKEN@127.0.0.1:$PORT/lambda-url/status/)"
+curl -sf -H "Authorization: Bearer $STATUS_TOKEN" "${STATUS_URL}status.json" >"$WORK/status.json"
+python3 - "$WORK/status.json" <<'PY'
+import json, sys
+report = json.load(open(sys.argv[1]))
+print(f"    overall {report['health']['level']}: {'; '.join(report['health']['reasons'])}")
+for portal in report["portals"]:
+    counts = ", ".join(f"{e['entity']} {e.get('rows', {}).get('live', 0)} live / {e.get('rows', {}).get('deleted', 0)} deleted"
+                       for e in portal["entities"])
+    print(f"    {portal['name']}: {portal['health']['level']} ({'; '.join(portal['health']['reasons'])}); {counts}")
+PY
 say "Done. Explore it: psql -h 127.0.0.1 -U postgres -d $DB"
 if [ -n "${KEEP:-}" ]; then
     say "Still running: the demo portal (pid $DEMO_PID) at $SIM_BASE, the central portal (pid $CENTRAL_PID) at $CENTRAL_BASE and b24-local (pid $LOCAL_PID) at $LOCAL_URL"
     cat >&2 <<EOF
     status of the queue, worker and schedules:  curl $LOCAL_URL/_local/status
+    the status page (open it in a browser):     http://status:$STATUS_TOKEN@127.0.0.1:$PORT/lambda-url/status/
+    the status report and the mirror's columns: curl -H 'Authorization: Bearer $STATUS_TOKEN' ${STATUS_URL}status.json  (or schema.md)
     more changes (each one an event):           curl -X POST $SIM_BASE/_sim/mutate -d '{"entity":"deal","seed":9,"updates":100}'
     a sync by hand:                             curl -X POST $LOCAL_URL/2015-03-31/functions/sync-scheduled/invocations -d @events/sync-scheduled/incremental.json
     fire a schedule now:                        curl -X POST $LOCAL_URL/_local/schedules/reconcile-demo

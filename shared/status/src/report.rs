@@ -273,6 +273,7 @@ fn portal_report(
                 .min()
                 .map(|at| crate::health::duration_text(seconds_between(at, now)));
             match oldest {
+                Some(age) if synced == 1 => format!("synced {age} ago"),
                 Some(age) => format!("{synced} entities synced, the oldest {age} ago"),
                 None => "no entity to sync".to_string(),
             }
