@@ -1,11 +1,9 @@
 //! `b24sync migrate`: prepares a database (idempotent; the functions can do the same
 //! on start with `B24SYNC_MIGRATE_ON_START=true`).
 
-use b24_store::Store;
 use clap::Args;
 
-use crate::target::{DatabaseArgs, config_with_database};
-use crate::usage::UsageError;
+use crate::target::{DatabaseArgs, connect_database};
 
 #[derive(Args)]
 pub struct MigrateArgs {
@@ -14,12 +12,7 @@ pub struct MigrateArgs {
 }
 
 pub async fn run(config_path: Option<&str>, args: MigrateArgs) -> anyhow::Result<()> {
-    let config = config_with_database(config_path, &args.database, false)?;
-    let database = config
-        .database
-        .ok_or_else(|| UsageError("pass --database-url URL or configure [database] url".into()))?;
-    let store =
-        Store::connect_with(database.url.expose(), &database.schema, &database.session).await?;
+    let (store, database) = connect_database(config_path, &args.database).await?;
     store.migrate().await?;
     println!(
         "{}",

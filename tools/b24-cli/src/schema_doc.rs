@@ -3,11 +3,9 @@
 
 use b24_domain::entity::Entity;
 use b24_status::SchemaFilter;
-use b24_store::Store;
 use clap::Args;
 
-use crate::target::{DatabaseArgs, config_with_database};
-use crate::usage::UsageError;
+use crate::target::{DatabaseArgs, connect_database};
 
 #[derive(Args)]
 pub struct SchemaDocArgs {
@@ -22,12 +20,7 @@ pub struct SchemaDocArgs {
 }
 
 pub async fn run(config_path: Option<&str>, args: SchemaDocArgs) -> anyhow::Result<()> {
-    let config = config_with_database(config_path, &args.database, false)?;
-    let database = config
-        .database
-        .ok_or_else(|| UsageError("pass --database-url URL or configure [database] url".into()))?;
-    let store =
-        Store::connect_with(database.url.expose(), &database.schema, &database.session).await?;
+    let (store, _) = connect_database(config_path, &args.database).await?;
     let filter = SchemaFilter {
         portal: args.portal,
         entity: args.entity,

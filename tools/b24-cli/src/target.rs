@@ -2,8 +2,9 @@
 //! document, with `--webhook` and `--database-url` replacing its parts for one-off runs
 //! (both together need no document at all).
 
-use b24_config::Config;
+use b24_config::{Config, DatabaseConfig};
 use b24_domain::webhook::WebhookUrl;
+use b24_store::Store;
 use clap::Args;
 use serde_json::json;
 
@@ -74,6 +75,21 @@ pub fn config_with_database(
         db.schema = schema.clone();
     }
     Ok(config)
+}
+
+/// The mirror database of the configuration (with the command line's replacements),
+/// connected, and its settings.
+pub async fn connect_database(
+    config_path: Option<&str>,
+    database: &DatabaseArgs,
+) -> anyhow::Result<(Store, DatabaseConfig)> {
+    let config = config_with_database(config_path, database, false)?;
+    let database = config
+        .database
+        .ok_or_else(|| UsageError("pass --database-url URL or configure [database] url".into()))?;
+    let store =
+        Store::connect_with(database.url.expose(), &database.schema, &database.session).await?;
+    Ok((store, database))
 }
 
 /// The configuration and the portal name a run targets.

@@ -101,23 +101,21 @@ async fn counts(db: &TestDb, table: &str) -> (i64, i64) {
     (row.get(0), row.get(1))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn headless_chromium_shows_the_portal_its_counts_and_a_chart_per_chart() {
-    let (db, sim, local) = pipeline().await;
+/// One invocation of the scheduled sync through the Invoke API, and its answer.
+async fn sync(local: &RunningLocal, input: Value) -> Value {
     let invoke = format!(
         "{}/2015-03-31/functions/sync-scheduled/invocations",
         local.url()
     );
+    let response = reqwest::Client::new().post(&invoke).json(&input).send();
+    response.await.unwrap().json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headless_chromium_shows_the_portal_its_counts_and_a_chart_per_chart() {
+    let (db, sim, local) = pipeline().await;
     let client = reqwest::Client::new();
-    let answer: Value = client
-        .post(&invoke)
-        .json(&json!({"portal": "demo", "mode": "full"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer = sync(&local, json!({"portal": "demo", "mode": "full"})).await;
     assert_eq!(answer["runs"][0]["rows_inserted"], 400, "{answer}");
     // Deletions on the portal, found by a reconcile: the page shows deleted rows too.
     sim.mutate(&MutateRequest {
@@ -129,15 +127,8 @@ async fn headless_chromium_shows_the_portal_its_counts_and_a_chart_per_chart() {
     })
     .await
     .unwrap();
-    let answer: Value = client
-        .post(&invoke)
-        .json(&json!({"portal": "demo", "mode": "reconcile", "entities": ["deal"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let input = json!({"portal": "demo", "mode": "reconcile", "entities": ["deal"]});
+    let answer = sync(&local, input).await;
     assert_eq!(answer["runs"][0]["rows_deleted"], 7, "{answer}");
 
     // Without the token, the status function refuses (and asks for it).
