@@ -11,6 +11,7 @@ use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
 
+pub use b24_domain::back_sync::ConflictPolicy;
 use b24_domain::database::SessionSettings;
 use b24_domain::entity::Entity;
 use b24_domain::event::PortalIdentity;
@@ -78,7 +79,38 @@ pub struct PortalConfig {
     /// The largest share (0 to 1) of an entity's live rows one run may soft-delete
     /// without confirmation; default [`DEFAULT_MAX_DELETE_SHARE`].
     pub max_delete_share: f64,
+    /// Whether and how edits made in PostgreSQL are pushed to this portal.
+    pub back_sync: BackSyncConfig,
 }
+
+/// `portals.NAME.back_sync`: edits made in the mirror pushed to the portal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackSyncConfig {
+    /// Off by default: edits are captured but wait in the outbox until it is on.
+    pub enabled: bool,
+    /// When the portal changed a record after the editor saw it.
+    pub conflicts: ConflictPolicy,
+    /// Whether deleting a mirror row deletes the record in Bitrix24; otherwise the
+    /// delete is skipped and the row comes back from the portal.
+    pub allow_deletes: bool,
+    /// Attempts before a change that keeps failing (the portal unreachable, 5xx) is
+    /// parked as failed.
+    pub max_attempts: u32,
+}
+
+impl Default for BackSyncConfig {
+    fn default() -> Self {
+        BackSyncConfig {
+            enabled: false,
+            conflicts: ConflictPolicy::PortalWins,
+            allow_deletes: false,
+            max_attempts: DEFAULT_BACK_SYNC_ATTEMPTS,
+        }
+    }
+}
+
+/// Attempts of a change before it is parked as failed, by default.
+pub const DEFAULT_BACK_SYNC_ATTEMPTS: u32 = 8;
 
 /// A role change or a filter that hides most records must not empty the mirror: by
 /// default a run may delete at most a tenth of the live rows unconfirmed.
@@ -371,6 +403,17 @@ struct RawPortal {
     #[serde(default)]
     limits: RawLimits,
     max_delete_share: Option<f64>,
+    #[serde(default)]
+    back_sync: RawBackSync,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawBackSync {
+    enabled: Option<bool>,
+    conflicts: Option<ConflictPolicy>,
+    allow_deletes: Option<bool>,
+    max_attempts: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -586,6 +629,25 @@ impl RawPortal {
                 ));
             }
         };
+        let defaults = BackSyncConfig::default();
+        let back_sync = BackSyncConfig {
+            enabled: self.back_sync.enabled.unwrap_or(defaults.enabled),
+            conflicts: self.back_sync.conflicts.unwrap_or(defaults.conflicts),
+            allow_deletes: self
+                .back_sync
+                .allow_deletes
+                .unwrap_or(defaults.allow_deletes),
+            max_attempts: match self.back_sync.max_attempts {
+                None => defaults.max_attempts,
+                Some(n) if (1..=100).contains(&n) => n,
+                Some(_) => {
+                    return Err(invalid(
+                        format!("{key}.back_sync.max_attempts"),
+                        "expected a whole number from 1 to 100",
+                    ));
+                }
+            },
+        };
         Ok(PortalConfig {
             webhook_url: self.webhook_url,
             domain,
@@ -594,6 +656,7 @@ impl RawPortal {
             entities,
             limits,
             max_delete_share,
+            back_sync,
         })
     }
 }
@@ -645,6 +708,7 @@ impl fmt::Debug for PortalConfig {
             .field("entities", &self.entities)
             .field("limits", &self.limits)
             .field("max_delete_share", &self.max_delete_share)
+            .field("back_sync", &self.back_sync)
             .finish()
     }
 }

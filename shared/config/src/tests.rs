@@ -578,3 +578,43 @@ fn percent_encode(text: &str) -> String {
         })
         .collect()
 }
+
+#[test]
+fn back_sync_is_off_unless_enabled_and_its_keys_are_checked() {
+    let config = Config::from_toml_str(&minimal("")).unwrap();
+    assert_eq!(
+        config.portal("acme").unwrap().back_sync,
+        BackSyncConfig::default()
+    );
+    assert!(!BackSyncConfig::default().enabled);
+    let config = Config::from_toml_str(&minimal(
+        "back_sync = { enabled = true, conflicts = \"database-wins\", allow_deletes = true, max_attempts = 3 }",
+    ))
+    .unwrap();
+    assert_eq!(
+        config.portal("acme").unwrap().back_sync,
+        BackSyncConfig {
+            enabled: true,
+            conflicts: ConflictPolicy::DatabaseWins,
+            allow_deletes: true,
+            max_attempts: 3,
+        }
+    );
+    for (line, named) in [
+        (
+            "back_sync = { conflicts = \"newest-wins\" }",
+            "portals.acme.back_sync.conflicts",
+        ),
+        (
+            "back_sync = { max_attempts = 0 }",
+            "portals.acme.back_sync.max_attempts",
+        ),
+        (
+            "back_sync = { enable = true }",
+            "portals.acme.back_sync.enable",
+        ),
+    ] {
+        let (key, message) = invalid_key(&minimal(line));
+        assert_eq!(key, named, "{line}: {message}");
+    }
+}

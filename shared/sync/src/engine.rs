@@ -455,6 +455,7 @@ impl Syncer<'_> {
             layout,
             select: select_all(&fields),
             newest,
+            fields,
         })
     }
 
@@ -874,9 +875,11 @@ impl Syncer<'_> {
 /// What every mode needs before it lists: the table layout, the `select` that fetches
 /// every field, and the portal's newest `DATE_MODIFY` before the run.
 pub(crate) struct Prepared {
-    layout: TableLayout,
-    select: Vec<String>,
+    pub(crate) layout: TableLayout,
+    pub(crate) select: Vec<String>,
     newest: Option<String>,
+    /// The portal's field metadata the table was prepared from.
+    pub(crate) fields: Vec<FieldMeta>,
 }
 
 /// `*` and `UF_*` plus every multi-value field by name.

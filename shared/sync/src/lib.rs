@@ -3,10 +3,12 @@
 //! run lock; the change worker's application of event batches; and the wiring that
 //! every entry point (the CLI and the Lambda functions) shares.
 
+mod back_sync;
 mod engine;
 mod wiring;
 mod worker;
 
+pub use back_sync::{CLAIM_ROWS, PUSH_MODE, PushSummary};
 pub use engine::{CHUNK_ROWS, CheckReport, SyncOptions, SyncSummary, Syncer};
 pub use wiring::{BatchApplied, EntityOutcome, PortalClients, SyncRequest, SyncService};
 pub use worker::{CHANGES_MODE, ChangesApplied, RefusedDeletions};

@@ -1,6 +1,6 @@
-//! The application service every entry point shares (the CLI, the scheduled-sync function
-//! and the change worker): builds the adapters from the configuration document and runs
-//! sync requests and batches of change messages.
+//! The application service every entry point shares (the CLI, the scheduled-sync function,
+//! the change worker and back-sync): builds the adapters from the configuration document
+//! and runs sync requests, batches of change messages and outbox drains.
 //! Each portal's client uses the portal's shared budget row in Postgres as its rate
 //! limiter, so every process syncing that portal stays inside one budget.
 
@@ -17,10 +17,13 @@ use b24_store::{PgRateLimiter, Store};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-use crate::{ChangesApplied, Refusal, SyncError, SyncOptions, SyncSummary, Syncer};
+use crate::{ChangesApplied, PushSummary, Refusal, SyncError, SyncOptions, SyncSummary, Syncer};
 
 /// Time kept back from a deadline for the last chunk, the checkpoint and the answer.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(60);
+
+/// Time a drain keeps back from its deadline to record outcomes and refresh rows.
+const PUSH_MARGIN: Duration = Duration::from_secs(15);
 
 /// The input of the scheduled-sync function (EventBridge Scheduler `Input`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -133,6 +136,16 @@ impl SyncService {
     /// Connects to the mirror database, applying the migrations first when `migrate`
     /// is set (idempotent).
     pub async fn connect(config: Config, migrate: bool) -> Result<SyncService, SyncError> {
+        Self::connect_with(config, migrate, ClientOptions::default()).await
+    }
+
+    /// [`SyncService::connect`] with the portal clients' timeouts and retries (their
+    /// limiter is always the portal's shared budget).
+    pub async fn connect_with(
+        config: Config,
+        migrate: bool,
+        client: ClientOptions,
+    ) -> Result<SyncService, SyncError> {
         let database = config.database.as_ref().ok_or_else(|| {
             SyncError::Config("the [database] section with url is required for a sync".into())
         })?;
@@ -141,11 +154,7 @@ impl SyncService {
         if migrate {
             store.migrate().await?;
         }
-        let clients = PortalClients::new(
-            config.portals.clone(),
-            store.clone(),
-            ClientOptions::default(),
-        );
+        let clients = PortalClients::new(config.portals.clone(), store.clone(), client);
         Ok(SyncService {
             config,
             store,
@@ -313,5 +322,84 @@ impl SyncService {
             }
         }
         BatchApplied { failed, summaries }
+    }
+
+    /// Drains the outbox of `portal` to Bitrix24, or of every portal with back-sync on
+    /// when `None` (see [`Syncer::push`]); each portal entity with due rows gets an
+    /// equal share of what is left of the time. A portal named here with back-sync off
+    /// is a configuration error saying how to turn it on. A failing entity does not
+    /// stop the others; the error lists every entity that failed.
+    pub async fn push(
+        &self,
+        portal: Option<&str>,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<PushSummary>, (Vec<PushSummary>, SyncError)> {
+        let portals: Vec<&str> = match portal {
+            Some(name) => {
+                let config = self
+                    .config
+                    .portal(name)
+                    .map_err(|e| (Vec::new(), SyncError::Config(e.to_string())))?;
+                if !config.back_sync.enabled {
+                    return Err((
+                        Vec::new(),
+                        SyncError::Config(format!(
+                            "back-sync is off for portal {name}: edits made in PostgreSQL wait in the outbox until portals.{name}.back_sync.enabled = true"
+                        )),
+                    ));
+                }
+                vec![name]
+            }
+            None => self
+                .config
+                .portals
+                .iter()
+                .filter(|(_, p)| p.back_sync.enabled)
+                .map(|(name, _)| name.as_str())
+                .collect(),
+        };
+        let mut due = Vec::new();
+        for portal in portals {
+            let entities = self
+                .store
+                .outbox_entities(portal)
+                .await
+                .map_err(|e| (Vec::new(), e.into()))?;
+            due.extend(entities.into_iter().map(|entity| (portal, entity)));
+        }
+        let whole =
+            deadline.map_or_else(SyncOptions::default, |d| SyncOptions::until(d, PUSH_MARGIN));
+        let mut summaries = Vec::new();
+        let mut failed = Vec::new();
+        for (index, (portal, entity)) in due.iter().enumerate() {
+            let deadline = whole.share(due.len() - index).deadline;
+            let settings = self.config.portals[*portal].back_sync;
+            let pushed = match self.client(portal).await {
+                Ok(client) => {
+                    let syncer = Syncer {
+                        client: &client,
+                        store: &self.store,
+                        portal,
+                    };
+                    syncer.push(*entity, &settings, deadline).await
+                }
+                Err(error) => Err(error),
+            };
+            match pushed {
+                Ok(summary) => {
+                    tracing::info!(summary = %serde_json::to_string(&summary).unwrap_or_default(), "outbox drained");
+                    summaries.push(summary);
+                }
+                Err(error) => {
+                    tracing::error!(portal, %entity, %error, "pushing the outbox failed; its rows wait for their retry");
+                    failed.push(format!("{portal} {entity}: {error}"));
+                }
+            }
+        }
+        if failed.is_empty() {
+            Ok(summaries)
+        } else {
+            Err((summaries, SyncError::Failed(failed.join("; "))))
+        }
     }
 }
