@@ -22,6 +22,9 @@ pub struct FaultSpec {
     pub drop_after: f64,
     pub truncate: f64,
     pub seed: u64,
+    /// Faults hit only requests calling this method, directly or as a command of a
+    /// `batch` (`only=crm.deal.update`); other requests run untouched and draw nothing.
+    pub only: Option<String>,
 }
 
 impl FaultSpec {
@@ -75,6 +78,13 @@ impl FromStr for FaultSpec {
                     })?;
                     faults.latency = Some((Duration::from_millis(ms), share(kind, p)?));
                 }
+                "only" => {
+                    let method = value.trim();
+                    if method.is_empty() || method.contains(char::is_whitespace) {
+                        return Err(format!("fault 'only': '{value}' is not a method name"));
+                    }
+                    faults.only = Some(method.to_ascii_lowercase());
+                }
                 "seed" => {
                     faults.seed = value
                         .trim()
@@ -83,7 +93,7 @@ impl FromStr for FaultSpec {
                 }
                 other => {
                     return Err(format!(
-                        "unknown fault '{other}' (expected 503, 500, timeout, latency, drop_before, drop_after, truncate, seed)"
+                        "unknown fault '{other}' (expected 503, 500, timeout, latency, drop_before, drop_after, truncate, only, seed)"
                     ));
                 }
             }
@@ -109,6 +119,9 @@ impl fmt::Display for FaultSpec {
         }
         if let Some((latency, share)) = self.latency {
             parts.push(format!("latency={}@{share}", latency.as_millis()));
+        }
+        if let Some(method) = &self.only {
+            parts.push(format!("only={method}"));
         }
         parts.push(format!("seed={}", self.seed));
         f.write_str(&parts.join(","))
@@ -153,10 +166,11 @@ impl FaultInjector {
         FaultInjector { spec, rng }
     }
 
-    /// Draws every kind once per request, in a fixed order, so the sequence of
-    /// plans depends only on the seed and the number of requests.
-    pub fn plan(&mut self) -> FaultPlan {
-        if self.spec.is_none() {
+    /// Draws every kind once per request the faults apply to (see [`FaultSpec::only`]),
+    /// in a fixed order, so the sequence of plans depends only on the seed and the
+    /// number of those requests.
+    pub fn plan(&mut self, method: &str, body: &[u8]) -> FaultPlan {
+        if self.spec.is_none() || !self.applies(method, body) {
             return FaultPlan::default();
         }
         let s = &self.spec;
@@ -187,6 +201,21 @@ impl FaultInjector {
             latency,
             after,
         }
+    }
+}
+
+impl FaultInjector {
+    fn applies(&self, method: &str, body: &[u8]) -> bool {
+        let Some(only) = &self.spec.only else {
+            return true;
+        };
+        let method = method.trim_end_matches(".json").to_ascii_lowercase();
+        method == *only
+            || (method == "batch"
+                && body
+                    .to_ascii_lowercase()
+                    .windows(only.len())
+                    .any(|w| w == only.as_bytes()))
     }
 }
 
@@ -239,7 +268,9 @@ mod tests {
         let spec: FaultSpec = "503=0.3,drop_after=0.2,seed=9".parse().unwrap();
         let plans = |n| {
             let mut injector = FaultInjector::new(spec.clone());
-            (0..n).map(|_| injector.plan()).collect::<Vec<_>>()
+            (0..n)
+                .map(|_| injector.plan("crm.deal.list", b""))
+                .collect::<Vec<_>>()
         };
         assert_eq!(plans(200), plans(200));
         let hits = plans(2000)
@@ -250,7 +281,24 @@ mod tests {
             (450..750).contains(&hits),
             "{hits} of 2000 got a 503 at share 0.3"
         );
-        let none = FaultInjector::new(FaultSpec::default()).plan();
+        let none = FaultInjector::new(FaultSpec::default()).plan("crm.deal.list", b"");
         assert_eq!(none, FaultPlan::default());
+    }
+
+    #[test]
+    fn faults_limited_to_a_method_hit_its_calls_and_batches_holding_it_only() {
+        let spec: FaultSpec = "500=1.0,only=crm.deal.update,seed=1".parse().unwrap();
+        assert_eq!(spec.to_string().parse::<FaultSpec>().unwrap(), spec);
+        let mut injector = FaultInjector::new(spec);
+        let hit = |plan: FaultPlan| plan.before == Some(BeforeFault::Status500);
+        assert!(hit(injector.plan("crm.deal.update", b"{}")));
+        assert!(hit(injector.plan("CRM.DEAL.UPDATE.json", b"")));
+        let batch = br#"{"halt":0,"cmd":{"u0":"crm.deal.update?id=3&fields[TITLE]=x"}}"#;
+        assert!(hit(injector.plan("batch", batch)));
+        assert!(!hit(injector.plan("crm.deal.fields", b"")));
+        assert!(!hit(
+            injector.plan("batch", br#"{"cmd":{"a":"crm.deal.list?start=-1"}}"#)
+        ));
+        assert!("only= ".parse::<FaultSpec>().unwrap_err().contains("only"));
     }
 }

@@ -187,7 +187,7 @@ async fn rest_call(
     body: Bytes,
 ) -> Response {
     shared.stats.lock().http_requests += 1;
-    let plan = shared.faults.lock().plan();
+    let plan = shared.faults.lock().plan(&method, &body);
     let kill = kill.map(|Extension(k)| k).unwrap_or_default();
     match plan.before {
         Some(BeforeFault::Timeout) => {
