@@ -5,15 +5,18 @@
 
 use std::time::Instant;
 
-use lambda_http::http::Request;
 use lambda_http::Body;
+use lambda_http::http::Request;
 use status::{StatusState, handle};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = b24_config::Config::load(None)?;
     let token = config.status.as_ref().ok_or("no [status] tokens")?.tokens[0].clone();
-    let repeats: usize = std::env::var("REPEATS").ok().and_then(|r| r.parse().ok()).unwrap_or(50);
+    let repeats: usize = std::env::var("REPEATS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(50);
     let started = Instant::now();
     let state = StatusState::connect(&config).await?;
     let connected_ms = started.elapsed().as_secs_f64() * 1000.0;
