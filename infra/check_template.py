@@ -26,6 +26,7 @@ PORTALS = ["acme", "acme-eu"]
 MODE_RETRIES = {"incremental": 0, "resume": 0, "reconcile": 2, "full": 2}
 VPC_POLICY = "AWSLambdaVPCAccessExecutionRole"
 SYNC_FUNCTION_ARN = {"Fn::GetAtt": ["SyncScheduledFunction", "Arn"]}
+BACK_SYNC_FUNCTION_ARN = {"Fn::GetAtt": ["BackSyncFunction", "Arn"]}
 PARAMETERS = {
     "PortalNames": ",".join(PORTALS),
     "ConfigSecretArn": "arn:aws:secretsmanager:eu-central-1:123456789012:secret:b24sync-config-AbCdEf",
@@ -75,8 +76,14 @@ def check_schedules(resources):
         resource["Properties"]["Name"]: resource["Properties"]
         for resource in of_type(resources, "AWS::Scheduler::Schedule").values()
     }
-    expected = {f"{portal}-{mode}" for portal in PORTALS for mode in MODE_RETRIES}
+    expected = {f"{portal}-{mode}" for portal in PORTALS for mode in MODE_RETRIES} | {"back-sync"}
     check(set(schedules) == expected, f"schedules {sorted(schedules)}, expected {sorted(expected)}")
+    back_sync = schedules.get("back-sync")
+    if back_sync is not None:
+        target = back_sync["Target"]
+        check(json.loads(target["Input"]) == {}, f"schedule back-sync: input {target['Input']}")
+        check(target["Arn"] == BACK_SYNC_FUNCTION_ARN, f"schedule back-sync: target {target['Arn']}")
+        check(back_sync["GroupName"] == {"Ref": "SyncScheduleGroup"}, f"schedule back-sync: group {back_sync['GroupName']}")
     for portal in PORTALS:
         for mode, retries in MODE_RETRIES.items():
             schedule = schedules.get(f"{portal}-{mode}")
@@ -103,7 +110,7 @@ def check_scheduler_role(resources):
     statements = [s for policy in role["Policies"] for s in policy["PolicyDocument"]["Statement"]]
     check(
         [(s["Effect"], s["Action"], s["Resource"]) for s in statements]
-        == [("Allow", "lambda:InvokeFunction", SYNC_FUNCTION_ARN)],
+        == [("Allow", "lambda:InvokeFunction", [SYNC_FUNCTION_ARN, BACK_SYNC_FUNCTION_ARN])],
         f"the scheduler role may {statements}",
     )
     check("ManagedPolicyArns" not in role, "the scheduler role has managed policies")
@@ -116,13 +123,14 @@ def check_scheduler_role(resources):
 
 
 def check_vpc_access(resources, with_vpc):
-    """The ENI permissions go to the functions that reach the database (worker, sync, forwarder, status)
-    only when they are in a VPC; the function-URL functions are never in one."""
+    """The ENI permissions go to the functions that reach the database (worker, sync, forwarder,
+    status, back-sync) only when they are in a VPC; the function-URL functions are never in one."""
     for function, role in [
         ("ChangeWorkerFunction", "ChangeWorkerRole"),
         ("SyncScheduledFunction", "SyncScheduledRole"),
         ("DealForwarderFunction", "DealForwarderRole"),
         ("StatusFunction", "StatusRole"),
+        ("BackSyncFunction", "BackSyncRole"),
     ]:
         properties = resources[function]["Properties"]
         check(properties["Role"] == {"Fn::GetAtt": [role, "Arn"]}, f"{function} runs as {properties['Role']}")

@@ -4,6 +4,7 @@
 mod forward;
 mod list;
 mod migrate;
+mod push;
 mod robot;
 mod schema_doc;
 mod sync;
@@ -58,6 +59,9 @@ enum Command {
     /// (re-run on every install and update of the application: updating it removes its
     /// robots).
     RobotRegister(robot::RobotArgs),
+    /// Push the edits made in PostgreSQL to the portal now, as the back-sync function
+    /// does (one JSON line per entity drained); with --list, show outbox rows instead.
+    Push(push::PushArgs),
     /// Print Markdown describing every mirror table and column (Bitrix24 code, title,
     /// types, whether Bitrix24 lets it be written, enumeration items), from the database.
     SchemaDoc(schema_doc::SchemaDocArgs),
@@ -113,6 +117,7 @@ async fn main() -> ExitCode {
         Command::Check(args) => sync::check(cli.config.as_deref(), args).await,
         Command::Forward(args) => forward::run(cli.config.as_deref(), args).await,
         Command::RobotRegister(args) => robot::run(cli.config.as_deref(), args).await,
+        Command::Push(args) => push::run(cli.config.as_deref(), args).await,
         Command::SchemaDoc(args) => schema_doc::run(cli.config.as_deref(), args).await,
     };
     match result {

@@ -49,7 +49,7 @@ pub struct CheckArgs {
 /// A run whose entities did not all succeed (exit code 1; the details are on stdout).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct RunFailed(String);
+pub struct RunFailed(pub String);
 
 /// Runs that found more deletions than the guard allows and deleted nothing (exit code
 /// 5); the message says how to confirm.
