@@ -11,9 +11,10 @@
 //! - the deal robot behind `/lambda-url/deal-robot/`, queueing forward jobs onto a
 //!   second in-process queue, and the deal forwarder fed from it the same way (each
 //!   delivery with its `ApproximateReceiveCount`);
-//! - the scheduled sync fired by timers with the schedules' inputs;
+//! - the scheduled sync fired by timers with the schedules' inputs, and back-sync by its
+//!   own timer (edits made in PostgreSQL pushed to the portals);
 //! - the Lambda Invoke API path (`POST /2015-03-31/functions/{name}/invocations`) for
-//!   `sync-scheduled`, `change-worker` and `deal-forwarder`, so `cargo lambda invoke
+//!   `sync-scheduled`, `change-worker`, `deal-forwarder` and `back-sync`, so `cargo lambda invoke
 //!   --invoke-port` and `aws lambda invoke --endpoint-url` reach them;
 //! - `GET /_local/status` and `POST /_local/schedules/{name}` to watch and to fire a
 //!   schedule now.
@@ -55,6 +56,7 @@ pub use schedules::{ScheduleSpec, parse_schedule};
 const SYNC_TIMEOUT: Duration = Duration::from_secs(900);
 const WORKER_TIMEOUT: Duration = Duration::from_secs(120);
 const FORWARDER_TIMEOUT: Duration = Duration::from_secs(300);
+const BACK_SYNC_TIMEOUT: Duration = Duration::from_secs(300);
 /// The forwarder's event source: batches of 10, no batching window.
 const FORWARD_BATCH_SIZE: usize = 10;
 
@@ -63,6 +65,9 @@ const FORWARD_BATCH_SIZE: usize = 10;
 pub struct LocalOptions {
     /// Each fires for every configured portal.
     pub schedules: Vec<ScheduleSpec>,
+    /// How often back-sync drains the outbox (`BackSyncExpression`); `None`: only when
+    /// invoked.
+    pub back_sync_every: Option<Duration>,
     /// Messages per worker invocation (`WorkerBatchSize`).
     pub batch_size: usize,
     /// How long messages gather before the worker runs (`WorkerBatchingWindowSeconds`).
@@ -80,6 +85,7 @@ impl Default for LocalOptions {
     fn default() -> LocalOptions {
         LocalOptions {
             schedules: Vec::new(),
+            back_sync_every: None,
             batch_size: 1000,
             batch_window: Duration::from_secs(5),
             max_receives: 5,
@@ -285,6 +291,7 @@ pub struct LocalState {
     status: Option<StatusState>,
     sync: Instances<SyncService>,
     worker: Instances<SyncService>,
+    back_sync: Instances<SyncService>,
     forwarder: Instances<ForwardService>,
     changes: Consumer<b24_domain::change::ChangeMessage>,
     forwards: Consumer<ForwardJob>,
@@ -301,6 +308,16 @@ impl LocalState {
         let event = LambdaEvent::new(payload, self.context(SYNC_TIMEOUT));
         let answer = sync_scheduled::handle(&instance, event).await;
         self.sync.give_back(instance);
+        answer
+    }
+
+    /// One invocation of back-sync with `payload` (`{}` or `{"portal": ...}`) as its
+    /// input, as the function answers it.
+    pub async fn invoke_back_sync(&self, payload: Value) -> Result<Value, FunctionError> {
+        let instance = self.back_sync.take().await?;
+        let event = LambdaEvent::new(payload, self.context(BACK_SYNC_TIMEOUT));
+        let answer = back_sync::handle(&instance, event).await;
+        self.back_sync.give_back(instance);
         answer
     }
 
@@ -375,7 +392,7 @@ pub async fn start(
         Some(_) => Some(StatusState::connect(&config).await?),
         None => None,
     };
-    let schedules = schedules::for_portals(&options.schedules, &config);
+    let schedules = schedules::for_portals(&options.schedules, options.back_sync_every, &config);
     let worker = Instances::new(config.clone(), options.migrate);
     // The first instance now: a database that does not answer fails the start, not
     // the first event.
@@ -386,6 +403,7 @@ pub async fn start(
         robot,
         status,
         sync: Instances::new(config.clone(), false),
+        back_sync: Instances::new(config.clone(), false),
         forwarder: Instances::new(config, false),
         worker,
         changes,

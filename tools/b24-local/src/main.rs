@@ -23,6 +23,10 @@ struct Args {
     /// template's are incremental=5m, resume=15m and a nightly reconcile.
     #[arg(long = "schedule", value_parser = parse_schedule)]
     schedules: Vec<ScheduleSpec>,
+    /// Run back-sync this often, as the schedule `back-sync` (the template's default:
+    /// every minute); without it, back-sync runs only when invoked (Invoke API).
+    #[arg(long, value_name = "EVERY", value_parser = humantime::parse_duration)]
+    back_sync: Option<Duration>,
     /// Messages per change-worker invocation (the forwarder takes 10, as in the template).
     #[arg(long, default_value_t = 1000)]
     batch_size: usize,
@@ -44,6 +48,7 @@ async fn main() -> anyhow::Result<()> {
     let config = b24_config::Config::load(args.config.as_deref())?;
     let options = LocalOptions {
         schedules: args.schedules,
+        back_sync_every: args.back_sync,
         batch_size: args.batch_size,
         batch_window: args.batch_window,
         max_receives: args.max_receives,
@@ -59,7 +64,7 @@ async fn main() -> anyhow::Result<()> {
     println!("  deal robot (function URL):     {}", running.robot_url());
     println!("  status page (function URL):    {}", running.status_url());
     println!(
-        "  invoke: {}/2015-03-31/functions/{{sync-scheduled,change-worker,deal-forwarder}}/invocations",
+        "  invoke: {}/2015-03-31/functions/{{sync-scheduled,change-worker,deal-forwarder,back-sync}}/invocations",
         running.url()
     );
     println!("  status: {}/_local/status", running.url());

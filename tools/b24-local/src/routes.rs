@@ -119,6 +119,7 @@ async fn invoke(
             Ok(event) => state.invoke_worker(event).await,
             Err(error) => Err(error),
         },
+        "back-sync" => state.invoke_back_sync(payload).await,
         "deal-forwarder" => match sqs_event(payload) {
             Ok(event) => state.invoke_forwarder(event).await,
             Err(error) => Err(error),
@@ -126,7 +127,7 @@ async fn invoke(
         other => {
             let body = json!({
                 "Type": "User",
-                "message": format!("no function {other:?} here: sync-scheduled, change-worker and deal-forwarder are invoked this way, webhook-intake and deal-robot through their function URLs, /lambda-url/webhook-intake/ and /lambda-url/deal-robot/"),
+                "message": format!("no function {other:?} here: sync-scheduled, change-worker, deal-forwarder and back-sync are invoked this way, webhook-intake and deal-robot through their function URLs, /lambda-url/webhook-intake/ and /lambda-url/deal-robot/"),
             });
             return (StatusCode::NOT_FOUND, axum::Json(body)).into_response();
         }

@@ -1,5 +1,6 @@
 //! The schedules as timers: what EventBridge Scheduler does in AWS, one schedule per
-//! mode and configured portal, each invoking the scheduled sync with its explicit input.
+//! mode and configured portal, each invoking the scheduled sync with its explicit input,
+//! and the back-sync schedule.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -38,12 +39,21 @@ pub fn parse_schedule(text: &str) -> Result<ScheduleSpec, String> {
     Ok(ScheduleSpec { mode, every })
 }
 
-/// One timer: a name, its interval, its input and what its runs did.
+/// One timer: a name, the function it invokes, its interval, its input and what its
+/// runs did.
 pub(crate) struct Schedule {
     pub name: String,
+    pub target: Target,
     pub every: Duration,
     pub input: Value,
     pub runs: Mutex<ScheduleRuns>,
+}
+
+/// The function a schedule invokes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Target {
+    SyncScheduled,
+    BackSync,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -56,19 +66,31 @@ pub(crate) struct ScheduleRuns {
     pub last_answer: Option<Value>,
 }
 
-/// A schedule per spec and portal, named `MODE-PORTAL`.
-pub(crate) fn for_portals(specs: &[ScheduleSpec], config: &Config) -> Vec<Schedule> {
-    specs
-        .iter()
-        .flat_map(|spec| {
-            config.portals.keys().map(move |portal| Schedule {
-                name: format!("{}-{portal}", spec.mode),
-                every: spec.every,
-                input: json!({"portal": portal, "mode": spec.mode}),
-                runs: Mutex::new(ScheduleRuns::default()),
-            })
+/// A schedule per spec and portal, named `MODE-PORTAL`, and with `back_sync` set the
+/// template's one back-sync schedule, `back-sync` (input `{}`: every portal with
+/// back-sync on).
+pub(crate) fn for_portals(
+    specs: &[ScheduleSpec],
+    back_sync: Option<Duration>,
+    config: &Config,
+) -> Vec<Schedule> {
+    let syncs = specs.iter().flat_map(|spec| {
+        config.portals.keys().map(move |portal| Schedule {
+            name: format!("{}-{portal}", spec.mode),
+            target: Target::SyncScheduled,
+            every: spec.every,
+            input: json!({"portal": portal, "mode": spec.mode}),
+            runs: Mutex::new(ScheduleRuns::default()),
         })
-        .collect()
+    });
+    let push = back_sync.map(|every| Schedule {
+        name: "back-sync".into(),
+        target: Target::BackSync,
+        every,
+        input: json!({}),
+        runs: Mutex::new(ScheduleRuns::default()),
+    });
+    syncs.chain(push).collect()
 }
 
 /// Fires schedule `index` every interval, the first time one interval after the start.
@@ -89,7 +111,10 @@ pub(crate) async fn fire(state: &LocalState, index: usize) -> Value {
     let schedule = &state.schedules[index];
     lock(&schedule.runs).last_started_at = Some(Utc::now());
     tracing::info!(schedule = %schedule.name, input = %schedule.input, "schedule fired");
-    let answer = state.invoke_sync(schedule.input.clone()).await;
+    let answer = match schedule.target {
+        Target::SyncScheduled => state.invoke_sync(schedule.input.clone()).await,
+        Target::BackSync => state.invoke_back_sync(schedule.input.clone()).await,
+    };
     let mut runs = lock(&schedule.runs);
     runs.runs += 1;
     runs.last_finished_at = Some(Utc::now());

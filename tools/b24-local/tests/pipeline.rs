@@ -44,6 +44,7 @@ async fn pipeline(options: LocalOptions) -> (TestDb, RunningSim, RunningLocal) {
             "entities": ["deal", "contact"],
             "domain": "sim.bitrix24.test",
             "application_tokens": [TOKEN],
+            "back_sync": {"enabled": true},
         }},
     });
     let config = b24_config::Config::from_json_str(&config.to_string()).unwrap();
@@ -430,4 +431,42 @@ async fn a_forward_that_cannot_succeed_ends_in_the_dead_letter_list() {
         .unwrap();
     assert_eq!(dead["forwards"][0]["deal_id"], 99999, "{dead}");
     assert_eq!(dead["forwards"][0]["route"], "to-central", "{dead}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_in_postgresql_reaches_the_portal_through_back_sync() {
+    let mut options = quick();
+    options.back_sync_every = Some(Duration::from_secs(3600));
+    let (db, sim, local) = pipeline(options).await;
+    let invoke = |name: &str| format!("{}/2015-03-31/functions/{name}/invocations", local.url());
+    let (code, _, answer) = post(
+        &invoke("sync-scheduled"),
+        &json!({"portal": "demo", "mode": "full"}),
+    )
+    .await;
+    assert_eq!(code, 200, "{answer}");
+    let c = db.client().await;
+    c.execute(
+        "UPDATE b24.deal__demo SET title = 'edited in SQL' WHERE id = 5",
+        &[],
+    )
+    .await
+    .unwrap();
+    // The schedule fired now, as EventBridge Scheduler would every minute.
+    let (code, _, answer) = post(
+        &format!("{}/_local/schedules/back-sync", local.url()),
+        &json!({}),
+    )
+    .await;
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(answer["pushes"][0]["updated"], 1, "{answer}");
+    let deals = sim.dump(b24_sim::Entity::Deal).await.unwrap();
+    assert_eq!(
+        deals.iter().find(|d| d["ID"] == "5").unwrap()["TITLE"],
+        "edited in SQL"
+    );
+    // And through the Invoke API: nothing left.
+    let (code, error, answer) = post(&invoke("back-sync"), &json!({"portal": "demo"})).await;
+    assert_eq!((code, error), (200, None), "{answer}");
+    assert_eq!(answer["pushes"], json!([]), "{answer}");
 }
