@@ -7,7 +7,8 @@
 # forwarder, the schedules as timers). The story: an initial full sync; live changes on
 # the portal flowing through the intake and the worker into PostgreSQL; robots on the
 # portal forwarding deals to the central portal exactly once; a scheduled incremental
-# pass and reconcile; a check that the mirror equals the portal, row by row.
+# pass and reconcile; edits made in PostgreSQL pushed to the portal by back-sync; a check
+# that the mirror equals the portal, row by row.
 # Safe to run repeatedly: it recreates its own database `b24sync_demo`.
 #
 #   scripts/demo.sh            # run the story and exit
@@ -73,6 +74,8 @@ entities = ["deal", "contact", "lead", "company"]
 # application token.
 domain = "sim.bitrix24.test"
 application_tokens = ["$TOKEN"]
+# Edits made in the mirror are pushed back to this portal (the portal wins conflicts).
+back_sync = { enabled = true }
 
 # The portal that receives forwarded deals (mirrored too: its deals only).
 [portals.central]
@@ -98,9 +101,9 @@ tokens = ["$STATUS_TOKEN"]
 TOML
 export B24SYNC_CONFIG="$WORK/config.toml"
 
-say "Starting b24-local on $LOCAL_URL: intake, change queue and worker, schedules incremental every 20 s and reconcile every 30 s (log: $WORK/local.log)"
+say "Starting b24-local on $LOCAL_URL: intake, change queue and worker, deal robot and forwarder, schedules incremental every 20 s, reconcile every 30 s and back-sync every 10 s (log: $WORK/local.log)"
 "$LOCAL" --listen "127.0.0.1:$PORT" --schedule incremental=20s --schedule reconcile=30s \
-    --batch-window 2s >"$WORK/local.log" 2>&1 &
+    --back-sync 10s --batch-window 2s >"$WORK/local.log" 2>&1 &
 LOCAL_PID=$!
 if [ -z "${KEEP:-}" ]; then
     trap 'kill $DEMO_PID $CENTRAL_PID $LOCAL_PID 2>/dev/null || true' EXIT
@@ -201,6 +204,41 @@ if len(replies) != 8:
     sys.exit(f"expected 8 workflow replies (one per application robot call), got {len(replies)}")
 PY
 
+say "Back-sync: a deal edited and a company inserted in PostgreSQL, as an internal app would; the back-sync schedule pushes them"
+EDITED=$(psql -qAt -h 127.0.0.1 -U postgres -d "$DB" -c "
+    UPDATE b24.deal__demo SET title = 'Edited in PostgreSQL', opportunity = 4242
+    WHERE id = (SELECT min(id) FROM b24.deal__demo WHERE deleted_at IS NULL) RETURNING id")
+psql -q -h 127.0.0.1 -U postgres -d "$DB" -c "INSERT INTO b24.company__demo (title, comments) VALUES ('Founded in PostgreSQL', 'created by back-sync')"
+python3 - "$DATABASE_URL" "$DEMO_WEBHOOK" "$EDITED" <<'PY'
+import json, subprocess, sys, time, urllib.error, urllib.request
+database, demo, edited = sys.argv[1], sys.argv[2], sys.argv[3]
+sql = lambda q: subprocess.run(["psql", "-qAt", database, "-c", q], check=True, capture_output=True, text=True).stdout.strip()
+def portal(method, body):
+    # The functions keep the portal's request bucket busy: wait out a 503 as a client would.
+    for attempt in range(60):
+        request = urllib.request.Request(demo + method + ".json", data=json.dumps(body).encode(), headers={"content-type": "application/json"})
+        try:
+            return json.load(urllib.request.urlopen(request))["result"]
+        except urllib.error.HTTPError as error:
+            if error.code != 503:
+                raise
+            time.sleep(1)
+    sys.exit(f"{method}: the portal kept answering 503")
+deadline = time.time() + 60
+while sql("SELECT count(*) FROM b24._outbox WHERE state IN ('pending', 'pushing')") != "0":
+    if time.time() > deadline:
+        sys.exit("back-sync did not push the edits: " + sql("SELECT id, op, state, last_error FROM b24._outbox"))
+    time.sleep(0.5)
+deal = portal("crm.deal.get", {"id": edited})
+company = portal("crm.company.list", {"filter": {"ORIGINATOR_ID": "b24sync:postgres"}, "select": ["ID", "TITLE"]})
+local_id = sql("SELECT id FROM b24.company__demo WHERE title = 'Founded in PostgreSQL'")
+print(f"    deal {edited} on the portal: {deal['TITLE']!r}, {deal['OPPORTUNITY']}")
+print(f"    company created on the portal: {[(c['ID'], c['TITLE']) for c in company]}; the mirror row took ID {local_id}")
+if deal["TITLE"] != "Edited in PostgreSQL" or len(company) != 1 or company[0]["ID"] != local_id:
+    sys.exit("the edits did not arrive as made")
+print("    outbox: " + sql("SELECT string_agg(op || ' ' || state, ', ' ORDER BY id) FROM b24._outbox"))
+PY
+
 say "Waiting for the next scheduled incremental pass and reconcile"
 python3 - "$LOCAL_URL" "$(date -u +%Y-%m-%dT%H:%M:%S+00:00)" <<'PY'
 import json, sys, time, urllib.request
@@ -238,6 +276,7 @@ psql -h 127.0.0.1 -U postgres -d "$DB" -c "
     GROUP BY portal, entity ORDER BY portal DESC, entity"
 psql -h 127.0.0.1 -U postgres -d "$DB" -c "SELECT portal, entity, mode, rows_read, rows_written, rows_deleted, http_requests, error FROM b24._sync_runs ORDER BY id"
 psql -h 127.0.0.1 -U postgres -d "$DB" -c "SELECT route, source_deal_id, target_deal_id, state, forwards, attempts FROM b24._forward_ledger ORDER BY source_deal_id"
+psql -h 127.0.0.1 -U postgres -d "$DB" -c "SELECT id, entity, record_id, op, state, attempts, bitrix_id, last_error FROM b24._outbox ORDER BY id"
 say "The status function: $STATUS_URL (token as the Basic password: http://status:$STATUS_TOKEN@127.0.0.1:$PORT/lambda-url/status/)"
 curl -sf -H "Authorization: Bearer $STATUS_TOKEN" "${STATUS_URL}status.json" >"$WORK/status.json"
 python3 - "$WORK/status.json" <<'PY'
