@@ -43,33 +43,12 @@ CREATE TABLE _outbox (
 CREATE INDEX _outbox_open ON _outbox (portal, entity, record_id, id) WHERE state IN ('pending', 'pushing');
 CREATE INDEX _outbox_state ON _outbox (portal, state, created_at DESC);
 
--- Local IDs of rows inserted in PostgreSQL (used negated).
+-- Local IDs of rows inserted in PostgreSQL, used negated: a portal table's id defaults
+-- to -nextval of it (the sync always gives the ID), so a row inserted without one is a
+-- record to create in Bitrix24 and keeps its local ID until Bitrix24 gives it one. A
+-- column default rather than a BEFORE INSERT trigger: such a trigger would make every
+-- COPY of the sync insert row by row.
 CREATE SEQUENCE _outbox_local_ids;
-
--- BEFORE INSERT on a mirror table, for writers other than the sync: the row is a record
--- to create in Bitrix24. It gets a local (negative) ID until Bitrix24 gives it one.
--- Arguments: the portal and the entity.
-CREATE FUNCTION _outbox_new_row() RETURNS trigger
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
-BEGIN
-    IF NEW.id IS NOT NULL THEN
-        RAISE EXCEPTION 'a row inserted into % must leave id empty: back-sync creates the record in Bitrix24 and writes its new ID back (positive IDs are Bitrix24''s records, written by the sync)', TG_TABLE_NAME
-            USING ERRCODE = 'check_violation';
-    END IF;
-    IF NEW.portal IS NOT NULL AND NEW.portal <> TG_ARGV[0] THEN
-        RAISE EXCEPTION 'a row of % belongs to portal %, not %', TG_TABLE_NAME, TG_ARGV[0], NEW.portal
-            USING ERRCODE = 'check_violation';
-    END IF;
-    IF NEW.date_modify IS NOT NULL OR NEW.deleted_at IS NOT NULL OR NEW.raw IS NOT NULL THEN
-        RAISE EXCEPTION 'a row inserted into % must leave raw, date_modify and deleted_at empty: Bitrix24 sets them', TG_TABLE_NAME
-            USING ERRCODE = 'check_violation';
-    END IF;
-    NEW.id := -nextval('_outbox_local_ids');
-    NEW.portal := TG_ARGV[0];
-    NEW.raw := '{}'::jsonb;
-    RETURN NEW;
-END
-$$;
 
 -- A column's value in an outbox row: JSON for a jsonb column, else the text PostgreSQL
 -- prints (a numeric keeps every digit), null for NULL.
@@ -105,6 +84,15 @@ BEGIN
         RETURN NULL;
     END IF;
     new_row := to_jsonb(NEW);
+    IF TG_OP = 'INSERT' AND NEW.id > 0 THEN
+        RAISE EXCEPTION 'a row inserted into % must leave id empty: back-sync creates the record in Bitrix24 and writes its new ID back (positive IDs are Bitrix24''s records, written by the sync)', TG_TABLE_NAME
+            USING ERRCODE = 'check_violation';
+    END IF;
+    IF TG_OP = 'INSERT' AND (NEW.portal <> v_portal OR NEW.date_modify IS NOT NULL
+                             OR NEW.deleted_at IS NOT NULL OR NEW.raw <> '{}'::jsonb) THEN
+        RAISE EXCEPTION 'a row inserted into % must leave portal, raw, date_modify and deleted_at to their defaults: Bitrix24 sets them', TG_TABLE_NAME
+            USING ERRCODE = 'check_violation';
+    END IF;
     IF TG_OP = 'UPDATE' THEN
         old_row := to_jsonb(OLD);
         IF OLD.deleted_at IS NOT NULL THEN

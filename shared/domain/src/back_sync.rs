@@ -17,7 +17,7 @@ use chrono::{DateTime, FixedOffset, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::schema::{ColumnType, FieldMeta, ValuePart, columns_for};
+use crate::schema::{ColumnSpec, ColumnType, FieldMeta, ValuePart, columns_for};
 use crate::values::{ValueError, column_text, to_copy_text};
 
 /// What an outbox row records.
@@ -285,7 +285,7 @@ pub fn write_refusal(field: &FieldMeta) -> Option<&'static str> {
 
 /// The writable fields of an entity by code, with their columns.
 pub struct WritableFields {
-    fields: HashMap<String, (FieldMeta, Vec<(String, ColumnType, ValuePart)>)>,
+    fields: HashMap<String, (FieldMeta, Vec<ColumnSpec>)>,
 }
 
 impl WritableFields {
@@ -297,10 +297,6 @@ impl WritableFields {
             .filter(|f| write_refusal(f).is_none())
             .filter_map(|f| {
                 let columns = columns_for(f).ok()?;
-                let columns = columns
-                    .into_iter()
-                    .map(|c| (c.name, c.column_type, c.part))
-                    .collect();
                 Some((f.code.clone(), (f.clone(), columns)))
             })
             .collect();
@@ -334,14 +330,18 @@ pub fn bitrix_fields(
             source,
         };
         let value = if field.bitrix_type == "crm_multifield" {
-            let (column, _, _) = &specs[0];
             let current = portal_record.and_then(|r| r.get(code));
-            multifield_update(code, &value_of(column), current)?
+            multifield_update(code, &value_of(&specs[0].name), current)?
         } else {
             let mut amount = None;
             let mut currency = None;
             let mut whole = None;
-            for (column, column_type, part) in specs {
+            for ColumnSpec {
+                name: column,
+                column_type,
+                part,
+            } in specs
+            {
                 let value = value_of(column);
                 match part {
                     ValuePart::MoneyAmount => {
@@ -534,10 +534,10 @@ pub fn already_applied(
             return value.as_array().is_some_and(Vec::is_empty);
         }
         let current = portal_record.get(code).unwrap_or(&Value::Null);
-        specs.iter().all(|(_, column_type, part)| {
-            let text = |v: &Value| column_text(*part, *column_type, v).ok().flatten();
+        specs.iter().all(|spec| {
+            let text = |v: &Value| column_text(spec.part, spec.column_type, v).ok().flatten();
             let (ours, theirs) = (text(value), text(current));
-            match column_type {
+            match spec.column_type {
                 // The same instant in another offset is the same value.
                 ColumnType::Timestamptz => parse_instant(ours) == parse_instant(theirs),
                 _ => ours == theirs,
