@@ -13,7 +13,9 @@ use crate::target::{DatabaseArgs, config_with_database};
 use crate::usage::UsageError;
 
 /// The outbox states `--list` takes.
-const STATES: [&str; 6] = ["pending", "pushing", "done", "conflict", "failed", "skipped"];
+const STATES: [&str; 6] = [
+    "pending", "pushing", "done", "conflict", "failed", "skipped",
+];
 
 #[derive(Args)]
 pub struct PushArgs {

@@ -34,25 +34,45 @@ async fn pushes_an_edit_lists_the_outbox_and_names_what_is_off() {
     std::fs::write(&config, document.to_string()).unwrap();
     let env = [("B24SYNC_CONFIG", config.to_str().unwrap())];
     let run = |args: Vec<&'static str>| b24sync_with(args, env);
-    let synced = run(vec!["sync", "--portal", "acme", "--mode", "full", "--migrate"]).await;
+    let synced = run(vec![
+        "sync",
+        "--portal",
+        "acme",
+        "--mode",
+        "full",
+        "--migrate",
+    ])
+    .await;
     assert!(synced.status.success(), "{}", stderr(&synced));
     db.client()
         .await
-        .execute("UPDATE b24.deal__acme SET title = 'from the CLI' WHERE id = 2", &[])
+        .execute(
+            "UPDATE b24.deal__acme SET title = 'from the CLI' WHERE id = 2",
+            &[],
+        )
         .await
         .unwrap();
 
     let pushed = run(vec!["push", "--portal", "acme"]).await;
     assert!(pushed.status.success(), "{}", stderr(&pushed));
     let summary: Value = serde_json::from_slice(&pushed.stdout).unwrap();
-    assert_eq!((summary["entity"].as_str(), summary["updated"].as_u64()), (Some("deal"), Some(1)));
+    assert_eq!(
+        (summary["entity"].as_str(), summary["updated"].as_u64()),
+        (Some("deal"), Some(1))
+    );
     let deals = sim.dump(b24_sim::Entity::Deal).await.unwrap();
-    assert_eq!(deals.iter().find(|d| d["ID"] == "2").unwrap()["TITLE"], "from the CLI");
+    assert_eq!(
+        deals.iter().find(|d| d["ID"] == "2").unwrap()["TITLE"],
+        "from the CLI"
+    );
 
     let listed = run(vec!["push", "--portal", "acme", "--list", "done"]).await;
     assert!(listed.status.success(), "{}", stderr(&listed));
     let row: Value = serde_json::from_slice(&listed.stdout).unwrap();
-    assert_eq!((row["record_id"].as_i64(), row["fields"].clone()), (Some(2), json!(["TITLE"])));
+    assert_eq!(
+        (row["record_id"].as_i64(), row["fields"].clone()),
+        (Some(2), json!(["TITLE"]))
+    );
 
     assert_usage_errors(
         &[
@@ -64,6 +84,10 @@ async fn pushes_an_edit_lists_the_outbox_and_names_what_is_off() {
     .await;
     let off = run(vec!["push", "--portal", "off"]).await;
     assert_eq!(off.status.code(), Some(2), "{}", stderr(&off));
-    assert!(stderr(&off).contains("portals.off.back_sync.enabled"), "{}", stderr(&off));
+    assert!(
+        stderr(&off).contains("portals.off.back_sync.enabled"),
+        "{}",
+        stderr(&off)
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
