@@ -39,9 +39,11 @@ CREATE TABLE _outbox (
     CHECK ((lease_until IS NULL) = (state <> 'pushing'))
 );
 
--- The drain: a record's open rows in order; the backlog per state for the status view.
+-- The drain: a record's open rows in order. The status view: the backlog per state, and
+-- the conflicts and failures of the last day (the outbox keeps every row).
 CREATE INDEX _outbox_open ON _outbox (portal, entity, record_id, id) WHERE state IN ('pending', 'pushing');
 CREATE INDEX _outbox_state ON _outbox (portal, state, created_at DESC);
+CREATE INDEX _outbox_finished ON _outbox (portal, state, finished_at DESC) WHERE state IN ('conflict', 'failed');
 
 -- Local IDs of rows inserted in PostgreSQL, used negated: a portal table's id defaults
 -- to -nextval of it (the sync always gives the ID), so a row inserted without one is a

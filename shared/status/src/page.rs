@@ -167,7 +167,7 @@ fn backlogs(portal: &PortalReport) -> Markup {
         @if let Some(outbox) = &portal.outbox {
             h3 { "Back-sync outbox" }
             div.scroll { table.outbox {
-                thead { tr { th.num { "Pending" } th.num { "Pushing" } th.num { "Conflict" } th.num { "Failed" } } }
+                thead { tr { th.num { "Pending" } th.num { "Pushing" } th.num { "Conflicts, 24 h" } th.num { "Failed, 24 h" } } }
                 tbody { tr {
                     td.num { (outbox.pending) } td.num { (outbox.pushing) }
                     td.num { (outbox.conflict) } td.num { (outbox.failed) }

@@ -452,7 +452,7 @@ fn outbox_health(outbox: &OutboxReport, now: DateTime<Utc>, limits: &Thresholds)
     let mut reasons = Vec::new();
     if outbox.failed > 0 || outbox.conflict > 0 {
         reasons.push(format!(
-            "{} failed and {} conflicting edits wait in the outbox",
+            "{} edits failed and {} met a conflict in the last 24 hours (b24sync push --list failed,conflict)",
             outbox.failed, outbox.conflict
         ));
     }

@@ -345,7 +345,11 @@ impl Store {
                     "SELECT p.portal, s.state, o.rows, o.oldest
                      FROM unnest($1::text[]) AS p(portal) CROSS JOIN unnest($2::text[]) AS s(state)
                      CROSS JOIN LATERAL (SELECT count(*) AS rows, min(created_at) AS oldest FROM {outbox}
-                                         WHERE portal = p.portal AND state = s.state) o
+                                         WHERE portal = p.portal AND state = s.state
+                                           -- Conflicts and failures stay in the outbox: the
+                                           -- last day's say how back-sync is doing.
+                                           AND (s.state NOT IN ('conflict', 'failed')
+                                                OR finished_at > now() - interval '24 hours')) o
                      WHERE o.rows > 0 ORDER BY p.portal, s.state"
                 ),
                 &[&portals, &states],

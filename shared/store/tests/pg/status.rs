@@ -336,15 +336,20 @@ async fn the_outbox_backlog_is_absent_until_the_outbox_exists() {
     assert_eq!(outbox(&store).await, None);
     c.batch_execute(
         "CREATE TABLE b24._outbox (id bigserial PRIMARY KEY, portal text NOT NULL, entity text NOT NULL,
-                                   state text NOT NULL, created_at timestamptz NOT NULL DEFAULT now())",
+                                   state text NOT NULL, created_at timestamptz NOT NULL DEFAULT now(),
+                                   finished_at timestamptz)",
     )
     .await
     .unwrap();
     assert_eq!(outbox(&store).await, Some(vec![]));
     c.batch_execute(
-        "INSERT INTO b24._outbox (portal, entity, state) VALUES
-             ('acme', 'deal', 'pending'), ('acme', 'deal', 'pending'), ('acme', 'contact', 'failed'),
-             ('acme', 'deal', 'done'), ('acme', 'deal', 'skipped'), ('other', 'deal', 'pending')",
+        "INSERT INTO b24._outbox (portal, entity, state, finished_at) VALUES
+             ('acme', 'deal', 'pending', NULL), ('acme', 'deal', 'pending', NULL),
+             ('acme', 'contact', 'failed', now()), ('acme', 'deal', 'done', now()),
+             ('acme', 'deal', 'skipped', now()), ('other', 'deal', 'pending', NULL),
+             -- Conflicts and failures of more than a day ago no longer count.
+             ('acme', 'deal', 'conflict', now() - interval '2 days'),
+             ('acme', 'deal', 'failed', now() - interval '25 hours')",
     )
     .await
     .unwrap();
