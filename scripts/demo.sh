@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole pipeline locally, end to end, with no AWS account: a simulated Bitrix24
 # portal with demo data that posts its CRM events, a second simulated portal that
-# receives forwarded deals, the local PostgreSQL as the mirror, and the five functions'
+# receives forwarded deals, the local PostgreSQL as the mirror, and the seven functions'
 # own handlers behind one local HTTP server (`b24-local`: the intake's and the deal
 # robot's function URLs, in-process queues feeding the change worker and the deal
 # forwarder, the schedules as timers). The story: an initial full sync; live changes on

@@ -45,6 +45,8 @@ fn the_shipped_example_is_valid_and_complete() {
     assert_eq!(acme.entities, Entity::ALL.to_vec());
     assert_eq!(acme.limits, LimitSettings::standard());
     assert_eq!(acme.max_delete_share, 0.1);
+    assert!(acme.back_sync.enabled);
+    assert_eq!(acme.back_sync.conflicts, ConflictPolicy::PortalWins);
     let partner = config.portal("partner").unwrap();
     assert_eq!(partner.domain, "partner.bitrix24.com");
     assert_eq!(partner.webhook_url.user_id(), 12);

@@ -7,9 +7,9 @@ use std::time::Duration;
 use b24_local::{LocalOptions, ScheduleSpec, parse_schedule};
 use clap::Parser;
 
-/// The five functions behind one local HTTP server: the webhook intake and the deal
-/// robot at their function URLs, the change worker and the deal forwarder fed from
-/// in-process queues, the scheduled sync by timers.
+/// The seven functions behind one local HTTP server: the webhook intake, the deal robot
+/// and the status page at their function URLs, the change worker and the deal
+/// forwarder fed from in-process queues, the scheduled sync and back-sync by timers.
 #[derive(Parser)]
 #[command(name = "b24-local", version)]
 struct Args {
