@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Start-up figures of the five Lambda functions for BENCHMARKS.md: binary size, process
+# Start-up figures of the seven Lambda functions for BENCHMARKS.md: binary size, process
 # start to ready (first GET .../invocation/next against a local stand-in of the Lambda
 # Runtime API), the first invocation with a sample event, and peak memory (VmHWM).
 #
@@ -21,8 +21,8 @@ TARGET=${CARGO_TARGET_DIR:-target}
 ensure_rust
 ensure_postgres
 ensure_moto
-say "Building the five functions in release (one build, as their sizes depend on it)"
-cargo build --release -q -p webhook-intake -p change-worker -p sync-scheduled -p deal-robot -p deal-forwarder
+say "Building the seven functions in release (one build, as their sizes depend on it)"
+cargo build --release -q -p webhook-intake -p change-worker -p sync-scheduled -p deal-robot -p deal-forwarder -p status -p back-sync
 say "Building the harness (debug)"
 cargo build -q -p b24-testkit --example function_startup
 say "Machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(free -g | awk '/^Mem:/ {print $2}') GiB, $(date -u +%Y-%m-%d)"

@@ -37,7 +37,7 @@ struct Function {
     answered: fn(&Value) -> bool,
 }
 
-const FUNCTIONS: [Function; 5] = [
+const FUNCTIONS: [Function; 7] = [
     Function {
         name: "webhook-intake",
         memory_mb: 128,
@@ -72,7 +72,22 @@ const FUNCTIONS: [Function; 5] = [
         event: "deal-forwarder/jobs.json",
         answered: |answer| answer["batchItemFailures"] == json!([]),
     },
+    Function {
+        name: "status",
+        memory_mb: 256,
+        event: "status/status-json.json",
+        answered: |answer| answer["statusCode"] == 200,
+    },
+    Function {
+        name: "back-sync",
+        memory_mb: 256,
+        event: "back-sync/all-portals.json",
+        answered: |answer| answer["pushes"].is_array(),
+    },
 ];
+
+/// The bearer token of the status function's samples.
+const STATUS_TOKEN: &str = "st4tus-t0ken-9c2e7a51d84b";
 
 /// The route, source portal and secret of the deal robot's and forwarder's samples.
 const ROUTE: &str = "partner-to-central";
@@ -192,10 +207,12 @@ async fn surroundings() -> Surroundings {
                 "webhook_url": sim.webhook_url(),
                 "domain": "some-domain.bitrix24.com",
                 "application_tokens": [APP_TOKEN],
+                "back_sync": {"enabled": true},
             },
             "partner": {"webhook_url": partner.webhook_url(), "domain": "partner.sim.test", "entities": ["deal"]},
             "central": {"webhook_url": central.webhook_url(), "domain": "central.sim.test", "entities": ["deal"]},
         },
+        "status": {"tokens": [STATUS_TOKEN]},
         "routes": {(ROUTE): {
             "source": "partner", "target": "central", "secret": ROUTE_SECRET,
             "fields": {"TITLE": "TITLE", "OPPORTUNITY": "OPPORTUNITY", "CURRENCY_ID": "CURRENCY_ID"},
