@@ -3,6 +3,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use b24_domain::entity::Entity;
+use b24_domain::item::ApiChoice;
 use b24_domain::webhook::WebhookUrl;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -10,6 +12,7 @@ use serde_json::{Map, Value};
 use b24_domain::limits::OperatingReport;
 use b24_domain::ports::RateLimiter;
 
+use crate::entity_api::EntityApi;
 use crate::error::B24Error;
 use crate::limiter::InProcessLimiter;
 
@@ -27,6 +30,8 @@ pub struct ClientOptions {
     /// First retry delay; doubles per attempt, with jitter, up to `backoff_max`.
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// The API the classic entities are read through ([`Client::entity_api`]).
+    pub api: ApiChoice,
 }
 
 impl Default for ClientOptions {
@@ -37,6 +42,7 @@ impl Default for ClientOptions {
             limiter: Arc::new(InProcessLimiter::default()),
             backoff_base: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
+            api: ApiChoice::default(),
         }
     }
 }
@@ -124,6 +130,16 @@ impl Client {
 
     pub fn webhook(&self) -> &WebhookUrl {
         &self.inner.webhook
+    }
+
+    /// The API that serves `entity` on this portal: `crm.item.*` for a smart process,
+    /// else as [`ClientOptions::api`] says. Its names translate fully once
+    /// [`EntityApi::with_fields`] has read the entity's fields.
+    pub fn entity_api(&self, entity: Entity) -> EntityApi {
+        match self.inner.options.api {
+            ApiChoice::Items => EntityApi::items(entity),
+            ApiChoice::Classic => EntityApi::classic(entity),
+        }
     }
 
     pub fn stats(&self) -> ClientStats {

@@ -8,6 +8,7 @@
 
 pub mod batch;
 pub mod client;
+pub mod entity_api;
 pub mod error;
 pub mod limiter;
 pub mod list;
@@ -15,6 +16,7 @@ mod params;
 
 pub use batch::{Command, CommandOutput, CommandResult, MAX_BATCH_COMMANDS};
 pub use client::{ApiResponse, Client, ClientOptions, ClientStats};
+pub use entity_api::{Dialect, EntityApi};
 pub use error::B24Error;
 pub use limiter::InProcessLimiter;
 pub use list::{ListQuery, PAGE_SIZE, Row};

@@ -23,6 +23,7 @@ use serde_json::{Map, Value, json};
 
 use crate::batch::{Command, MAX_BATCH_COMMANDS};
 use crate::client::{Client, as_u64};
+use crate::entity_api::Dialect;
 use crate::error::B24Error;
 
 /// One record as the portal returns it.
@@ -34,10 +35,13 @@ pub const PAGE_SIZE: usize = 50;
 /// Commands in the first requests of a filtered listing.
 const FILTERED_RAMP: [usize; 3] = [1, 10, MAX_BATCH_COMMANDS];
 
-/// A listing of one `*.list` method (`crm.deal.list`, ...).
+/// A listing of one `*.list` method (`crm.deal.list`, `crm.item.list`...).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ListQuery {
     pub method: String,
+    /// How the method's requests and answers look (see [`crate::EntityApi`]); `select`
+    /// and `filter` are in the mirror's codes either way.
+    pub dialect: Dialect,
     /// Fields to return; empty means the portal's default (`*` and `UF_*`). `ID` is
     /// added when neither it nor `*` is named, because the window needs it.
     pub select: Vec<String>,
@@ -83,6 +87,18 @@ impl Client {
         ids: &[u64],
         select: &[String],
     ) -> Result<Vec<Row>, B24Error> {
+        self.fetch_by_ids_in(&Dialect::Classic, method, ids, select)
+            .await
+    }
+
+    /// [`Client::fetch_by_ids`] in `dialect` (`crm.item.list` with its names).
+    pub async fn fetch_by_ids_in(
+        &self,
+        dialect: &Dialect,
+        method: &str,
+        ids: &[u64],
+        select: &[String],
+    ) -> Result<Vec<Row>, B24Error> {
         let mut ids = ids.to_vec();
         ids.sort_unstable();
         ids.dedup();
@@ -91,17 +107,18 @@ impl Client {
             .chunks(PAGE_SIZE)
             .enumerate()
             .map(|(i, chunk)| {
-                let mut params =
-                    json!({ "filter": {"@ID": chunk}, "order": {"ID": "ASC"}, "start": -1 });
-                if !select.is_empty() {
-                    params["select"] = json!(select);
-                }
-                Command::new(format!("ids{i}"), method, params)
+                let mut filter = Map::new();
+                filter.insert("@ID".into(), json!(chunk));
+                Command::new(
+                    format!("ids{i}"),
+                    method,
+                    dialect.list_params(&filter, &select),
+                )
             })
             .collect();
         let mut rows = Vec::with_capacity(ids.len());
         for result in self.batch(commands, false).await? {
-            rows.extend(rows_of(method, result.outcome?.result)?);
+            rows.extend(dialect.rows(method, result.outcome?.result)?);
         }
         Ok(rows)
     }
@@ -136,6 +153,7 @@ impl Client {
 struct IdWindow {
     client: Client,
     method: String,
+    dialect: Dialect,
     select: Vec<String>,
     /// The caller's filter without its `>ID` / `>=ID` bound (the window sets that).
     filter: Map<String, Value>,
@@ -185,6 +203,7 @@ impl IdWindow {
         IdWindow {
             select: select_with_id(&query.select),
             method: query.method,
+            dialect: query.dialect,
             client,
             filter,
             cursor,
@@ -201,13 +220,11 @@ impl IdWindow {
         let bound = if index == 0 {
             json!(self.cursor)
         } else {
-            json!(format!("$result[c{}][{}][ID]", index - 1, PAGE_SIZE - 1))
+            let previous = format!("c{}", index - 1);
+            json!(self.dialect.last_id_reference(&previous, PAGE_SIZE - 1))
         };
         filter.insert(">ID".into(), bound);
-        let mut params = json!({ "order": {"ID": "ASC"}, "filter": filter, "start": -1 });
-        if !self.select.is_empty() {
-            params["select"] = json!(self.select);
-        }
+        let params = self.dialect.list_params(&filter, &self.select);
         Command::new(format!("c{index}"), &self.method, params)
     }
 
@@ -244,7 +261,7 @@ impl IdWindow {
                 }
                 Err(error) => return Err(error),
             };
-            let page = rows_of(&self.method, output.result)?;
+            let page = self.dialect.rows(&self.method, output.result)?;
             let page_len = page.len() as u64;
             for row in page {
                 let id = row_id(&self.method, &row)?;
@@ -296,7 +313,7 @@ impl Paged {
                 .await?;
             self.total = Some(response.total.unwrap_or(0));
             self.next_start = response.next;
-            return rows_of(&self.method, response.result);
+            return Dialect::Classic.rows(&self.method, response.result);
         };
         let starts: Vec<u64> = (0..MAX_BATCH_COMMANDS as u64)
             .map(|i| start + i * PAGE_SIZE as u64)
@@ -308,7 +325,7 @@ impl Paged {
             .collect();
         let mut rows = Vec::new();
         for result in self.client.send_batch(&commands, false).await? {
-            rows.extend(rows_of(&self.method, result.outcome?.result)?);
+            rows.extend(Dialect::Classic.rows(&self.method, result.outcome?.result)?);
         }
         let after = starts.last().map_or(total, |s| s + PAGE_SIZE as u64);
         self.next_start = (after < total).then_some(after);
@@ -338,26 +355,6 @@ fn select_with_id(select: &[String]) -> Vec<String> {
         select.insert(0, "ID".into());
     }
     select
-}
-
-fn rows_of(method: &str, result: Value) -> Result<Vec<Row>, B24Error> {
-    let unexpected = |detail: &str| B24Error::UnexpectedResponse {
-        method: method.to_string(),
-        detail: detail.to_string(),
-    };
-    let items = match result {
-        Value::Array(items) => items,
-        // PHP serializes an empty list page as [] but some proxies send {}.
-        Value::Object(map) if map.is_empty() => Vec::new(),
-        _ => return Err(unexpected("a list page is not an array")),
-    };
-    items
-        .into_iter()
-        .map(|item| match item {
-            Value::Object(row) => Ok(row),
-            _ => Err(unexpected("a list row is not an object")),
-        })
-        .collect()
 }
 
 fn row_id(method: &str, row: &Row) -> Result<u64, B24Error> {

@@ -16,6 +16,7 @@ use b24_domain::database::SessionSettings;
 use b24_domain::entity::Entity;
 use b24_domain::event::PortalIdentity;
 use b24_domain::forward::route::ForwardRoute;
+pub use b24_domain::item::{ApiChoice, SmartProcesses, SmartRef};
 use b24_domain::limits::LimitSettings;
 use b24_domain::webhook::WebhookUrl;
 use serde::Deserialize;
@@ -81,6 +82,10 @@ pub struct PortalConfig {
     pub max_delete_share: f64,
     /// Whether and how edits made in PostgreSQL are pushed to this portal.
     pub back_sync: BackSyncConfig,
+    /// Which API reads the classic entities (smart processes always use `crm.item`).
+    pub api: ApiChoice,
+    /// Smart processes mirrored beyond those named in `entities`.
+    pub smart_processes: SmartProcesses,
 }
 
 /// `portals.NAME.back_sync`: edits made in the mirror pushed to the portal.
@@ -405,6 +410,24 @@ struct RawPortal {
     max_delete_share: Option<f64>,
     #[serde(default)]
     back_sync: RawBackSync,
+    #[serde(default)]
+    api: ApiChoice,
+    smart_processes: Option<RawSmartProcesses>,
+}
+
+/// `"all"`, or a list of entity type IDs and titles.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawSmartProcesses {
+    Word(String),
+    List(Vec<RawSmartRef>),
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawSmartRef {
+    TypeId(u32),
+    Title(String),
 }
 
 #[derive(Deserialize, Default)]
@@ -608,7 +631,7 @@ impl RawPortal {
         if entities.is_empty() {
             return Err(invalid(
                 format!("{key}.entities"),
-                "expected at least one of deal, contact, lead, company",
+                "expected at least one of deal, contact, lead, company or sp_<entityTypeId>",
             ));
         }
         let mut seen = BTreeSet::new();
@@ -648,6 +671,43 @@ impl RawPortal {
                 }
             },
         };
+        let key_of = |what: &str| format!("{key}.smart_processes{what}");
+        let smart_processes = match self.smart_processes {
+            None => SmartProcesses::None,
+            Some(RawSmartProcesses::Word(word)) if word.trim().eq_ignore_ascii_case("all") => {
+                SmartProcesses::All
+            }
+            Some(RawSmartProcesses::Word(_)) => {
+                return Err(invalid(
+                    key_of(""),
+                    "expected \"all\" or a list of smart-process entity type IDs (128 and above) and titles",
+                ));
+            }
+            Some(RawSmartProcesses::List(refs)) => {
+                let mut listed = Vec::with_capacity(refs.len());
+                for (i, r) in refs.into_iter().enumerate() {
+                    listed.push(match r {
+                        RawSmartRef::TypeId(id) if Entity::smart(id).is_some() => {
+                            SmartRef::TypeId(id)
+                        }
+                        RawSmartRef::TypeId(_) => {
+                            return Err(invalid(
+                                key_of(&format!("[{i}]")),
+                                "a smart process's entity type ID is 128 or above",
+                            ));
+                        }
+                        RawSmartRef::Title(t) if !t.trim().is_empty() => SmartRef::Title(t),
+                        RawSmartRef::Title(_) => {
+                            return Err(invalid(
+                                key_of(&format!("[{i}]")),
+                                "expected a title, not an empty text",
+                            ));
+                        }
+                    });
+                }
+                SmartProcesses::Listed(listed)
+            }
+        };
         Ok(PortalConfig {
             webhook_url: self.webhook_url,
             domain,
@@ -657,6 +717,8 @@ impl RawPortal {
             limits,
             max_delete_share,
             back_sync,
+            api: self.api,
+            smart_processes,
         })
     }
 }
@@ -709,6 +771,8 @@ impl fmt::Debug for PortalConfig {
             .field("limits", &self.limits)
             .field("max_delete_share", &self.max_delete_share)
             .field("back_sync", &self.back_sync)
+            .field("api", &self.api)
+            .field("smart_processes", &self.smart_processes)
             .finish()
     }
 }

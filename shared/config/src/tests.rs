@@ -620,3 +620,43 @@ fn back_sync_is_off_unless_enabled_and_its_keys_are_checked() {
         assert_eq!(key, named, "{line}: {message}");
     }
 }
+
+#[test]
+fn smart_processes_and_the_api_are_chosen_per_portal() {
+    let config = Config::from_toml_str(&minimal("")).unwrap();
+    let acme = config.portal("acme").unwrap();
+    assert_eq!(acme.api, ApiChoice::Classic);
+    assert_eq!(acme.smart_processes, SmartProcesses::None);
+    let config = Config::from_toml_str(&minimal(
+        "api = \"items\"\nentities = [\"deal\", \"sp_1038\"]\nsmart_processes = [1042, \"Tickets\"]",
+    ))
+    .unwrap();
+    let acme = config.portal("acme").unwrap();
+    assert_eq!(acme.api, ApiChoice::Items);
+    assert_eq!(acme.entities, [Entity::Deal, Entity::Smart(1038)]);
+    assert_eq!(
+        acme.smart_processes,
+        SmartProcesses::Listed(vec![
+            SmartRef::TypeId(1042),
+            SmartRef::Title("Tickets".into())
+        ])
+    );
+    let config = Config::from_toml_str(&minimal("smart_processes = \"All\"")).unwrap();
+    assert_eq!(
+        config.portal("acme").unwrap().smart_processes,
+        SmartProcesses::All
+    );
+    for (line, named) in [
+        ("smart_processes = \"some\"", "portals.acme.smart_processes"),
+        ("smart_processes = [31]", "portals.acme.smart_processes[0]"),
+        (
+            "smart_processes = [\" \"]",
+            "portals.acme.smart_processes[0]",
+        ),
+        ("api = \"rest\"", "portals.acme.api"),
+        ("entities = [\"sp_12\"]", "portals.acme.entities"),
+    ] {
+        let (key, message) = invalid_key(&minimal(line));
+        assert!(key.starts_with(named), "{line}: {key}: {message}");
+    }
+}

@@ -80,7 +80,7 @@ pub enum Rejection {
     #[error("not authenticated: {0}")]
     Unauthorized(AuthFailure),
     #[error(
-        "event {event} is not handled: only ONCRM{{DEAL,CONTACT,LEAD,COMPANY}}{{ADD,UPDATE,DELETE}} and ONCRMDEALMOVETOCATEGORY are"
+        "event {event} is not handled: only ONCRM{{DEAL,CONTACT,LEAD,COMPANY,DYNAMICITEM}}{{ADD,UPDATE,DELETE}} and ONCRMDEALMOVETOCATEGORY are"
     )]
     UnsupportedEvent { event: String },
 }
@@ -176,6 +176,10 @@ pub fn accept(
     let (entity, action) = crm_change(event).ok_or_else(|| Rejection::UnsupportedEvent {
         event: printable(event),
     })?;
+    let entity = match entity {
+        Some(entity) => entity,
+        None => smart_process(&raw)?,
+    };
     let id = record_id(&raw)?;
     Ok(ChangeMessage {
         portal: portal.name.clone(),
@@ -187,19 +191,23 @@ pub fn accept(
     })
 }
 
-/// The entity and action of a CRM event this intake handles. Event codes arrive in
-/// upper case; the docs spell them in camel case, so case does not matter.
-fn crm_change(event: &str) -> Option<(Entity, ChangeAction)> {
+/// The entity and action of a CRM event this intake handles (`None` for the entity of
+/// a smart-process event, which its `data[FIELDS][ENTITY_TYPE_ID]` names). Event codes
+/// arrive in upper case; the docs spell them in camel case, so case does not matter.
+fn crm_change(event: &str) -> Option<(Option<Entity>, ChangeAction)> {
     let event = event.to_ascii_uppercase();
     // A funnel change fires only this event, never ONCRMDEALUPDATE.
     if event == "ONCRMDEALMOVETOCATEGORY" {
-        return Some((Entity::Deal, ChangeAction::Update));
+        return Some((Some(Entity::Deal), ChangeAction::Update));
     }
     let rest = event.strip_prefix("ONCRM")?;
-    let (entity, rest) = Entity::ALL.iter().find_map(|&entity| {
-        let rest = rest.strip_prefix(&entity.as_str().to_ascii_uppercase())?;
-        Some((entity, rest))
-    })?;
+    let (entity, rest) = match rest.strip_prefix("DYNAMICITEM") {
+        Some(rest) => (None, rest),
+        None => Entity::ALL.iter().find_map(|&entity| {
+            let rest = rest.strip_prefix(&entity.as_str().to_ascii_uppercase())?;
+            Some((Some(entity), rest))
+        })?,
+    };
     let action = match rest {
         "ADD" => ChangeAction::Add,
         "UPDATE" => ChangeAction::Update,
@@ -207,6 +215,41 @@ fn crm_change(event: &str) -> Option<(Entity, ChangeAction)> {
         _ => return None,
     };
     Some((entity, action))
+}
+
+/// The smart process of an ONCRMDYNAMICITEM* event, from `data[FIELDS][ENTITY_TYPE_ID]`.
+fn smart_process(raw: &RawEvent) -> Result<Entity, Rejection> {
+    let ids = raw
+        .data
+        .as_ref()
+        .and_then(|data| data.fields.as_ref())
+        .map(|fields| &fields.entity_type_id);
+    let id = match ids.map(single) {
+        Some(Ok(Some(id))) => id,
+        Some(Err(Conflict)) => {
+            return Err(Rejection::Malformed(
+                "data[FIELDS][ENTITY_TYPE_ID] has several different values".into(),
+            ));
+        }
+        Some(Ok(None)) | None => {
+            return Err(Rejection::Malformed(
+                "data[FIELDS][ENTITY_TYPE_ID] is missing (a smart-process event names its type)"
+                    .into(),
+            ));
+        }
+    };
+    id.bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| id.parse::<u32>().ok())
+        .flatten()
+        .and_then(Entity::smart)
+        .ok_or_else(|| {
+            Rejection::Malformed(format!(
+                "data[FIELDS][ENTITY_TYPE_ID] must be a smart process's entity type ID, from {} to {}",
+                Entity::FIRST_SMART_TYPE,
+                Entity::LAST_SMART_TYPE
+            ))
+        })
 }
 
 fn record_id(raw: &RawEvent) -> Result<u64, Rejection> {
@@ -416,6 +459,9 @@ struct RawData {
 struct RawFields {
     #[serde(rename = "ID")]
     id: Scalars,
+    /// The smart process of an ONCRMDYNAMICITEM* event.
+    #[serde(rename = "ENTITY_TYPE_ID")]
+    entity_type_id: Scalars,
 }
 
 #[derive(Default, Deserialize)]

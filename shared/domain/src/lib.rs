@@ -7,6 +7,7 @@ pub mod database;
 pub mod entity;
 pub mod event;
 pub mod forward;
+pub mod item;
 pub mod limits;
 pub mod ports;
 mod request_body;

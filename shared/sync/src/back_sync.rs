@@ -137,15 +137,7 @@ impl Syncer<'_> {
             mode: PUSH_MODE.to_string(),
             ..SyncSummary::default()
         };
-        let fields = within(
-            deadline,
-            self.client.call(&entity.method("fields"), &json!({})),
-        )
-        .await
-        .ok_or(SyncError::OutOfTime("reading the field metadata"))??;
-        let prepared = self
-            .prepare_table(entity, &fields.result, None, &mut mirror)
-            .await?;
+        let prepared = self.prepare_fields(entity, deadline, &mut mirror).await?;
         let writable = WritableFields::new(&prepared.fields);
         let result = loop {
             if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -242,7 +234,7 @@ impl Syncer<'_> {
             .find_map(portal_offset)
             .unwrap_or_else(|| FixedOffset::east_opt(0).expect("UTC"));
 
-        let method = |op: &str| entity.method(op);
+        let api = &prepared.api;
         let mut refresh: Vec<u64> = Vec::new();
         let mut writes: Vec<(Command, (Write, Planned))> = Vec::new();
         let mut adds: Vec<(Command, i64, Planned, usize)> = Vec::new();
@@ -299,11 +291,7 @@ impl Syncer<'_> {
                             continue;
                         }
                     }
-                    let command = Command::new(
-                        format!("u{index}"),
-                        method("update"),
-                        json!({"id": id, "fields": fields}),
-                    );
+                    let command = api.update_command(&format!("u{index}"), id, &fields);
                     writes.push((
                         command,
                         (
@@ -341,8 +329,7 @@ impl Syncer<'_> {
                             continue;
                         }
                     }
-                    let command =
-                        Command::new(format!("d{index}"), method("delete"), json!({"id": id}));
+                    let command = api.delete_command(&format!("d{index}"), id);
                     writes.push((
                         command,
                         (
@@ -376,19 +363,18 @@ impl Syncer<'_> {
                     fields.insert("ORIGINATOR_ID".into(), json!(CREATE_ORIGINATOR));
                     fields.insert("ORIGIN_ID".into(), json!(origin));
                     if look_up_first {
-                        let lookup = Command::new(
-                            format!("l{index}"),
-                            method("list"),
-                            json!({"filter": {"ORIGINATOR_ID": CREATE_ORIGINATOR, "ORIGIN_ID": origin},
-                                   "select": ["ID"], "order": {"ID": "ASC"}, "start": -1}),
+                        let mut filter = serde_json::Map::new();
+                        filter.insert("ORIGINATOR_ID".into(), json!(CREATE_ORIGINATOR));
+                        filter.insert("ORIGIN_ID".into(), json!(origin));
+                        let lookup = api.list_command(
+                            &format!("l{index}"),
+                            &[("ID", "ASC")],
+                            &["ID"],
+                            filter,
                         );
                         lookups.push((lookup, index));
                     }
-                    let command = Command::new(
-                        format!("a{index}"),
-                        method("add"),
-                        json!({"fields": fields, "params": {"REGISTER_SONET_EVENT": "N"}}),
-                    );
+                    let command = api.add_command(&format!("a{index}"), &fields);
                     adds.push((
                         command,
                         local_id,
@@ -408,7 +394,15 @@ impl Syncer<'_> {
             .send_all(lookups, deadline)
             .await
             .into_iter()
-            .map(|(index, result)| (index, result.map(|found| first_id(&found))))
+            .map(|(index, result)| {
+                let found = result.map(|answer| {
+                    let rows = api.rows(answer).unwrap_or_default();
+                    rows.first()
+                        .and_then(|row| row.get("ID"))
+                        .and_then(first_id)
+                });
+                (index, found)
+            })
             .collect();
         let mut looked_up = looked_up;
         let mut to_add = Vec::new();
@@ -437,7 +431,7 @@ impl Syncer<'_> {
         // an add whose answer was lost, and the next claim looks such adds up.
         for ((local_id, planned), result) in self.send_all(to_add, deadline).await {
             let id = result.and_then(|answer| {
-                first_id(&answer).ok_or_else(|| {
+                api.created_id(&answer).ok_or_else(|| {
                     Arc::new(B24Error::UnexpectedResponse {
                         method: entity.method("add"),
                         detail: "the add did not answer a record ID".into(),
@@ -516,11 +510,13 @@ impl Syncer<'_> {
         deadline: Option<Instant>,
     ) -> Result<HashMap<u64, Row>, SyncError> {
         let mut current = HashMap::new();
-        let method = prepared.layout.entity().method("list");
+        let api = &prepared.api;
+        let method = api.list_method();
         for chunk in ids.chunks(RECHECK_BATCH) {
             let rows = within(
                 deadline,
-                self.client.fetch_by_ids(&method, chunk, &prepared.select),
+                self.client
+                    .fetch_by_ids_in(&api.dialect, &method, chunk, &prepared.select),
             )
             .await
             .ok_or(SyncError::OutOfTime("reading the records to push"))??;

@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use b24_client::{B24Error, Client, ClientStats, Command, CommandResult, ListQuery, Row};
+use b24_client::{B24Error, Client, ClientStats, CommandResult, EntityApi, Row};
 use b24_domain::entity::Entity;
 use b24_domain::schema::{self, FieldMeta};
 use b24_domain::sync::{
@@ -19,7 +19,7 @@ use b24_domain::sync::{
 use b24_store::{RunLock, RunStats, Store, SyncState, TableLayout};
 use futures::{Stream, StreamExt};
 use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -401,16 +401,17 @@ impl Syncer<'_> {
         options: &SyncOptions,
         summary: &mut SyncSummary,
     ) -> Result<Option<Prepared>, SyncError> {
+        let mut api = self.client.entity_api(entity);
         // The newest DATE_MODIFY is read from the data itself, so the cursor lives on the
         // portal's clock and in its time zone. One row, no COUNT.
-        let newest = json!({
-            "order": {"DATE_MODIFY": "DESC", "ID": "DESC"},
-            "select": ["ID", "DATE_MODIFY"],
-            "start": -1,
-        });
         let commands = vec![
-            Command::new("fields", entity.method("fields"), json!({})),
-            Command::new("newest", entity.method("list"), newest),
+            api.fields_command("fields"),
+            api.list_command(
+                "newest",
+                &[("DATE_MODIFY", "DESC"), ("ID", "DESC")],
+                &["ID", "DATE_MODIFY"],
+                Map::new(),
+            ),
         ];
         let Some(answer) = within(options.deadline, self.client.batch(commands, true)).await else {
             return Ok(None);
@@ -422,25 +423,39 @@ impl Syncer<'_> {
                     results.len()
                 ))
             })?;
-        let newest = newest
-            .outcome?
-            .result
-            .as_array()
-            .and_then(|rows| rows.first())
+        let fields = api.with_fields(&fields.outcome?.result)?;
+        let newest = api
+            .rows(newest.outcome?.result)?
+            .first()
             .and_then(|row| row.get("DATE_MODIFY"))
             .and_then(Value::as_str)
             .map(str::to_string);
-        let prepared = self
-            .prepare_table(entity, &fields.outcome?.result, newest, summary)
-            .await?;
+        let prepared = self.prepare_table(api, &fields, newest, summary).await?;
         Ok(Some(prepared))
+    }
+
+    /// The entity's field metadata alone (one request), and its table brought up to
+    /// date with it: what the change worker and back-sync read before their lookups.
+    pub(crate) async fn prepare_fields(
+        &self,
+        entity: Entity,
+        deadline: Option<Instant>,
+        summary: &mut SyncSummary,
+    ) -> Result<Prepared, SyncError> {
+        let mut api = self.client.entity_api(entity);
+        let command = api.fields_command("fields");
+        let answer = within(deadline, self.client.call(&command.method, &command.params))
+            .await
+            .ok_or(SyncError::OutOfTime("reading the field metadata"))??;
+        let fields = api.with_fields(&answer.result)?;
+        self.prepare_table(api, &fields, None, summary).await
     }
 
     /// Brings the entity's table up to date with `fields` (the answer of
     /// `crm.<entity>.fields`).
     pub(crate) async fn prepare_table(
         &self,
-        entity: Entity,
+        api: EntityApi,
         fields: &Value,
         newest: Option<String>,
         summary: &mut SyncSummary,
@@ -448,7 +463,7 @@ impl Syncer<'_> {
         let fields = schema::parse_fields(fields)?;
         let layout = self
             .store
-            .ensure_table(self.portal, entity, &fields)
+            .ensure_table(self.portal, api.entity, &fields)
             .await?;
         summary.skipped_fields = layout.skipped_fields().to_vec();
         Ok(Prepared {
@@ -456,6 +471,7 @@ impl Syncer<'_> {
             select: select_all(&fields),
             newest,
             fields,
+            api,
         })
     }
 
@@ -487,7 +503,13 @@ impl Syncer<'_> {
             Value::String(checkpoint.since.clone()),
         );
         let select = run.prepared.select.clone();
-        let listing = listed_chunks(self.client, run.entity, select, filter, checkpoint.after_id);
+        let listing = listed_chunks(
+            self.client,
+            &run.prepared.api,
+            select,
+            filter,
+            checkpoint.after_id,
+        );
         let mut chunks = prefetch(listing);
         loop {
             let chunk = match chunks.next_within(run.options).await {
@@ -581,7 +603,13 @@ impl Syncer<'_> {
             Walk::Full { .. } => run.prepared.select.clone(),
             Walk::Reconcile => vec!["ID".into()],
         };
-        let listing = listed_chunks(self.client, run.entity, select, Map::new(), start_after);
+        let listing = listed_chunks(
+            self.client,
+            &run.prepared.api,
+            select,
+            Map::new(),
+            start_after,
+        );
         let mut chunks = prefetch(listing);
         let mut window_start = start_after;
         loop {
@@ -714,8 +742,11 @@ impl Syncer<'_> {
         ids: &[u64],
         summary: &mut SyncSummary,
     ) -> Result<Option<Vec<u64>>, SyncError> {
-        let method = prepared.layout.entity().method("list");
-        let lookup = self.client.fetch_by_ids(&method, ids, &prepared.select);
+        let api = &prepared.api;
+        let method = api.list_method();
+        let lookup = self
+            .client
+            .fetch_by_ids_in(&api.dialect, &method, ids, &prepared.select);
         let Some(found) = within(deadline, lookup).await else {
             return Ok(None);
         };
@@ -805,7 +836,8 @@ impl Syncer<'_> {
             ..CheckReport::default()
         };
         let select = vec!["ID".into(), "DATE_MODIFY".into()];
-        let mut chunks = listed_chunks(self.client, entity, select, Map::new(), 0).boxed();
+        let api = self.client.entity_api(entity);
+        let mut chunks = listed_chunks(self.client, &api, select, Map::new(), 0).boxed();
         let mut window_start = 0;
         while let Some(chunk) = chunks.next().await {
             let listed = chunk?
@@ -880,6 +912,8 @@ pub(crate) struct Prepared {
     newest: Option<String>,
     /// The portal's field metadata the table was prepared from.
     pub(crate) fields: Vec<FieldMeta>,
+    /// The API that reads and writes the entity, its names learned from the fields.
+    pub(crate) api: EntityApi,
 }
 
 /// `*` and `UF_*` plus every multi-value field by name.
@@ -928,17 +962,12 @@ pub(crate) async fn within<T>(
 /// [`CHUNK_ROWS`], each failing with the listing's first error.
 fn listed_chunks(
     client: &Client,
-    entity: Entity,
+    api: &EntityApi,
     select: Vec<String>,
     filter: Map<String, Value>,
     after_id: u64,
 ) -> impl Stream<Item = Result<Vec<Row>, B24Error>> + Send + 'static {
-    let query = ListQuery {
-        method: entity.method("list"),
-        select,
-        filter,
-        after_id: (after_id > 0).then_some(after_id),
-    };
+    let query = api.list_query(select, filter, (after_id > 0).then_some(after_id));
     client
         .list_stream(query)
         .chunks(CHUNK_ROWS)

@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use b24_client::{Client, ClientOptions};
-use b24_config::{Config, PortalConfig};
+use b24_config::{Config, PortalConfig, SmartProcesses, SmartRef};
 use b24_domain::change::{ChangeMessage, group_changes};
 use b24_domain::entity::Entity;
+use b24_domain::item::{SmartType, smart_types};
 use b24_domain::sync::{DeleteGuard, Mode, RunOutcome};
 use b24_store::{PgRateLimiter, Store};
 use serde::{Deserialize, Serialize};
@@ -80,7 +81,12 @@ pub struct SyncService {
     config: Config,
     store: Store,
     clients: PortalClients,
+    /// Each portal's smart processes as `crm.type.list` last reported them, and when.
+    smart_types: Mutex<HashMap<String, (Instant, Vec<SmartType>)>>,
 }
+
+/// How long a portal's list of smart processes is trusted before it is asked again.
+const SMART_TYPES_TTL: Duration = Duration::from_secs(300);
 
 /// Each configured portal's client, created on first use and kept for later
 /// invocations. Every client's rate limiter is the portal's shared budget row in
@@ -124,6 +130,7 @@ impl PortalClients {
         let limiter = PgRateLimiter::new(&self.store, portal, portal_config.limits);
         let options = ClientOptions {
             limiter: Arc::new(limiter),
+            api: portal_config.api,
             ..self.options.clone()
         };
         let client = Client::new(portal_config.webhook_url.clone(), options)?;
@@ -159,6 +166,7 @@ impl SyncService {
             config,
             store,
             clients,
+            smart_types: Mutex::new(HashMap::new()),
         })
     }
 
@@ -169,6 +177,84 @@ impl SyncService {
     /// The portal's client, created on first use and kept for later invocations.
     pub async fn client(&self, portal: &str) -> Result<Client, SyncError> {
         self.clients.client(portal).await
+    }
+
+    /// The entities `portal` mirrors: its configured `entities`, then the smart
+    /// processes its `smart_processes` selects (from `crm.type.list`, asked at most
+    /// every five minutes), each once.
+    pub async fn mirrored_entities(&self, portal: &str) -> Result<Vec<Entity>, SyncError> {
+        let config = self.portal_config(portal)?;
+        let mut entities = config.entities.clone();
+        if config.smart_processes == SmartProcesses::None {
+            return Ok(entities);
+        }
+        let selected: Vec<Entity> = match &config.smart_processes {
+            SmartProcesses::Listed(refs) if !config.smart_processes.needs_types() => refs
+                .iter()
+                .filter_map(|r| match r {
+                    SmartRef::TypeId(id) => Entity::smart(*id),
+                    SmartRef::Title(_) => None,
+                })
+                .collect(),
+            choice => self
+                .smart_types(portal)
+                .await?
+                .iter()
+                .filter(|t| choice.selects(t))
+                .filter_map(|t| Entity::smart(t.entity_type_id))
+                .collect(),
+        };
+        for entity in selected {
+            if !entities.contains(&entity) {
+                entities.push(entity);
+            }
+        }
+        Ok(entities)
+    }
+
+    /// Whether `portal` mirrors `entity` (see [`SyncService::mirrored_entities`]).
+    pub async fn mirrors(&self, portal: &str, entity: Entity) -> Result<bool, SyncError> {
+        let config = self.portal_config(portal)?;
+        if config.entities.contains(&entity) {
+            return Ok(true);
+        }
+        if entity.is_classic() || config.smart_processes == SmartProcesses::None {
+            return Ok(false);
+        }
+        Ok(self.mirrored_entities(portal).await?.contains(&entity))
+    }
+
+    fn portal_config(&self, portal: &str) -> Result<&PortalConfig, SyncError> {
+        self.config
+            .portal(portal)
+            .map_err(|error| SyncError::Config(error.to_string()))
+    }
+
+    /// The portal's smart processes, from `crm.type.list` (page by page).
+    async fn smart_types(&self, portal: &str) -> Result<Vec<SmartType>, SyncError> {
+        if let Some((at, types)) = self.smart_types.lock().await.get(portal)
+            && at.elapsed() < SMART_TYPES_TTL
+        {
+            return Ok(types.clone());
+        }
+        let client = self.client(portal).await?;
+        let mut types = Vec::new();
+        let mut start = 0;
+        loop {
+            let page = client
+                .call("crm.type.list", &serde_json::json!({"start": start}))
+                .await?;
+            types.extend(smart_types(&page.result));
+            match page.next {
+                Some(next) if next > start => start = next,
+                _ => break,
+            }
+        }
+        self.smart_types
+            .lock()
+            .await
+            .insert(portal.to_string(), (Instant::now(), types.clone()));
+        Ok(types)
     }
 
     /// Runs one request, entity by entity, each with an equal share of what is left
@@ -188,7 +274,10 @@ impl SyncService {
         let portal_config = &self.config.portals[&request.portal];
         let entities = match &request.entities {
             Some(list) => list.clone(),
-            None => portal_config.entities.clone(),
+            None => self
+                .mirrored_entities(&request.portal)
+                .await
+                .map_err(|e| (Vec::new(), e))?,
         };
         let whole = SyncOptions {
             delete_guard: DeleteGuard {
@@ -280,10 +369,18 @@ impl SyncService {
                 failed.extend(group.messages());
                 continue;
             };
-            if !portal_config.entities.contains(&entity) {
-                tracing::warn!(portal, %entity, messages = group.messages().len(),
-                    "change messages for an entity this portal does not mirror; dropped");
-                continue;
+            match self.mirrors(portal, entity).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(portal, %entity, messages = group.messages().len(),
+                        "change messages for an entity this portal does not mirror; dropped");
+                    continue;
+                }
+                Err(error) => {
+                    tracing::error!(portal, %entity, %error, "cannot tell which smart processes the portal mirrors; the messages fail");
+                    failed.extend(group.messages());
+                    continue;
+                }
             }
             let guard = DeleteGuard {
                 max_share: portal_config.max_delete_share,

@@ -11,9 +11,7 @@ use std::time::Instant;
 use b24_domain::change::ChangeGroup;
 use b24_domain::sync::{DeleteGuard, DeletesRefused, RunOutcome};
 
-use serde_json::json;
-
-use crate::engine::{RECHECK_BATCH, within};
+use crate::engine::RECHECK_BATCH;
 use crate::{SyncError, SyncSummary, Syncer};
 
 /// The `mode` of a change worker's summary.
@@ -63,15 +61,7 @@ impl Syncer<'_> {
             mode: CHANGES_MODE.to_string(),
             ..SyncSummary::default()
         };
-        let fields = within(
-            deadline,
-            self.client.call(&entity.method("fields"), &json!({})),
-        )
-        .await
-        .ok_or(SyncError::OutOfTime("reading the field metadata"))??;
-        let prepared = self
-            .prepare_table(entity, &fields.result, None, &mut summary)
-            .await?;
+        let prepared = self.prepare_fields(entity, deadline, &mut summary).await?;
         let mut found = Vec::new();
         for ids in group.ids().chunks(RECHECK_BATCH) {
             let found_ids = self

@@ -308,6 +308,46 @@ fn maps_every_crm_event_code_in_any_case() {
     }
 }
 
+/// [D] api-reference/crm/universal/events/on-crm-dynamic-item-update.md, with the
+/// acme portal's token: item 24 of the smart process 1220.
+#[test]
+fn a_smart_process_event_names_its_type() {
+    let mut document = application_handler_example();
+    for (code, action) in [
+        ("ONCRMDYNAMICITEMADD", ChangeAction::Add),
+        ("ONCRMDYNAMICITEMUPDATE", ChangeAction::Update),
+        ("onCrmDynamicItemDelete", ChangeAction::Delete),
+    ] {
+        document["event"] = code.into();
+        document["data"] = serde_json::json!({"FIELDS": {"ID": "24", "ENTITY_TYPE_ID": "1220"}});
+        let accepted = post(FORM, http_build_query(&document)).send().unwrap();
+        assert_eq!(
+            (accepted.entity, accepted.id, accepted.action),
+            (Entity::Smart(1220), 24, action),
+            "{code}"
+        );
+        assert!(accepted.to_json().contains("\"sp_1220\""));
+    }
+    for (fields, named) in [
+        (
+            serde_json::json!({"ID": "24"}),
+            "ENTITY_TYPE_ID] is missing",
+        ),
+        (
+            serde_json::json!({"ID": "24", "ENTITY_TYPE_ID": "31"}),
+            "smart process's entity type ID",
+        ),
+        (
+            serde_json::json!({"ID": "24", "ENTITY_TYPE_ID": "12x"}),
+            "smart process's entity type ID",
+        ),
+    ] {
+        document["data"] = serde_json::json!({"FIELDS": fields});
+        let refused = post(FORM, http_build_query(&document)).refused(400);
+        assert!(refused.to_string().contains(named), "{refused}");
+    }
+}
+
 // --- where the token may be ---
 
 fn without_token() -> serde_json::Value {

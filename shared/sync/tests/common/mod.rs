@@ -68,6 +68,7 @@ pub fn sim_entity(entity: Entity) -> b24_sim::Entity {
         Entity::Contact => b24_sim::Entity::Contact,
         Entity::Lead => b24_sim::Entity::Lead,
         Entity::Company => b24_sim::Entity::Company,
+        Entity::Smart(id) => panic!("smart process {id}: not a classic simulator entity"),
     }
 }
 
