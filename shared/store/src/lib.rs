@@ -12,6 +12,7 @@ mod layout;
 mod ledger;
 mod limiter;
 mod outbox;
+mod reference;
 mod state;
 mod status;
 mod upsert;
@@ -30,6 +31,7 @@ pub use ledger::{
 };
 pub use limiter::PgRateLimiter;
 pub use outbox::{OutboxClaim, OutboxCount, OutboxLease, OutboxOutcome, OutboxRow};
+pub use reference::{ReferenceTable, Replaced};
 pub use state::{Checkpoints, RunLock, RunStats, SyncState};
 pub use status::{
     EntityStatus, ForwardBacklog, MirrorTableSchema, OutboxBacklog, RunRecord, StatusQuery,

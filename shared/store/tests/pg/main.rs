@@ -8,6 +8,7 @@ mod limiter;
 mod mapping;
 mod outbox;
 mod portals;
+mod reference;
 mod schema;
 mod state;
 mod status;
