@@ -68,7 +68,13 @@ impl ApiError {
         ApiError::new(500, "INTERNAL_SERVER_ERROR", "Internal server error")
     }
 
+    /// The envelope; a code of digits only (`0`, `100` of `crm.type.get` and
+    /// `crm.item.*`) is a JSON number, as the docs show it.
     pub fn body(&self) -> Value {
-        json!({"error": self.code, "error_description": self.description})
+        let code = match self.code.parse::<u64>() {
+            Ok(number) if !self.code.is_empty() => json!(number),
+            _ => json!(self.code),
+        };
+        json!({"error": code, "error_description": self.description})
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
-use crate::schema::{Change, Entity};
+use crate::schema::{Change, Entity, Kind};
 use crate::stats::SimStats;
 
 /// Where events go and the token that signs them.
@@ -37,21 +37,25 @@ pub(crate) struct EventAuth {
 }
 
 /// The form body of one event, in the order the portal writes the keys.
+/// Smart-process events carry the type too: `data[FIELDS][ENTITY_TYPE_ID]` after the ID.
 pub(crate) fn event_body(
     target: &EventTarget,
     auth: &EventAuth,
-    entity: Entity,
+    kind: Kind,
     change: Change,
     id: u64,
     ts: i64,
 ) -> String {
-    let name = entity.event_name(change);
-    let handler_id = event_handler_id(entity, change);
-    form_urlencoded::Serializer::new(String::new())
-        .append_pair("event", &name)
+    let name = kind.event_name(change);
+    let handler_id = event_handler_id(kind, change);
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    form.append_pair("event", &name)
         .append_pair("event_handler_id", &handler_id.to_string())
-        .append_pair("data[FIELDS][ID]", &id.to_string())
-        .append_pair("ts", &ts.to_string())
+        .append_pair("data[FIELDS][ID]", &id.to_string());
+    if let Kind::Smart(entity_type_id) = kind {
+        form.append_pair("data[FIELDS][ENTITY_TYPE_ID]", &entity_type_id.to_string());
+    }
+    form.append_pair("ts", &ts.to_string())
         .append_pair("auth[domain]", &auth.domain)
         .append_pair("auth[client_endpoint]", &auth.client_endpoint)
         .append_pair("auth[server_endpoint]", "https://oauth.bitrix.info/rest/")
@@ -60,36 +64,42 @@ pub(crate) fn event_body(
         .finish()
 }
 
-/// One handler registration per event, as the portal numbers them.
-fn event_handler_id(entity: Entity, change: Change) -> usize {
-    let entity_index = Entity::ALL.iter().position(|e| *e == entity).unwrap_or(0);
+/// One handler registration per event, as the portal numbers them (the dynamic-item
+/// events are one registration each for every smart process).
+fn event_handler_id(kind: Kind, change: Change) -> usize {
     let change_index = match change {
         Change::Add => 0,
         Change::Update => 1,
         Change::Delete => 2,
     };
-    100 + entity_index * 3 + change_index
+    let base = match kind {
+        Kind::Classic(entity) => {
+            100 + Entity::ALL.iter().position(|e| *e == entity).unwrap_or(0) * 3
+        }
+        Kind::Smart(_) | Kind::Users => 200,
+    };
+    base + change_index
 }
 
 /// Queues events and delivers them one by one from a background task.
 #[derive(Clone)]
 pub(crate) struct EventQueue {
-    sender: mpsc::UnboundedSender<(Entity, Change, u64)>,
+    sender: mpsc::UnboundedSender<(Kind, Change, u64)>,
 }
 
 impl EventQueue {
     pub fn start(target: EventTarget, auth: EventAuth, stats: Arc<Mutex<SimStats>>) -> EventQueue {
-        let (sender, mut receiver) = mpsc::unbounded_channel::<(Entity, Change, u64)>();
+        let (sender, mut receiver) = mpsc::unbounded_channel::<(Kind, Change, u64)>();
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
             .unwrap_or_default();
         tokio::spawn(async move {
-            while let Some((entity, change, id)) = receiver.recv().await {
+            while let Some((kind, change, id)) = receiver.recv().await {
                 let body = event_body(
                     &target,
                     &auth,
-                    entity,
+                    kind,
                     change,
                     id,
                     chrono::Utc::now().timestamp(),
@@ -107,7 +117,7 @@ impl EventQueue {
                         Ok(response) => format!("HTTP {}", response.status()),
                         Err(e) => e.without_url().to_string(),
                     };
-                    tracing::warn!(event = %entity.event_name(change), id, %reason, "event delivery failed; not retried");
+                    tracing::warn!(event = %kind.event_name(change), id, %reason, "event delivery failed; not retried");
                 }
                 let mut stats = stats.lock();
                 if delivered {
@@ -120,7 +130,7 @@ impl EventQueue {
         EventQueue { sender }
     }
 
-    pub fn publish(&self, changes: &[(Entity, Change, u64)]) {
+    pub fn publish(&self, changes: &[(Kind, Change, u64)]) {
         for change in changes {
             // A closed queue means the simulator is shutting down.
             let _ = self.sender.send(*change);
@@ -146,7 +156,7 @@ mod tests {
         let body = event_body(
             &target,
             &auth,
-            Entity::Deal,
+            Entity::Deal.into(),
             Change::Update,
             759,
             1736405807,
@@ -159,5 +169,21 @@ mod tests {
              &auth%5Bmember_id%5D=0123456789abcdef0123456789abcdef&auth%5Bapplication_token%5D=tok123"
         );
         assert!(!format!("{target:?}").contains("tok123"));
+        // Verbatim keys of on-crm-dynamic-item-update.md: the ID, then the type.
+        let body = event_body(
+            &target,
+            &auth,
+            Kind::Smart(1220),
+            Change::Update,
+            24,
+            1723538517,
+        );
+        assert!(
+            body.starts_with(
+                "event=ONCRMDYNAMICITEMUPDATE&event_handler_id=201&data%5BFIELDS%5D%5BID%5D=24\
+                 &data%5BFIELDS%5D%5BENTITY_TYPE_ID%5D=1220&ts=1723538517&"
+            ),
+            "{body}"
+        );
     }
 }

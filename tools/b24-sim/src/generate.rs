@@ -4,7 +4,7 @@ use rand::RngExt;
 use rand::rngs::Xoshiro256PlusPlus;
 use serde_json::{Value, json};
 
-use crate::schema::{Entity, FieldDef, UserFieldType, ValueType};
+use crate::schema::{Entity, FieldDef, Kind, UserFieldType, ValueType};
 use crate::table::{IdCounters, Stored, Table};
 
 pub(crate) type SimRng = Xoshiro256PlusPlus;
@@ -48,7 +48,8 @@ const SOURCES: &[&str] = &[
     "RECOMMENDATION",
     "CALLBACK",
 ];
-const USERS: i64 = 20;
+/// Users the seeded records point at (`ASSIGNED_BY_ID` 1..=20); `user.get` lists them.
+pub(crate) const USERS: i64 = 20;
 const DAY: i64 = 86_400;
 
 fn pick<'a>(rng: &mut SimRng, items: &[&'a str]) -> &'a str {
@@ -86,16 +87,33 @@ impl RowContext {
     }
 }
 
-/// The values of one new record, aligned with the table's fields.
+/// What a generated smart-process item is made of: its type's title, whether it links
+/// products, and its pipelines, each with its stage IDs in order.
+pub(crate) struct SmartSeed<'a> {
+    pub title: &'a str,
+    pub with_products: bool,
+    pub categories: &'a [(i64, Vec<String>)],
+}
+
+/// The pipeline and stage chosen for a smart-process item so far.
+#[derive(Default)]
+struct SmartChoice {
+    category: Option<usize>,
+}
+
+/// The values of one new record, aligned with the table's fields (`smart` describes a
+/// smart process's pipelines; the classic entities and users take `None`).
 pub(crate) fn record(
     table: &mut Table,
     row: &RowContext,
     population: Population,
+    smart: Option<&SmartSeed>,
     rng: &mut SimRng,
 ) -> Vec<Stored> {
-    let entity = table.entity;
+    let kind = table.kind;
     let (fields, ids) = table.fields_and_ids();
     let mut stage = "NEW";
+    let mut choice = SmartChoice::default();
     fields
         .iter()
         .map(|field| {
@@ -110,8 +128,146 @@ pub(crate) fn record(
                     Stored::Null
                 }
             } else {
-                standard_value(entity, field, row, population, &mut stage, rng)
+                match (kind, smart) {
+                    (Kind::Classic(entity), _) => {
+                        standard_value(entity, field, row, population, &mut stage, rng)
+                    }
+                    (Kind::Smart(_), Some(seed)) => {
+                        smart_value(field, row, population, seed, &mut choice, rng)
+                    }
+                    _ => Stored::Null,
+                }
             }
+        })
+        .collect()
+}
+
+/// A standard field of a generated smart-process item.
+fn smart_value(
+    field: &FieldDef,
+    row: &RowContext,
+    population: Population,
+    seed: &SmartSeed,
+    choice: &mut SmartChoice,
+    rng: &mut SimRng,
+) -> Stored {
+    let id = row.id;
+    let day = row.created / DAY;
+    let products = seed.with_products;
+    match field.name.as_str() {
+        "ID" => Stored::Int(id as i64),
+        "TITLE" => text(format!(
+            "{} #{id}: {} {}",
+            seed.title,
+            pick(rng, WORDS),
+            pick(rng, WORDS)
+        )),
+        "CREATED_TIME" => Stored::Time(row.created),
+        "UPDATED_TIME" | "MOVED_TIME" | "LAST_ACTIVITY_TIME" => Stored::Time(row.modified),
+        "CREATED_BY" | "UPDATED_BY" | "MOVED_BY" | "ASSIGNED_BY_ID" | "LAST_ACTIVITY_BY" => {
+            Stored::Int(rng.random_range(1..=USERS))
+        }
+        "OPENED" => Stored::Flag(true),
+        "BEGINDATE" => Stored::Day(day as i32),
+        "CLOSEDATE" => Stored::Day((day + rng.random_range(7..90)) as i32),
+        "COMPANY_ID" if population.companies > 0 && rng.random_bool(0.7) => {
+            Stored::Int(rng.random_range(1..=population.companies) as i64)
+        }
+        "CONTACT_ID" if population.contacts > 0 && rng.random_bool(0.8) => {
+            Stored::Int(rng.random_range(1..=population.contacts) as i64)
+        }
+        "CATEGORY_ID" if !seed.categories.is_empty() => {
+            // Most items sit in the first (default) pipeline.
+            let index = if seed.categories.len() > 1 && rng.random_bool(0.3) {
+                rng.random_range(1..seed.categories.len())
+            } else {
+                0
+            };
+            choice.category = Some(index);
+            Stored::Int(seed.categories[index].0)
+        }
+        "STAGE_ID" => {
+            let stages = choice
+                .category
+                .and_then(|i| seed.categories.get(i))
+                .map(|(_, stages)| stages.as_slice())
+                .unwrap_or_default();
+            if stages.is_empty() {
+                Stored::Null
+            } else {
+                text(stages[rng.random_range(0..stages.len())].clone())
+            }
+        }
+        "SOURCE_ID" => text(pick(rng, SOURCES)),
+        "CURRENCY_ID" if products => text(pick(rng, CURRENCIES)),
+        "IS_MANUAL_OPPORTUNITY" if products => Stored::Flag(rng.random_bool(0.5)),
+        "OPPORTUNITY" if products => Stored::Int(rng.random_range(1_000..100_000_000)),
+        "TAX_VALUE" if products => Stored::Int(0),
+        _ => Stored::Null,
+    }
+}
+
+/// Product rows for a generated record: up to `max` rows (`PRODUCT_ID`, `PRODUCT_NAME`,
+/// `PRICE`, `QUANTITY`... as `crm.deal.productrows.set` takes them).
+pub(crate) fn product_rows(max: usize, rng: &mut SimRng) -> Vec<Value> {
+    let count = rng.random_range(0..=max);
+    (0..count)
+        .map(|i| {
+            let product = rng.random_range(1..=500);
+            let discounted = rng.random_bool(0.3);
+            let taxed = rng.random_bool(0.5);
+            json!({
+                "PRODUCT_ID": product,
+                "PRODUCT_NAME": format!("{} {} #{product}", pick(rng, WORDS), pick(rng, &["kit", "plan", "unit", "pack"])),
+                "PRICE": f64::from(rng.random_range(100..1_000_000)) / 100.0,
+                "QUANTITY": rng.random_range(1..=20),
+                "DISCOUNT_TYPE_ID": 2,
+                "DISCOUNT_RATE": if discounted { rng.random_range(1..=30) } else { 0 },
+                "TAX_RATE": if taxed { 20 } else { 0 },
+                "TAX_INCLUDED": if taxed { "Y" } else { "N" },
+                "SORT": (i + 1) * 10,
+            })
+        })
+        .collect()
+}
+
+/// The seeded users: first and last names, e-mails and positions from the seed; user 1
+/// is the webhook's own user; one in ten has left (`ACTIVE` false).
+pub(crate) fn user_record(
+    table: &Table,
+    id: u64,
+    registered: i64,
+    rng: &mut SimRng,
+) -> Vec<Stored> {
+    let first = pick(rng, FIRST_NAMES);
+    let last = pick(rng, LAST_NAMES);
+    let position = pick(
+        rng,
+        &["Manager", "Director", "Engineer", "Accountant", "Sales"],
+    );
+    let active = id == 1 || id % 10 != 0;
+    table
+        .fields
+        .iter()
+        .map(|field| match field.name.as_str() {
+            "ID" => Stored::Int(id as i64),
+            "ACTIVE" => Stored::Flag(active),
+            "NAME" => text(first),
+            "LAST_NAME" => text(last),
+            "EMAIL" => text(format!(
+                "{}.{}{id}@example.com",
+                first.to_lowercase(),
+                last.to_lowercase()
+            )),
+            "DATE_REGISTER" => Stored::Time(registered),
+            "LAST_LOGIN" if active => Stored::Time(registered + rng.random_range(0..30 * DAY)),
+            "IS_ONLINE" => Stored::Flag(false),
+            "WORK_POSITION" => text(position),
+            "UF_DEPARTMENT" => {
+                Stored::List(vec![Stored::Int(1 + (id as i64 - 1) % 3)].into_boxed_slice())
+            }
+            "USER_TYPE" => text("employee"),
+            _ => Stored::Null,
         })
         .collect()
 }

@@ -9,15 +9,19 @@ mod error;
 mod events;
 mod faults;
 mod generate;
+mod items;
 mod limits;
 mod list;
 mod methods;
 mod params;
 mod portal;
+mod products;
+mod reference;
 mod robots;
 mod schema;
 mod server;
 mod shared;
+mod smart;
 mod stats;
 mod statuses;
 mod table;
@@ -41,9 +45,14 @@ use tokio::task::JoinHandle;
 pub use events::EventTarget;
 pub use faults::FaultSpec;
 pub use limits::{LimitConfig, LimitsUpdate};
-pub use portal::{HideRequest, MutateOutcome, MutateRequest, UserFieldRequest};
+pub use portal::{
+    HideRequest, ItemMutateRequest, ItemUserFieldRequest, MutateOutcome, MutateRequest,
+    UserFieldRequest,
+};
+pub use reference::{CategoryRequest, CurrencyRequest, UserRequest};
 pub use robots::{AppRobotCall, Application, RobotDelivery, WebhookRobotCall};
 pub use schema::{Entity, UserFieldType};
+pub use smart::SmartProcessConfig;
 pub use stats::SimStats;
 pub use statuses::StatusRequest;
 
@@ -84,6 +93,14 @@ pub struct SimConfig {
     pub utc_offset_secs: i32,
     /// The installed application: `/rest/{method}?auth=<access_token>` runs in its context.
     pub application: Application,
+    /// Smart processes (custom CRM types) with their seeded items; none by default.
+    pub smart_processes: Vec<SmartProcessConfig>,
+    /// Deal pipelines besides the general one (ID 0); seeded deals spread over all
+    /// pipelines by ID. None by default.
+    pub deal_categories: Vec<String>,
+    /// Seeded deals get up to this many product rows each, and so do deals that
+    /// `mutate` adds or changes (0, the default: none).
+    pub product_rows: usize,
 }
 
 impl Default for SimConfig {
@@ -105,6 +122,9 @@ impl Default for SimConfig {
             member_id: None,
             utc_offset_secs: 3 * 3600,
             application: Application::default(),
+            smart_processes: Vec::new(),
+            deal_categories: Vec::new(),
+            product_rows: 0,
         }
     }
 }
@@ -128,6 +148,9 @@ impl fmt::Debug for SimConfig {
             .field("member_id", &self.member_id)
             .field("utc_offset_secs", &self.utc_offset_secs)
             .field("application", &self.application)
+            .field("smart_processes", &self.smart_processes)
+            .field("deal_categories", &self.deal_categories)
+            .field("product_rows", &self.product_rows)
             .finish()
     }
 }
@@ -139,6 +162,29 @@ const ROBOT_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3
 fn member_id_for(seed: u64) -> String {
     let mut rng = SimRng::seed_from_u64(seed ^ 0x6d65_6d62_6572);
     format!("{:016x}{:016x}", rng.random::<u64>(), rng.random::<u64>())
+}
+
+/// Every smart process valid, no `entityTypeId` or type id twice.
+fn validate_smart_processes(configs: &[SmartProcessConfig]) -> anyhow::Result<()> {
+    for (i, config) in configs.iter().enumerate() {
+        config.validate().map_err(anyhow::Error::msg)?;
+        let earlier = &configs[..i];
+        if earlier
+            .iter()
+            .any(|c| c.entity_type_id == config.entity_type_id)
+        {
+            bail!(
+                "smart process {} is configured twice",
+                config.entity_type_id
+            );
+        }
+        if let Some(id) = config.type_id
+            && earlier.iter().any(|c| c.type_id == Some(id))
+        {
+            bail!("two smart processes have type id {id}");
+        }
+    }
+    Ok(())
 }
 
 /// A running simulator; dropping it stops the server.
@@ -183,6 +229,13 @@ pub async fn start(config: SimConfig) -> anyhow::Result<RunningSim> {
             config.utc_offset_secs
         )
     })?;
+    validate_smart_processes(&config.smart_processes)?;
+    if config.deal_categories.iter().any(|c| c.trim().is_empty()) {
+        bail!("deal pipeline names must not be empty");
+    }
+    if config.product_rows > 100 {
+        bail!("at most 100 product rows per deal");
+    }
     let clock = PortalClock { offset };
     let listener = TcpListener::bind(config.listen)
         .await
@@ -198,8 +251,12 @@ pub async fn start(config: SimConfig) -> anyhow::Result<RunningSim> {
         // Seeded records were last modified a minute ago at the latest, so every
         // change through the API is later than all of them.
         anchor: clock.now_secs() - 60,
+        deal_categories: config.deal_categories.clone(),
+        product_rows: config.product_rows,
+        smart_processes: config.smart_processes.clone(),
     };
-    let portal = tokio::task::spawn_blocking(move || Portal::seeded(&plan))
+    let seeding = plan.clone();
+    let portal = tokio::task::spawn_blocking(move || Portal::seeded(&seeding))
         .await
         .context("generating data")?;
     let member_id = config
@@ -462,6 +519,87 @@ impl RunningSim {
             .as_u64()
             .map(|n| n as usize)
             .context("no removed count in the answer")
+    }
+
+    /// `POST /_sim/smart-processes`: adds a smart process (its pipelines, stages, user
+    /// fields and seeded items); returns the type as `crm.type.list` shows it.
+    pub async fn add_smart_process(&self, config: &SmartProcessConfig) -> anyhow::Result<Value> {
+        self.control(self.post("smart-processes", config)).await
+    }
+
+    /// `GET /_sim/smart-processes`: the types as `crm.type.get` shows them.
+    pub async fn smart_processes(&self) -> anyhow::Result<Vec<Value>> {
+        self.control(self.get("smart-processes")).await
+    }
+
+    /// `POST /_sim/mutate` by `entityTypeId`: seeded random changes of a smart process's
+    /// items (or of a classic entity, 1..=4); events fire as for `mutate`.
+    pub async fn mutate_items(&self, request: &ItemMutateRequest) -> anyhow::Result<MutateOutcome> {
+        self.control(self.post("mutate", request)).await
+    }
+
+    /// `POST /_sim/hide` by `entityTypeId`: hides a seeded share of the items from the
+    /// webhook's user; returns how many live items are hidden.
+    pub async fn hide_items(
+        &self,
+        entity_type_id: u32,
+        share: f64,
+        seed: u64,
+    ) -> anyhow::Result<usize> {
+        let body = json!({"entity_type_id": entity_type_id, "share": share, "seed": seed});
+        let answer: Value = self.control(self.post("hide", &body)).await?;
+        answer["hidden"]
+            .as_u64()
+            .map(|n| n as usize)
+            .context("no hidden count in the answer")
+    }
+
+    /// `GET /_sim/dump/{entityTypeId}`: every live item (hidden ones too) as
+    /// `crm.item.get` shows it, by ID; user fields as `UF_CRM_*` with
+    /// `original_uf_names`, else camelCase.
+    pub async fn dump_items(
+        &self,
+        entity_type_id: u32,
+        original_uf_names: bool,
+    ) -> anyhow::Result<Vec<Map<String, Value>>> {
+        let flag = if original_uf_names { "Y" } else { "N" };
+        self.control(self.get(&format!("dump/{entity_type_id}?useOriginalUfNames={flag}")))
+            .await
+    }
+
+    /// `POST /_sim/userfields` by `entityTypeId`: returns the new field's `UF_CRM_*` name.
+    pub async fn add_item_user_field(
+        &self,
+        request: &ItemUserFieldRequest,
+    ) -> anyhow::Result<String> {
+        let answer: Value = self.control(self.post("userfields", request)).await?;
+        answer["FIELD_NAME"]
+            .as_str()
+            .map(str::to_string)
+            .context("no FIELD_NAME in the answer")
+    }
+
+    /// `POST /_sim/categories`: adds a pipeline (and its stages); returns it as
+    /// `crm.category.list` shows it.
+    pub async fn add_category(&self, request: &CategoryRequest) -> anyhow::Result<Value> {
+        self.control(self.post("categories", request)).await
+    }
+
+    /// `POST /_sim/currencies`: adds a currency.
+    pub async fn add_currency(&self, request: &CurrencyRequest) -> anyhow::Result<Value> {
+        self.control(self.post("currencies", request)).await
+    }
+
+    /// `POST /_sim/users`: adds a user; returns it as `user.get` shows it.
+    pub async fn add_user(&self, request: &UserRequest) -> anyhow::Result<Value> {
+        self.control(self.post("users", request)).await
+    }
+
+    /// `GET /_sim/productrows/{entityTypeId}`: every product row of the type's records,
+    /// as `crm.item.productrow.list` shows them, by owner then row.
+    pub async fn dump_product_rows(&self, entity_type_id: u32) -> anyhow::Result<Vec<Value>> {
+        self.control(self.get(&format!("productrows/{entity_type_id}")))
+            .await
     }
 
     /// Waits until the server stops (it does not, unless the task fails): for the binary.

@@ -74,59 +74,141 @@ struct Condition {
     operands: Vec<Operand>,
 }
 
-/// A parsed list request.
-pub(crate) struct ListQuery {
-    conditions: Vec<Condition>,
+/// A filter: conditions and nested `logic` groups (`crm.item.list`, `{"logic": "OR",
+/// "0": {...}, "1": {...}}`).
+#[derive(Debug)]
+enum Node {
+    Leaf(Condition),
+    Group { any: bool, nodes: Vec<Node> },
+}
+
+impl Node {
+    fn matches(&self, table: &Table, row: usize) -> bool {
+        match self {
+            Node::Leaf(condition) => condition.matches(table, row),
+            Node::Group { any: true, nodes } => nodes.iter().any(|n| n.matches(table, row)),
+            Node::Group { any: false, nodes } => nodes.iter().all(|n| n.matches(table, row)),
+        }
+    }
+
+    fn only_on_id(&self) -> bool {
+        match self {
+            Node::Leaf(condition) => condition.column == ID_COLUMN,
+            Node::Group { nodes, .. } => nodes.iter().all(Node::only_on_id),
+        }
+    }
+}
+
+/// How a list method names fields and answers mistakes: the old `crm.*.list` methods
+/// ignore unknown fields, `crm.item.list` refuses them.
+pub(crate) trait Dialect {
+    /// The column a `filter` key (prefix removed) names; `Ok(None)` drops the condition.
+    fn filter_column(&self, table: &Table, name: &str) -> Result<Option<usize>, ApiError>;
+    /// The column an `order` key names; `Ok(None)` drops it.
+    fn order_column(&self, table: &Table, name: &str) -> Result<Option<usize>, ApiError>;
+    /// `true` for a descending direction.
+    fn descending(&self, field: &str, direction: &Value) -> Result<bool, ApiError>;
+    /// The answer to a filter value the field cannot hold.
+    fn bad_value(&self, key: &str, value: &Value, value_type: ValueType) -> ApiError;
+    /// Whether objects under keys that name no field are nested `logic` groups.
+    fn groups(&self) -> bool;
+    /// Whether a name (no prefix) names a field.
+    fn is_field(&self, table: &Table, name: &str) -> bool {
+        table.column(name.trim()).is_some()
+    }
+}
+
+/// The old `crm.<entity>.list` methods (and `user.get`): field names exactly as the
+/// portal spells them, unknown ones dropped silently, any direction but `DESC` ascends.
+pub(crate) struct Classic;
+
+impl Dialect for Classic {
+    fn filter_column(&self, table: &Table, name: &str) -> Result<Option<usize>, ApiError> {
+        // Unknown fields (names are case-sensitive) are ignored, as the old
+        // crm.*.list methods do.
+        Ok(table.column(name.trim()))
+    }
+
+    fn order_column(&self, table: &Table, name: &str) -> Result<Option<usize>, ApiError> {
+        Ok(table.column(name))
+    }
+
+    fn descending(&self, _field: &str, direction: &Value) -> Result<bool, ApiError> {
+        Ok(scalar_text(direction).is_some_and(|d| d.trim().eq_ignore_ascii_case("desc")))
+    }
+
+    fn bad_value(&self, key: &str, value: &Value, value_type: ValueType) -> ApiError {
+        ApiError::crm(format!(
+            "Filter '{key}': {value} is not a valid value for a {} field",
+            type_word(value_type)
+        ))
+    }
+
+    fn groups(&self) -> bool {
+        false
+    }
+}
+
+/// Filter, order and paging of one list request, for any table and dialect.
+pub(crate) struct Query {
+    nodes: Vec<Node>,
+    /// The top level is a `logic: OR` group.
+    any: bool,
     order: Vec<(usize, bool)>,
-    select: Vec<usize>,
     pub start: Option<usize>,
 }
 
-/// What a list call produced and what it cost to produce.
-pub(crate) struct ListPage {
-    pub rows: Vec<Value>,
+/// The rows a query picked for one page, and what finding them cost.
+pub(crate) struct Picked {
+    pub rows: Vec<usize>,
     pub total: Option<usize>,
     pub next: Option<usize>,
-    pub fields_per_row: usize,
     /// Rows a non-ID filter was evaluated on.
     pub scanned: usize,
     /// Whether the page was counted (`start >= 0`).
     pub counted: bool,
 }
 
-impl ListQuery {
-    pub fn parse(
+/// `filter`/`order` as a map: absent, `null`, `[]` and `""` are empty; anything else
+/// that is no object is refused with `refusal`.
+pub(crate) fn object_param(
+    params: &Map<String, Value>,
+    name: &str,
+    refusal: impl FnOnce() -> ApiError,
+) -> Result<Map<String, Value>, ApiError> {
+    match param(params, name) {
+        None | Some(Value::Null) => Ok(Map::new()),
+        Some(Value::Object(map)) => Ok(map.clone()),
+        Some(Value::Array(items)) if items.is_empty() => Ok(Map::new()),
+        Some(Value::String(s)) if s.is_empty() => Ok(Map::new()),
+        Some(_) => Err(refusal()),
+    }
+}
+
+impl Query {
+    /// A query from its parts; `start` < 0 pages without counting.
+    pub fn new(
         table: &Table,
-        params: &Map<String, Value>,
+        filter: &Map<String, Value>,
+        order: &Map<String, Value>,
+        start: i64,
         clock: &PortalClock,
-    ) -> Result<ListQuery, ApiError> {
-        let filter = match param(params, "filter") {
-            None | Some(Value::Null) => Map::new(),
-            Some(Value::Object(map)) => map.clone(),
-            Some(Value::Array(items)) if items.is_empty() => Map::new(),
-            Some(Value::String(s)) if s.is_empty() => Map::new(),
-            Some(_) => return Err(ApiError::crm("Parameter 'filter' must be array.")),
-        };
-        let order = match param(params, "order") {
-            None | Some(Value::Null) => Map::new(),
-            Some(Value::Object(map)) => map.clone(),
-            Some(Value::Array(items)) if items.is_empty() => Map::new(),
-            Some(Value::String(s)) if s.is_empty() => Map::new(),
-            Some(_) => return Err(ApiError::crm("Parameter 'order' must be array.")),
-        };
-        let start = param(params, "start").and_then(parse_int).unwrap_or(0);
-        Ok(ListQuery {
-            conditions: parse_filter(table, &filter, clock)?,
-            order: parse_order(table, &order),
-            select: parse_select(table, param(params, "select")),
+        dialect: &dyn Dialect,
+    ) -> Result<Query, ApiError> {
+        let (nodes, any) = parse_nodes(table, filter, clock, dialect)?;
+        Ok(Query {
+            nodes,
+            any,
+            order: parse_order(table, order, dialect)?,
             // The portal pages by 50: `start=75` answers the page at 50.
             start: usize::try_from(start).ok().map(|s| s / PAGE * PAGE),
         })
     }
 
-    pub fn run(&self, table: &Table, clock: &PortalClock) -> ListPage {
+    /// The page of rows the query selects.
+    pub fn pick(&self, table: &Table) -> Picked {
         let (from, to) = self.id_window(table);
-        let filters_beyond_id = self.conditions.iter().any(|c| c.column != ID_COLUMN);
+        let filters_beyond_id = !self.nodes.iter().all(Node::only_on_id);
         let mut scanned = 0;
         let mut matches = |row: usize| {
             if !table.is_visible(row) {
@@ -135,7 +217,11 @@ impl ListQuery {
             if filters_beyond_id {
                 scanned += 1;
             }
-            self.conditions.iter().all(|c| c.matches(table, row))
+            if self.any && !self.nodes.is_empty() {
+                self.nodes.iter().any(|n| n.matches(table, row))
+            } else {
+                self.nodes.iter().all(|n| n.matches(table, row))
+            }
         };
         let by_id_only = self.order.len() == 1 && self.order[0].0 == ID_COLUMN;
         let descending = by_id_only && self.order[0].1;
@@ -167,26 +253,28 @@ impl ListQuery {
             let offset = self.start.unwrap_or(0).min(total);
             picked.extend(all.into_iter().skip(offset).take(PAGE));
         }
-        let rows = picked
-            .iter()
-            .map(|&row| Value::Object(render_row(table, row, &self.select, clock, Reader::List)))
-            .collect();
         let next = self.start.map(|s| s + PAGE).filter(|&n| n < total);
-        ListPage {
-            rows,
+        Picked {
+            rows: picked,
             // Without a count the portal answers `"total": 0`.
             total: Some(self.start.map_or(0, |_| total)),
             next,
-            fields_per_row: self.select.len(),
             scanned,
             counted: self.start.is_some(),
         }
     }
 
-    /// Rows that ID conditions allow, found by binary search on the sorted IDs.
+    /// Rows that top-level ID conditions allow, found by binary search on the sorted IDs.
     fn id_window(&self, table: &Table) -> (usize, usize) {
         let (mut from, mut to) = (0, table.rows());
-        for c in self.conditions.iter().filter(|c| c.column == ID_COLUMN) {
+        if self.any && self.nodes.len() > 1 {
+            return (from, to);
+        }
+        for node in &self.nodes {
+            let Node::Leaf(c) = node else { continue };
+            if c.column != ID_COLUMN {
+                continue;
+            }
             let [Operand::Int(id)] = c.operands.as_slice() else {
                 continue;
             };
@@ -217,6 +305,61 @@ impl ListQuery {
             }
         }
         a.cmp(&b)
+    }
+}
+
+/// A parsed `crm.<entity>.list` request: the query and the selected columns.
+pub(crate) struct ListQuery {
+    query: Query,
+    select: Vec<usize>,
+}
+
+/// What a list call produced and what it cost to produce.
+pub(crate) struct ListPage {
+    pub rows: Vec<Value>,
+    pub total: Option<usize>,
+    pub next: Option<usize>,
+    pub fields_per_row: usize,
+    /// Rows a non-ID filter was evaluated on.
+    pub scanned: usize,
+    /// Whether the page was counted (`start >= 0`).
+    pub counted: bool,
+}
+
+impl ListQuery {
+    pub fn parse(
+        table: &Table,
+        params: &Map<String, Value>,
+        clock: &PortalClock,
+    ) -> Result<ListQuery, ApiError> {
+        let filter = object_param(params, "filter", || {
+            ApiError::crm("Parameter 'filter' must be array.")
+        })?;
+        let order = object_param(params, "order", || {
+            ApiError::crm("Parameter 'order' must be array.")
+        })?;
+        let start = param(params, "start").and_then(parse_int).unwrap_or(0);
+        Ok(ListQuery {
+            query: Query::new(table, &filter, &order, start, clock, &Classic)?,
+            select: parse_select(table, param(params, "select")),
+        })
+    }
+
+    pub fn run(&self, table: &Table, clock: &PortalClock) -> ListPage {
+        let picked = self.query.pick(table);
+        let rows = picked
+            .rows
+            .iter()
+            .map(|&row| Value::Object(render_row(table, row, &self.select, clock, Reader::List)))
+            .collect();
+        ListPage {
+            rows,
+            total: picked.total,
+            next: picked.next,
+            fields_per_row: self.select.len(),
+            scanned: picked.scanned,
+            counted: picked.counted,
+        }
     }
 }
 
@@ -264,38 +407,64 @@ fn parse_select(table: &Table, select: Option<&Value>) -> Vec<usize> {
         .collect()
 }
 
-fn parse_order(table: &Table, order: &Map<String, Value>) -> Vec<(usize, bool)> {
-    let mut keys: Vec<(usize, bool)> = order
-        .iter()
-        .filter_map(|(name, direction)| {
-            let column = table.column(name)?;
-            let descending =
-                scalar_text(direction).is_some_and(|d| d.trim().eq_ignore_ascii_case("desc"));
-            Some((column, descending))
-        })
-        .collect();
+fn parse_order(
+    table: &Table,
+    order: &Map<String, Value>,
+    dialect: &dyn Dialect,
+) -> Result<Vec<(usize, bool)>, ApiError> {
+    let mut keys = Vec::with_capacity(order.len() + 1);
+    for (name, direction) in order {
+        let Some(column) = dialect.order_column(table, name)? else {
+            continue;
+        };
+        keys.push((column, dialect.descending(name, direction)?));
+    }
     if !keys.iter().any(|(c, _)| *c == ID_COLUMN) {
         keys.push((ID_COLUMN, false));
     }
-    keys
+    Ok(keys)
 }
 
-fn parse_filter(
+/// The prefix of a filter key and the field name after it.
+fn split_key(key: &str) -> (Op, bool, &str) {
+    PREFIXES
+        .iter()
+        .find_map(|(prefix, op, listed)| key.strip_prefix(prefix).map(|name| (*op, *listed, name)))
+        .unwrap_or((Op::Eq, false, key))
+}
+
+/// The conditions and groups of a filter object, and whether its `logic` is `OR`.
+fn parse_nodes(
     table: &Table,
     filter: &Map<String, Value>,
     clock: &PortalClock,
-) -> Result<Vec<Condition>, ApiError> {
-    let mut conditions = Vec::new();
+    dialect: &dyn Dialect,
+) -> Result<(Vec<Node>, bool), ApiError> {
+    let mut nodes = Vec::new();
+    let mut any = false;
     for (key, value) in filter {
-        let (op, listed, name) = PREFIXES
-            .iter()
-            .find_map(|(prefix, op, listed)| {
-                key.strip_prefix(prefix).map(|name| (*op, *listed, name))
-            })
-            .unwrap_or((Op::Eq, false, key.as_str()));
-        // Unknown fields (names are case-sensitive) are ignored, as the old
-        // crm.*.list methods do.
-        let Some(column) = table.column(name.trim()) else {
+        if dialect.groups() && key.eq_ignore_ascii_case("logic") {
+            any = scalar_text(value).is_some_and(|l| l.trim().eq_ignore_ascii_case("or"));
+            continue;
+        }
+        let (op, listed, name) = split_key(key);
+        // `{"0": {"logic": "OR", ...}}`: an object under an index, or under a key that
+        // is no field and has no prefix, is a nested group.
+        let group = dialect.groups()
+            && value.is_object()
+            && (key.bytes().all(|b| b.is_ascii_digit())
+                || (name.len() == key.len() && !dialect.is_field(table, name)));
+        if group {
+            if let Value::Object(inner) = value {
+                let (children, inner_any) = parse_nodes(table, inner, clock, dialect)?;
+                nodes.push(Node::Group {
+                    any: inner_any,
+                    nodes: children,
+                });
+            }
+            continue;
+        }
+        let Some(column) = dialect.filter_column(table, name)? else {
             continue;
         };
         let op = effective_op(&table.fields[column], op);
@@ -309,19 +478,14 @@ fn parse_filter(
             .into_iter()
             .map(|v| parse_operand(value_type, v, clock))
             .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| {
-                ApiError::crm(format!(
-                    "Filter '{key}': {value} is not a valid value for a {} field",
-                    type_word(value_type)
-                ))
-            })?;
-        conditions.push(Condition {
+            .ok_or_else(|| dialect.bad_value(key, value, value_type))?;
+        nodes.push(Node::Leaf(Condition {
             column,
             op,
             operands,
-        });
+        }));
     }
-    Ok(conditions)
+    Ok((nodes, any))
 }
 
 /// The portal matches links, statuses and multi-fields by exact value only: `%`

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use anyhow::Context;
-use b24_sim::{Application, EventTarget, FaultSpec, LimitConfig, SimConfig};
+use b24_sim::{Application, EventTarget, FaultSpec, LimitConfig, SimConfig, SmartProcessConfig};
 use clap::Parser;
 
 #[derive(Parser, Debug)]
@@ -83,6 +83,17 @@ struct Args {
     /// The application's `auth[application_token]` in robot calls.
     #[arg(long, env = "B24_SIM_APP_TOKEN", hide_env_values = true)]
     app_token: Option<String>,
+    /// A smart process, repeatable:
+    /// ENTITY_TYPE_ID:TITLE:ITEMS[:products][:uf=N][:rows=N][:categories=A|B][:code=C][:id=N],
+    /// e.g. 1038:Orders:500:products:uf=4.
+    #[arg(long = "smart-process", value_name = "SPEC")]
+    smart_processes: Vec<SmartProcessConfig>,
+    /// A deal pipeline besides the general one, repeatable (seeded deals spread over all).
+    #[arg(long = "deal-category", value_name = "NAME")]
+    deal_categories: Vec<String>,
+    /// Seeded deals get up to N product rows each.
+    #[arg(long, default_value_t = 0)]
+    product_rows: usize,
 }
 
 fn parse_offset(text: &str) -> anyhow::Result<i32> {
@@ -153,6 +164,9 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or(defaults.application.application_token),
             handler_host: args.app_host,
         },
+        smart_processes: args.smart_processes,
+        deal_categories: args.deal_categories,
+        product_rows: args.product_rows,
     };
     let started = Instant::now();
     let mut sim = b24_sim::start(config).await?;

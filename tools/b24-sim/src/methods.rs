@@ -5,11 +5,14 @@ use serde_json::{Map, Value, json};
 use crate::answer::Answer;
 use crate::batch;
 use crate::error::ApiError;
+use crate::items;
 use crate::limits::Operating;
 use crate::list::ListQuery;
 use crate::params::param;
+use crate::portal::WriteMode;
+use crate::reference;
 use crate::robots::{Caller, require_application};
-use crate::schema::{Change, Entity};
+use crate::schema::{Change, Entity, Kind};
 use crate::shared::Shared;
 use crate::table::list_items;
 use crate::values::{PortalClock, parse_int, scalar_text};
@@ -47,6 +50,21 @@ enum Method {
     RobotList,
     RobotDelete,
     StatusList,
+    ItemFields,
+    ItemList,
+    ItemGet,
+    ItemAdd,
+    ItemUpdate,
+    ItemDelete,
+    ItemProductRowList,
+    ItemProductRowSet,
+    TypeList,
+    TypeGet,
+    TypeGetByEntityTypeId,
+    CategoryList,
+    CategoryGet,
+    CurrencyList,
+    UserGet,
     Batch,
 }
 
@@ -63,6 +81,21 @@ impl Method {
             "bizproc.robot.list" => return Some(Method::RobotList),
             "bizproc.robot.delete" => return Some(Method::RobotDelete),
             "crm.status.list" => return Some(Method::StatusList),
+            "crm.item.fields" => return Some(Method::ItemFields),
+            "crm.item.list" => return Some(Method::ItemList),
+            "crm.item.get" => return Some(Method::ItemGet),
+            "crm.item.add" => return Some(Method::ItemAdd),
+            "crm.item.update" => return Some(Method::ItemUpdate),
+            "crm.item.delete" => return Some(Method::ItemDelete),
+            "crm.item.productrow.list" => return Some(Method::ItemProductRowList),
+            "crm.item.productrow.set" => return Some(Method::ItemProductRowSet),
+            "crm.type.list" => return Some(Method::TypeList),
+            "crm.type.get" => return Some(Method::TypeGet),
+            "crm.type.getbyentitytypeid" => return Some(Method::TypeGetByEntityTypeId),
+            "crm.category.list" => return Some(Method::CategoryList),
+            "crm.category.get" => return Some(Method::CategoryGet),
+            "crm.currency.list" => return Some(Method::CurrencyList),
+            "user.get" => return Some(Method::UserGet),
             "batch" => return Some(Method::Batch),
             _ => {}
         }
@@ -92,17 +125,18 @@ pub(crate) fn normalize_method(raw: &str) -> String {
 }
 
 /// What a method did.
-struct Done {
-    result: Value,
-    total: Option<usize>,
-    next: Option<usize>,
-    rows_returned: usize,
-    cost: f64,
-    changes: Vec<(Entity, Change, u64)>,
+pub(crate) struct Done {
+    pub result: Value,
+    pub total: Option<usize>,
+    pub next: Option<usize>,
+    pub rows_returned: usize,
+    pub cost: f64,
+    /// The changes to announce as outgoing events.
+    pub changes: Vec<(Kind, Change, u64)>,
 }
 
 impl Done {
-    fn plain(result: Value) -> Done {
+    pub fn plain(result: Value) -> Done {
         Done {
             result,
             total: None,
@@ -267,12 +301,16 @@ fn run(
         }
         Method::Add(entity) => {
             let fields = fields_param(params)?;
-            let id = shared
-                .portal
-                .write()
-                .add(entity, &fields, clock.now_secs(), user, clock)?;
+            let id = shared.portal.write().add(
+                entity.into(),
+                &fields,
+                clock.now_secs(),
+                user,
+                clock,
+                WriteMode::Classic,
+            )?;
             Ok(Done {
-                changes: vec![(entity, Change::Add, id)],
+                changes: vec![(entity.into(), Change::Add, id)],
                 ..Done::plain(json!(id))
             })
         }
@@ -284,7 +322,7 @@ fn run(
                 .write()
                 .update(entity, id, &fields, clock.now_secs(), user, clock)?;
             Ok(Done {
-                changes: vec![(entity, Change::Update, id)],
+                changes: vec![(entity.into(), Change::Update, id)],
                 ..Done::plain(json!(true))
             })
         }
@@ -292,7 +330,7 @@ fn run(
             let id = required_id(params)?;
             shared.portal.write().delete(entity, id)?;
             Ok(Done {
-                changes: vec![(entity, Change::Delete, id)],
+                changes: vec![(entity.into(), Change::Delete, id)],
                 ..Done::plain(json!(true))
             })
         }
@@ -354,8 +392,78 @@ fn run(
                 ..Done::plain(Value::Array(rows))
             })
         }
+        Method::ItemFields => items::fields(&shared.portal.read(), params),
+        Method::ItemList => items::list(&shared.portal.read(), params, clock),
+        Method::ItemGet => items::get(&shared.portal.read(), params, clock),
+        Method::ItemAdd => items::add(shared, params, user),
+        Method::ItemUpdate => items::update(shared, params, user),
+        Method::ItemDelete => items::delete(shared, params),
+        Method::ItemProductRowList => items::productrow_list(&shared.portal.read(), params),
+        Method::ItemProductRowSet => items::productrow_set(shared, params),
+        Method::TypeList => items::type_list(&shared.portal.read(), params, clock),
+        Method::TypeGet => items::type_get(&shared.portal.read(), params, clock, false),
+        Method::TypeGetByEntityTypeId => {
+            items::type_get(&shared.portal.read(), params, clock, true)
+        }
+        Method::CategoryList => {
+            let portal = shared.portal.read();
+            let kind = entity_type_param(params).and_then(|id| {
+                portal
+                    .kind(id)
+                    .ok_or_else(|| ApiError::new(400, "NOT_FOUND", "Smart process not found"))
+            });
+            let (result, count) = reference::category_list(&portal.categories, kind)?;
+            Ok(Done {
+                total: Some(count),
+                rows_returned: count,
+                ..Done::plain(result)
+            })
+        }
+        Method::CategoryGet => {
+            let portal = shared.portal.read();
+            let entity_type_id = entity_type_param(params)?;
+            if portal.kind(entity_type_id).is_none() {
+                return Err(ApiError::new(400, "NOT_FOUND", "Smart process not found"));
+            }
+            let id = param(params, "id").and_then(parse_int).unwrap_or(-1);
+            let category = portal
+                .categories
+                .get(entity_type_id, id)
+                .ok_or_else(|| ApiError::new(400, "NOT_FOUND", "Category not found"))?;
+            Ok(Done::plain(json!({ "category": category.render() })))
+        }
+        Method::CurrencyList => {
+            let rows = reference::currency_list(&shared.portal.read().currencies, params, clock);
+            let count = rows.len();
+            Ok(Done {
+                // "Currently always has a value of 0" (crm-currency-list.md).
+                total: Some(0),
+                rows_returned: count,
+                ..Done::plain(Value::Array(rows))
+            })
+        }
+        Method::UserGet => {
+            let portal = shared.portal.read();
+            let (rows, total, next) = reference::user_get(&portal.users, params, clock)?;
+            let count = rows.len();
+            Ok(Done {
+                total,
+                next,
+                rows_returned: count,
+                cost: cost::BASE + cost::PER_ROW_FIELD * (count * portal.users.fields.len()) as f64,
+                ..Done::plain(Value::Array(rows))
+            })
+        }
         Method::Batch => Err(ApiError::method_not_found()),
     }
+}
+
+/// The `entityTypeId` parameter (`NOT_FOUND` when it names no type).
+fn entity_type_param(params: &Map<String, Value>) -> Result<u32, ApiError> {
+    param(params, "entityTypeId")
+        .and_then(parse_int)
+        .and_then(|id| u32::try_from(id).ok())
+        .ok_or_else(|| ApiError::new(400, "NOT_FOUND", "Smart process not found"))
 }
 
 fn fields_description(fields: &[crate::schema::FieldDef]) -> Value {
@@ -396,7 +504,7 @@ fn fields_description(fields: &[crate::schema::FieldDef]) -> Value {
     Value::Object(out)
 }
 
-fn uf_settings(user_type: crate::schema::UserFieldType) -> Value {
+pub(crate) fn uf_settings(user_type: crate::schema::UserFieldType) -> Value {
     use crate::schema::UserFieldType as T;
     match user_type {
         T::String => {

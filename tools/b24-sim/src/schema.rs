@@ -32,6 +32,23 @@ impl Entity {
         format!("CRM_{}", self.as_str().to_ascii_uppercase())
     }
 
+    /// The numeric CRM object type (`entityTypeId`): 1 lead, 2 deal, 3 contact, 4 company.
+    pub fn entity_type_id(self) -> u32 {
+        match self {
+            Entity::Lead => 1,
+            Entity::Deal => 2,
+            Entity::Contact => 3,
+            Entity::Company => 4,
+        }
+    }
+
+    /// The classic entity of an `entityTypeId` (1..=4), `None` for any other.
+    pub fn from_entity_type_id(entity_type_id: u32) -> Option<Entity> {
+        Entity::ALL
+            .into_iter()
+            .find(|e| e.entity_type_id() == entity_type_id)
+    }
+
     /// Event name for a change, e.g. `ONCRMDEALADD`.
     pub(crate) fn event_name(self, change: Change) -> String {
         let verb = match change {
@@ -60,6 +77,66 @@ impl FromStr for Entity {
                 format!("unknown entity '{s}' (expected deal, contact, lead or company)")
             })
     }
+}
+
+/// What a table holds: a classic entity, a smart process (by `entityTypeId`) or the
+/// portal's users.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Kind {
+    Classic(Entity),
+    Smart(u32),
+    Users,
+}
+
+impl From<Entity> for Kind {
+    fn from(entity: Entity) -> Kind {
+        Kind::Classic(entity)
+    }
+}
+
+impl Kind {
+    /// The `entityTypeId` (0 for users, which have none).
+    pub fn entity_type_id(self) -> u32 {
+        match self {
+            Kind::Classic(entity) => entity.entity_type_id(),
+            Kind::Smart(id) => id,
+            Kind::Users => 0,
+        }
+    }
+
+    /// Event name for a change: `ONCRMDEALUPDATE`, `ONCRMDYNAMICITEMADD`...
+    pub fn event_name(self, change: Change) -> String {
+        match self {
+            Kind::Classic(entity) => entity.event_name(change),
+            Kind::Smart(_) | Kind::Users => {
+                let verb = match change {
+                    Change::Add => "ADD",
+                    Change::Update => "UPDATE",
+                    Change::Delete => "DELETE",
+                };
+                format!("ONCRMDYNAMICITEM{verb}")
+            }
+        }
+    }
+
+    /// The short symbolic code of the type (`entityTypeAbbr`): `L`, `D`, `C`, `CO`, and
+    /// `T` with the lower-case hexadecimal `entityTypeId` for a smart process (`T40e`).
+    pub fn abbr(self) -> String {
+        match self {
+            Kind::Classic(Entity::Lead) => "L".into(),
+            Kind::Classic(Entity::Deal) => "D".into(),
+            Kind::Classic(Entity::Contact) => "C".into(),
+            Kind::Classic(Entity::Company) => "CO".into(),
+            Kind::Smart(id) => format!("T{id:x}"),
+            Kind::Users => String::new(),
+        }
+    }
+}
+
+/// Whether an `entityTypeId` is one a smart process may have: 128..=191, or even and
+/// at least 1030 (odd ones and 192..=255 belong to types in the recycle bin).
+pub(crate) fn is_smart_entity_type_id(id: u32) -> bool {
+    (128..=191).contains(&id) || (id >= 1030 && id % 2 == 0)
 }
 
 /// A change to a record, as reported by outgoing events.
@@ -802,6 +879,206 @@ const COMPANY: &[Group] = &[
     MULTIFIELDS,
 ];
 
+/// The standard fields of a smart process's items, under the names the portal stores
+/// them (`CREATED_TIME`, `UPDATED_BY`, `MOVED_BY`...), in the order `crm.item.fields`
+/// lists them; the `type` is the one `crm.item.fields` shows.
+const SMART: &[Group] = &[
+    ID,
+    &[
+        ("TITLE", "string", V::Text, 0, None, "Name"),
+        ("XML_ID", "string", V::Text, 0, None, "External code"),
+        (
+            "CREATED_TIME",
+            "datetime",
+            V::DateTime,
+            RO,
+            None,
+            "Created at",
+        ),
+        (
+            "UPDATED_TIME",
+            "datetime",
+            V::DateTime,
+            RO,
+            None,
+            "Updated at",
+        ),
+        ("CREATED_BY", "user", V::Integer, RO, None, "Created by"),
+        ("UPDATED_BY", "user", V::Integer, RO, None, "Updated by"),
+        ("ASSIGNED_BY_ID", "user", V::Integer, 0, None, "Assigned to"),
+        (
+            "OPENED",
+            "boolean",
+            V::Char,
+            REQ,
+            None,
+            "Publicly available",
+        ),
+        (
+            "WEBFORM_ID",
+            "integer",
+            V::Integer,
+            0,
+            None,
+            "Created by CRM form",
+        ),
+        ("BEGINDATE", "date", V::Date, 0, None, "Start date"),
+        ("CLOSEDATE", "date", V::Date, 0, None, "End date"),
+        ("COMPANY_ID", "crm_company", V::Integer, 0, None, "Company"),
+        (
+            "CONTACT_ID",
+            "crm_contact",
+            V::Integer,
+            DEP,
+            None,
+            "Contact",
+        ),
+        (
+            "CONTACT_IDS",
+            "crm_contact",
+            V::Integer,
+            MULT | UNREAD,
+            None,
+            "CONTACT_IDS",
+        ),
+        (
+            "CATEGORY_ID",
+            "crm_category",
+            V::Integer,
+            0,
+            None,
+            "Pipeline",
+        ),
+        ("MOVED_TIME", "datetime", V::DateTime, RO, None, "Moved at"),
+        ("MOVED_BY", "user", V::Integer, RO, None, "Moved by"),
+        ("STAGE_ID", "crm_status", V::Code, 0, None, "Stage"),
+        (
+            "PREVIOUS_STAGE_ID",
+            "crm_status",
+            V::Code,
+            RO,
+            None,
+            "Previous stage",
+        ),
+        (
+            "SOURCE_ID",
+            "crm_status",
+            V::Code,
+            0,
+            Some("SOURCE"),
+            "Source",
+        ),
+        (
+            "SOURCE_DESCRIPTION",
+            "text",
+            V::Text,
+            0,
+            None,
+            "Additional source info",
+        ),
+        ("CURRENCY_ID", "crm_currency", V::Code, 0, None, "Currency"),
+        (
+            "IS_MANUAL_OPPORTUNITY",
+            "boolean",
+            V::Char,
+            0,
+            None,
+            "Amount calculation mode",
+        ),
+        ("OPPORTUNITY", "double", V::Money, 0, None, "Amount"),
+        ("TAX_VALUE", "double", V::Money, 0, None, "Tax amount"),
+        (
+            "MYCOMPANY_ID",
+            "crm_company",
+            V::Integer,
+            0,
+            None,
+            "Your company details",
+        ),
+        (
+            "LAST_ACTIVITY_BY",
+            "user",
+            V::Integer,
+            RO,
+            None,
+            "Last activity in timeline by",
+        ),
+        (
+            "LAST_ACTIVITY_TIME",
+            "datetime",
+            V::DateTime,
+            RO,
+            None,
+            "Last activity",
+        ),
+    ],
+];
+
+/// The portal's users as `user.get` shows them (a table, so `user.get` filters and pages
+/// with the same engine as the CRM lists).
+const USER: &[Group] = &[
+    ID,
+    &[
+        ("XML_ID", "string", V::Text, 0, None, "External code"),
+        ("ACTIVE", "char", V::Char, 0, None, "Active"),
+        ("NAME", "string", V::Text, 0, None, "First name"),
+        ("LAST_NAME", "string", V::Text, 0, None, "Last name"),
+        ("SECOND_NAME", "string", V::Text, 0, None, "Second name"),
+        ("EMAIL", "string", V::Text, 0, None, "E-mail"),
+        (
+            "LAST_LOGIN",
+            "datetime",
+            V::DateTime,
+            RO,
+            None,
+            "Last login",
+        ),
+        (
+            "DATE_REGISTER",
+            "datetime",
+            V::DateTime,
+            RO,
+            None,
+            "Registered",
+        ),
+        ("TIME_ZONE", "string", V::Text, 0, None, "Time zone"),
+        ("IS_ONLINE", "char", V::Char, RO, None, "Online"),
+        ("PERSONAL_GENDER", "string", V::Text, 0, None, "Gender"),
+        ("PERSONAL_BIRTHDAY", "date", V::Date, 0, None, "Birthday"),
+        ("PERSONAL_MOBILE", "string", V::Text, 0, None, "Mobile"),
+        ("PERSONAL_CITY", "string", V::Text, 0, None, "City"),
+        ("WORK_PHONE", "string", V::Text, 0, None, "Work phone"),
+        ("WORK_POSITION", "string", V::Text, 0, None, "Position"),
+        (
+            "UF_EMPLOYMENT_DATE",
+            "date",
+            V::Date,
+            0,
+            None,
+            "Employment date",
+        ),
+        (
+            "UF_DEPARTMENT",
+            "integer",
+            V::Integer,
+            MULT,
+            None,
+            "Departments",
+        ),
+        ("USER_TYPE", "string", V::Code, RO, None, "User type"),
+    ],
+];
+
+/// The standard fields of a smart process's items.
+pub(crate) fn smart_fields() -> Vec<FieldDef> {
+    field_defs(SMART)
+}
+
+/// The fields `user.get` returns.
+pub(crate) fn user_fields() -> Vec<FieldDef> {
+    field_defs(USER)
+}
+
 /// The standard fields of an entity, in the order `crm.<entity>.fields` and `get`
 /// list them, the multi-fields last.
 pub(crate) fn standard_fields(entity: Entity) -> Vec<FieldDef> {
@@ -811,6 +1088,10 @@ pub(crate) fn standard_fields(entity: Entity) -> Vec<FieldDef> {
         Entity::Lead => LEAD,
         Entity::Company => COMPANY,
     };
+    field_defs(groups)
+}
+
+fn field_defs(groups: &[Group]) -> Vec<FieldDef> {
     groups
         .iter()
         .flat_map(|group| group.iter())

@@ -22,16 +22,22 @@ use tower::ServiceExt;
 
 use crate::error::ApiError;
 use crate::faults::{AfterFault, BeforeFault, FaultInjector, FaultSpec};
+use crate::items;
 use crate::limits::{LimitConfig, Limiter, LimitsUpdate};
 use crate::methods::{execute, normalize_method};
 use crate::params;
-use crate::portal::{HideRequest, MutateBody, MutateOutcome, Portal, UserFieldRequest};
+use crate::portal::{
+    HideRequest, ItemMutateRequest, ItemUserFieldRequest, MutateBody, MutateOutcome, Mutation,
+    Portal, UserFieldRequest,
+};
+use crate::reference::{self, CategoryRequest, CurrencyRequest, UserRequest};
 use crate::robots::{
     AppRobotCall, Caller, RobotAuth, RobotDelivery, WebhookRobotCall, app_robot_form,
     webhook_robot_form, webhook_robot_url,
 };
-use crate::schema::Entity;
+use crate::schema::{Entity, Kind};
 use crate::shared::Shared;
+use crate::smart::SmartProcessConfig;
 use crate::stats::SimStats;
 use crate::statuses::StatusRequest;
 
@@ -76,6 +82,15 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/_sim/robot/app", post(fire_app_robot))
         .route("/_sim/robots", get(robots))
         .route("/_sim/statuses", post(add_status))
+        .route(
+            "/_sim/smart-processes",
+            get(smart_processes).post(add_smart_process),
+        )
+        .route("/_sim/categories", post(add_category))
+        .route("/_sim/currencies", post(add_currency))
+        .route("/_sim/users", post(add_user))
+        .route("/_sim/productrows/{entity_type_id}", get(product_rows))
+        .route("/bitrix/services/main/ajax.php", get(item_file))
         .route("/_sim/application", get(application))
         .route("/_sim/application/update", post(update_application))
         .fallback(|| async { json_error(404, "ERROR_METHOD_NOT_FOUND", "Method not found!") })
@@ -172,6 +187,10 @@ async fn rest_application(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    // A file of a `crm.item.*` answer (`urlMachine`), served without the JSON envelope.
+    if normalize_method(&method) == "crm.controller.item.getfile" {
+        return serve_item_file(&shared, query.as_deref().unwrap_or_default());
+    }
     let credentials = Credentials::AccessToken;
     rest_call(shared, kill, credentials, method, query, headers, body).await
 }
@@ -350,7 +369,7 @@ async fn reset_stats(State(shared): State<Arc<Shared>>) -> Json<Value> {
 
 /// Back to the seeded state: data, user fields, product rows, comments and limit levels.
 async fn reset(State(shared): State<Arc<Shared>>) -> Result<Json<Value>, ControlError> {
-    let plan = shared.plan;
+    let plan = shared.plan.clone();
     let portal = control_blocking(&shared, "regenerating the seeded data failed", move |_| {
         Ok(Portal::seeded(&plan))
     })
@@ -361,61 +380,232 @@ async fn reset(State(shared): State<Arc<Shared>>) -> Result<Json<Value>, Control
     Ok(Json(json!({"ok": true})))
 }
 
+/// A control body of one of two shapes: by `entity_type_id` (smart processes and, by
+/// number, the classic entities) or by the classic `entity` name.
+fn by_type<A: serde::de::DeserializeOwned, B: serde::de::DeserializeOwned>(
+    body: Value,
+) -> Result<Result<A, B>, ControlError> {
+    let shown = |e: serde_json::Error| ControlError(e.to_string());
+    if body.get("entity_type_id").is_some() {
+        serde_json::from_value(body).map(Ok).map_err(shown)
+    } else {
+        serde_json::from_value(body).map(Err).map_err(shown)
+    }
+}
+
 async fn mutate(
     State(shared): State<Arc<Shared>>,
-    request: Result<Json<MutateBody>, JsonRejection>,
+    request: Result<Json<Value>, JsonRejection>,
 ) -> Result<Json<MutateOutcome>, ControlError> {
-    let request = control_body(request)?;
-    let entity = request.request.entity;
-    let outcome = control_blocking(&shared, "the mutation failed", move |worker| {
+    let body = by_type::<ItemMutateRequest, MutateBody>(control_body(request)?)?;
+    let (mutation, outcome) = control_blocking(&shared, "the mutation failed", move |worker| {
         let now = worker.clock.now_secs();
-        worker
-            .portal
-            .write()
-            .mutate(&request, now, worker.user_id as i64, &worker.clock)
+        let mut portal = worker.portal.write();
+        let mutation = match body {
+            Ok(item) => Mutation {
+                kind: portal
+                    .kind(item.entity_type_id)
+                    .ok_or_else(|| format!("no smart process {}", item.entity_type_id))?,
+                seed: item.seed,
+                adds: item.adds,
+                updates: item.updates,
+                deletes: item.deletes,
+                repeat_share: item.repeat_share,
+            },
+            Err(classic) => Mutation::from(&classic),
+        };
+        let outcome = portal.mutate(&mutation, now, worker.user_id as i64, &worker.clock)?;
+        Ok((mutation, outcome))
     })
     .await?;
     if let Some(events) = &shared.events {
-        events.publish(&Portal::mutation_changes(entity, &outcome));
+        events.publish(&Portal::mutation_changes(mutation.kind, &outcome));
     }
     Ok(Json(outcome))
 }
 
+/// `GET /_sim/dump/deal` (the old API's records) or `/_sim/dump/1038` (items as
+/// `crm.item.get` shows them; `?useOriginalUfNames=Y` keeps `UF_CRM_*` names).
 async fn dump(
     State(shared): State<Arc<Shared>>,
     Path(entity): Path<String>,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<Value>, ControlError> {
-    let entity: Entity = entity.parse()?;
-    let records = control_blocking(&shared, "the dump failed", move |worker| {
-        Ok(worker.portal.read().dump(entity, &worker.clock))
-    })
-    .await?;
+    let original = form_urlencoded::parse(query.unwrap_or_default().as_bytes()).any(|(k, v)| {
+        k.eq_ignore_ascii_case("useOriginalUfNames")
+            && crate::values::parse_flag(&json!(v)) == Some(true)
+    });
+    let by_number = entity.parse::<u32>().ok();
+    let records = match by_number {
+        Some(entity_type_id) => {
+            control_blocking(&shared, "the dump failed", move |worker| {
+                let portal = worker.portal.read();
+                let kind = portal
+                    .kind(entity_type_id)
+                    .ok_or_else(|| format!("no smart process {entity_type_id}"))?;
+                items::dump(&portal, kind, original, &worker.clock)
+            })
+            .await?
+        }
+        None => {
+            let entity: Entity = entity.parse()?;
+            control_blocking(&shared, "the dump failed", move |worker| {
+                Ok(worker.portal.read().dump(entity, &worker.clock))
+            })
+            .await?
+        }
+    };
     Ok(Json(Value::Array(records)))
 }
 
 async fn add_user_field(
     State(shared): State<Arc<Shared>>,
-    request: Result<Json<UserFieldRequest>, JsonRejection>,
+    request: Result<Json<Value>, JsonRejection>,
 ) -> Result<Json<Value>, ControlError> {
-    let request = control_body(request)?;
+    let request = by_type::<ItemUserFieldRequest, UserFieldRequest>(control_body(request)?)?;
     let name = control_blocking(&shared, "adding the user field failed", move |worker| {
-        worker.portal.write().add_user_field(&request)
+        let mut portal = worker.portal.write();
+        match &request {
+            Ok(item) => portal.add_item_user_field(item),
+            Err(classic) => portal.add_user_field(classic),
+        }
     })
     .await?;
     Ok(Json(json!({"FIELD_NAME": name})))
 }
 
+/// `POST /_sim/hide` by `entity_type_id`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ItemHideRequest {
+    entity_type_id: u32,
+    share: f64,
+    #[serde(default)]
+    seed: u64,
+}
+
 /// Hides a share of an entity's records from the webhook's user (role change).
 async fn hide(
     State(shared): State<Arc<Shared>>,
-    request: Result<Json<HideRequest>, JsonRejection>,
+    request: Result<Json<Value>, JsonRejection>,
 ) -> Result<Json<Value>, ControlError> {
-    let request = control_body(request)?;
+    let request = by_type::<ItemHideRequest, HideRequest>(control_body(request)?)?;
     let hidden = control_blocking(&shared, "hiding records failed", move |worker| {
-        worker.portal.write().hide(&request)
+        let mut portal = worker.portal.write();
+        match request {
+            Ok(item) => {
+                let kind = portal
+                    .kind(item.entity_type_id)
+                    .ok_or_else(|| format!("no smart process {}", item.entity_type_id))?;
+                portal.hide(kind, item.share, item.seed)
+            }
+            Err(classic) => portal.hide(classic.entity.into(), classic.share, classic.seed),
+        }
     })
     .await?;
     Ok(Json(json!({"hidden": hidden})))
+}
+
+/// The smart processes as `crm.type.get` shows them.
+async fn smart_processes(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    let portal = shared.portal.read();
+    let types = portal
+        .smart
+        .iter()
+        .map(|s| {
+            let enabled = portal.categories_enabled(s.info.entity_type_id);
+            s.info.render(enabled, &shared.clock, true)
+        })
+        .collect();
+    Json(Value::Array(types))
+}
+
+/// Adds a smart process at run time, seeded like the configured ones.
+async fn add_smart_process(
+    State(shared): State<Arc<Shared>>,
+    request: Result<Json<SmartProcessConfig>, JsonRejection>,
+) -> Result<Json<Value>, ControlError> {
+    let config = control_body(request)?;
+    let row = control_blocking(&shared, "adding the smart process failed", move |worker| {
+        let mut portal = worker.portal.write();
+        let population = crate::generate::Population {
+            contacts: portal.table(Entity::Contact).next_id - 1,
+            companies: portal.table(Entity::Company).next_id - 1,
+        };
+        // Its seeded items were last changed a minute ago at the latest.
+        let anchor = worker.clock.now_secs() - 60;
+        let info = portal.add_smart_process(&config, anchor, population)?;
+        let enabled = portal.categories_enabled(info.entity_type_id);
+        Ok(info.render(enabled, &worker.clock, false))
+    })
+    .await?;
+    Ok(Json(row))
+}
+
+/// Adds a pipeline of deals or of a smart process, with its stages.
+async fn add_category(
+    State(shared): State<Arc<Shared>>,
+    request: Result<Json<CategoryRequest>, JsonRejection>,
+) -> Result<Json<Value>, ControlError> {
+    let request = control_body(request)?;
+    let mut portal = shared.portal.write();
+    match portal.kind(request.entity_type_id) {
+        Some(Kind::Classic(Entity::Deal) | Kind::Smart(_)) => {}
+        _ => {
+            return Err(ControlError(format!(
+                "entity type {} has no pipelines to add to (deals are 2, smart processes their entityTypeId)",
+                request.entity_type_id
+            )));
+        }
+    }
+    if request.name.trim().is_empty() {
+        return Err(ControlError("the pipeline needs a name".to_string()));
+    }
+    let category = portal.add_category(request.entity_type_id, request.name.trim(), request.sort);
+    Ok(Json(category.render()))
+}
+
+async fn add_currency(
+    State(shared): State<Arc<Shared>>,
+    request: Result<Json<CurrencyRequest>, JsonRejection>,
+) -> Result<Json<Value>, ControlError> {
+    let request = control_body(request)?;
+    let now = shared.clock.now_secs();
+    let row = reference::add_currency(&mut shared.portal.write().currencies, &request, now)?;
+    Ok(Json(row))
+}
+
+async fn add_user(
+    State(shared): State<Arc<Shared>>,
+    request: Result<Json<UserRequest>, JsonRejection>,
+) -> Result<Json<Value>, ControlError> {
+    let request = control_body(request)?;
+    let now = shared.clock.now_secs();
+    let row = reference::add_user(
+        &mut shared.portal.write().users,
+        &request,
+        now,
+        &shared.clock,
+    )?;
+    Ok(Json(row))
+}
+
+/// Every product row of a type's records, as `crm.item.productrow.list` shows them.
+async fn product_rows(
+    State(shared): State<Arc<Shared>>,
+    Path(entity_type_id): Path<u32>,
+) -> Result<Json<Value>, ControlError> {
+    let portal = shared.portal.read();
+    let kind = portal
+        .kind(entity_type_id)
+        .ok_or_else(|| ControlError(format!("no smart process {entity_type_id}")))?;
+    let rows = portal
+        .products
+        .all_of(kind)
+        .into_iter()
+        .map(|r| r.render_item())
+        .collect();
+    Ok(Json(Value::Array(rows)))
 }
 
 #[derive(Deserialize)]
@@ -602,13 +792,20 @@ async fn show_file(
     let (Some(entity), Some(query)) = (entity, query) else {
         return not_found();
     };
-    let file = shared
-        .portal
-        .read()
-        .file(entity, query.owner_id, &query.field_name, query.file_id);
+    let file = shared.portal.read().file(
+        entity.into(),
+        query.owner_id,
+        &query.field_name,
+        query.file_id,
+    );
     let Some(file) = file else {
         return not_found();
     };
+    file_response(file)
+}
+
+/// The bytes of a file, named in `Content-Disposition`.
+fn file_response(file: crate::table::StoredFile) -> Response {
     let disposition = format!(
         "attachment; filename=\"{}\"",
         file.name.replace(['"', '\\', '\r', '\n'], "_")
@@ -623,6 +820,43 @@ async fn show_file(
         headers.insert(header::CONTENT_DISPOSITION, value);
     }
     response
+}
+
+/// A file user field's `url` / `urlMachine` in `crm.item.*` answers
+/// (`...?action=crm.controller.item.getFile&entityTypeId=&id=&fieldName=&fileId=`):
+/// the file's bytes while the item's field holds the file, else 404.
+async fn item_file(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery) -> Response {
+    serve_item_file(&shared, query.as_deref().unwrap_or_default())
+}
+
+fn serve_item_file(shared: &Shared, query: &str) -> Response {
+    let not_found = || (StatusCode::NOT_FOUND, "File not found").into_response();
+    let mut entity_type_id = None;
+    let mut owner_id = None;
+    let mut field_name = None;
+    let mut file_id = None;
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        match key.as_ref() {
+            "entityTypeId" => entity_type_id = value.parse::<u32>().ok(),
+            "id" => owner_id = value.parse::<u64>().ok(),
+            "fieldName" => field_name = Some(value.into_owned()),
+            "fileId" => file_id = value.parse::<i64>().ok(),
+            _ => {}
+        }
+    }
+    let (Some(entity_type_id), Some(owner_id), Some(field_name), Some(file_id)) =
+        (entity_type_id, owner_id, field_name, file_id)
+    else {
+        return not_found();
+    };
+    let portal = shared.portal.read();
+    let file = portal
+        .kind(entity_type_id)
+        .and_then(|kind| portal.file(kind, owner_id, &field_name, file_id));
+    match file {
+        Some(file) => file_response(file),
+        None => not_found(),
+    }
 }
 
 /// The file URL's query (`ownerId`, `fieldName`, `fileId`; others such as `auth` and

@@ -17,6 +17,9 @@ struct StatusItem {
     name: String,
     sort: u32,
     system: bool,
+    /// The pipeline of a stage list other than the general deal one (`DEAL_STAGE_7`,
+    /// `DYNAMIC_1038_STAGE_12`).
+    category_id: Option<i64>,
 }
 
 /// `POST /_sim/statuses`: adds an item, as a user does in the CRM settings.
@@ -115,6 +118,7 @@ impl Default for Statuses {
                     name: name.to_string(),
                     sort: (i as u32 + 1) * 10,
                     system: true,
+                    category_id: None,
                 });
             }
         }
@@ -122,18 +126,31 @@ impl Default for Statuses {
     }
 }
 
-/// Deal stage and lead status semantics: `S` success, `F` failure, else in progress.
+/// Whether a list holds stages (of leads, of a deal pipeline, of a smart-process pipeline).
+fn is_stage_list(entity_id: &str) -> bool {
+    entity_id == "STATUS"
+        || entity_id.starts_with("DEAL_STAGE")
+        || (entity_id.starts_with("DYNAMIC_") && entity_id.contains("_STAGE_"))
+}
+
+/// Stage semantics: `S` success, `F` failure, else in progress; a stage of another
+/// pipeline (`C7:WON`, `DT1038_12:SUCCESS`) counts by the part after the colon.
 fn semantics(entity_id: &str, status_id: &str) -> Option<&'static str> {
-    match (entity_id, status_id) {
-        ("DEAL_STAGE", "WON") | ("STATUS", "CONVERTED") => Some("S"),
-        ("DEAL_STAGE", "LOSE") | ("STATUS", "JUNK") => Some("F"),
+    let code = status_id.rsplit(':').next().unwrap_or(status_id);
+    match (entity_id, code) {
+        ("STATUS", "CONVERTED") => Some("S"),
+        ("STATUS", "JUNK") => Some("F"),
+        (deal, "WON") if deal.starts_with("DEAL_STAGE") => Some("S"),
+        (deal, "LOSE" | "APOLOGY") if deal.starts_with("DEAL_STAGE") => Some("F"),
+        (smart, "SUCCESS") if smart.starts_with("DYNAMIC_") => Some("S"),
+        (smart, "FAIL") if smart.starts_with("DYNAMIC_") => Some("F"),
         _ => None,
     }
 }
 
 impl StatusItem {
     fn render(&self) -> Value {
-        let stage = matches!(self.entity_id.as_str(), "DEAL_STAGE" | "STATUS");
+        let stage = is_stage_list(&self.entity_id);
         let semantic = semantics(&self.entity_id, &self.status_id);
         let color = match semantic {
             Some("S") => "#7BD500",
@@ -148,7 +165,7 @@ impl StatusItem {
             "NAME_INIT": if self.system { json!(self.name) } else { json!("") },
             "SORT": self.sort.to_string(),
             "SYSTEM": if self.system { "Y" } else { "N" },
-            "CATEGORY_ID": null,
+            "CATEGORY_ID": self.category_id.map(|id| id.to_string()),
             "COLOR": if stage { json!(color) } else { Value::Null },
             "SEMANTICS": semantic,
         });
@@ -226,6 +243,27 @@ impl Statuses {
         Ok(rows)
     }
 
+    /// Adds the stage list of a new pipeline (`DEAL_STAGE_7`, `DYNAMIC_1038_STAGE_12`).
+    pub fn add_stage_list(
+        &mut self,
+        entity_id: &str,
+        category_id: i64,
+        stages: &[(String, String)],
+    ) {
+        for (i, (status_id, name)) in stages.iter().enumerate() {
+            let id = self.items.iter().map(|i| i.id).max().unwrap_or(0) + 1;
+            self.items.push(StatusItem {
+                id,
+                entity_id: entity_id.to_string(),
+                status_id: status_id.clone(),
+                name: name.clone(),
+                sort: (i as u32 + 1) * 10,
+                system: true,
+                category_id: Some(category_id),
+            });
+        }
+    }
+
     /// Adds an item; its `STATUS_ID` must be new in its list.
     pub fn add(&mut self, request: &StatusRequest) -> Result<Value, String> {
         let entity_id = request.entity_id.trim().to_ascii_uppercase();
@@ -247,6 +285,14 @@ impl Statuses {
             name: request.name.trim().to_string(),
             sort: request.sort,
             system: false,
+            category_id: None,
+        };
+        // A custom stage of another pipeline belongs to that pipeline.
+        let item = StatusItem {
+            category_id: is_stage_list(&item.entity_id)
+                .then(|| item.entity_id.rsplit('_').next()?.parse().ok())
+                .flatten(),
+            ..item
         };
         let row = item.render();
         self.items.push(item);

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
-use crate::schema::{Entity, FieldDef, ValueType, multifield_value_types};
+use crate::schema::{Entity, FieldDef, Kind, ValueType, multifield_value_types};
 use crate::values::{
     PortalClock, format_money, is_empty_input, parse_flag, parse_float, parse_int, parse_money,
     parse_money_uf, scalar_text,
@@ -208,9 +208,45 @@ impl Interner {
     }
 }
 
+/// Columns with a role the portal maintains itself, found by the names each kind of
+/// table gives them (`DATE_MODIFY` on the classic entities, `UPDATED_TIME` on smart
+/// processes).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Roles {
+    pub created_time: Option<usize>,
+    pub updated_time: Option<usize>,
+    pub created_by: Option<usize>,
+    pub updated_by: Option<usize>,
+    pub moved_time: Option<usize>,
+    pub moved_by: Option<usize>,
+    /// `STAGE_ID` (deals, smart processes) or `STATUS_ID` (leads).
+    pub stage: Option<usize>,
+    pub previous_stage: Option<usize>,
+    pub category: Option<usize>,
+}
+
+impl Roles {
+    fn find(fields: &[FieldDef]) -> Roles {
+        let column = |names: &[&str]| fields.iter().position(|f| names.contains(&f.name.as_str()));
+        Roles {
+            created_time: column(&["DATE_CREATE", "CREATED_TIME"]),
+            updated_time: column(&["DATE_MODIFY", "UPDATED_TIME"]),
+            created_by: column(&["CREATED_BY_ID", "CREATED_BY"]),
+            updated_by: column(&["MODIFY_BY_ID", "UPDATED_BY"]),
+            moved_time: column(&["MOVED_TIME"]),
+            moved_by: column(&["MOVED_BY_ID", "MOVED_BY"]),
+            stage: column(&["STAGE_ID", "STATUS_ID"]),
+            previous_stage: column(&["PREVIOUS_STAGE_ID"]),
+            category: column(&["CATEGORY_ID"]),
+        }
+    }
+}
+
 /// Every record of one entity.
 pub(crate) struct Table {
-    pub entity: Entity,
+    pub kind: Kind,
+    /// The columns the portal maintains (standard fields, so user fields never move them).
+    pub roles: Roles,
     pub fields: Vec<FieldDef>,
     columns: Vec<Column>,
     index: HashMap<String, usize>,
@@ -284,7 +320,7 @@ impl IdCounters {
 pub(crate) const ID_COLUMN: usize = 0;
 
 impl Table {
-    pub fn new(entity: Entity, fields: Vec<FieldDef>) -> Table {
+    pub fn new(kind: impl Into<Kind>, fields: Vec<FieldDef>) -> Table {
         let columns = fields.iter().map(Column::for_field).collect();
         let index = fields
             .iter()
@@ -292,7 +328,8 @@ impl Table {
             .map(|(i, f)| (f.name.clone(), i))
             .collect();
         Table {
-            entity,
+            kind: kind.into(),
+            roles: Roles::find(&fields),
             fields,
             columns,
             index,
@@ -319,6 +356,23 @@ impl Table {
     pub fn writable_column(&self, name: &str) -> Option<usize> {
         self.column(name)
             .or_else(|| self.column(&name.to_ascii_uppercase()))
+    }
+
+    /// The classic entity this table holds, if it holds one.
+    pub fn entity(&self) -> Option<Entity> {
+        match self.kind {
+            Kind::Classic(entity) => Some(entity),
+            _ => None,
+        }
+    }
+
+    /// `deal`, `contact`... for a classic entity; `dynamic` for a smart process.
+    fn entity_name(&self) -> &'static str {
+        match self.kind {
+            Kind::Classic(entity) => entity.as_str(),
+            Kind::Smart(_) => "dynamic",
+            Kind::Users => "user",
+        }
     }
 
     /// Hides a share of the records from the webhook's user (`None` shows all).
@@ -487,7 +541,7 @@ impl Table {
         let field_name: String = form_urlencoded::byte_serialize(field.name.as_bytes()).collect();
         let page = format!(
             "/bitrix/components/bitrix/crm.{}.show/show_file.php",
-            self.entity.as_str()
+            self.entity_name()
         );
         let dynamic = if field.user_field.is_some() { "Y" } else { "N" };
         let query =
@@ -657,7 +711,7 @@ impl Table {
                 name: format!("file{file_id}.txt"),
                 bytes: format!(
                     "File {file_id} of {} {} ({field_name})\n",
-                    self.entity,
+                    self.entity_name(),
                     self.id_at(row)
                 )
                 .into_bytes(),

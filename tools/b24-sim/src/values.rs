@@ -1,7 +1,9 @@
 //! Value formats of the old `crm.*` API: parsing what clients send and rendering
 //! what the portal returns (numbers as strings, dates in the portal's offset).
 
-use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
+use chrono::{
+    DateTime, Datelike, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone, Utc,
+};
 use serde_json::Value;
 
 /// The portal's clock: real time, shown in the portal's UTC offset.
@@ -11,6 +13,11 @@ pub(crate) struct PortalClock {
 }
 
 impl PortalClock {
+    /// A clock at UTC (the portal's offset 0).
+    pub fn utc() -> PortalClock {
+        PortalClock { offset: Utc.fix() }
+    }
+
     pub fn now_f64(&self) -> f64 {
         Utc::now().timestamp_micros() as f64 / 1e6
     }
