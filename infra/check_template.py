@@ -23,7 +23,7 @@ except ImportError as error:
 
 TEMPLATE = Path(__file__).with_name("template.yaml")
 PORTALS = ["acme", "acme-eu"]
-MODE_RETRIES = {"incremental": 0, "resume": 0, "reconcile": 2, "full": 2}
+MODE_RETRIES = {"incremental": 0, "resume": 0, "reconcile": 2, "full": 2, "reference": 0}
 VPC_POLICY = "AWSLambdaVPCAccessExecutionRole"
 SYNC_FUNCTION_ARN = {"Fn::GetAtt": ["SyncScheduledFunction", "Arn"]}
 BACK_SYNC_FUNCTION_ARN = {"Fn::GetAtt": ["BackSyncFunction", "Arn"]}

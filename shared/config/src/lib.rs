@@ -86,6 +86,8 @@ pub struct PortalConfig {
     pub api: ApiChoice,
     /// Smart processes mirrored beyond those named in `entities`.
     pub smart_processes: SmartProcesses,
+    /// Mirror the product rows of deals and of smart processes that link products.
+    pub product_rows: bool,
 }
 
 /// `portals.NAME.back_sync`: edits made in the mirror pushed to the portal.
@@ -413,6 +415,8 @@ struct RawPortal {
     #[serde(default)]
     api: ApiChoice,
     smart_processes: Option<RawSmartProcesses>,
+    #[serde(default)]
+    product_rows: bool,
 }
 
 /// `"all"`, or a list of entity type IDs and titles.
@@ -719,6 +723,7 @@ impl RawPortal {
             back_sync,
             api: self.api,
             smart_processes,
+            product_rows: self.product_rows,
         })
     }
 }
@@ -773,6 +778,7 @@ impl fmt::Debug for PortalConfig {
             .field("back_sync", &self.back_sync)
             .field("api", &self.api)
             .field("smart_processes", &self.smart_processes)
+            .field("product_rows", &self.product_rows)
             .finish()
     }
 }

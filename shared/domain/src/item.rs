@@ -53,6 +53,8 @@ pub enum SmartRef {
 pub struct SmartType {
     pub entity_type_id: u32,
     pub title: String,
+    /// `isLinkWithProductsEnabled`: its items have product rows.
+    pub with_products: bool,
 }
 
 impl SmartProcesses {
@@ -92,6 +94,11 @@ pub fn smart_types(result: &Value) -> Vec<SmartType> {
             let id = id.as_u64().or_else(|| id.as_str()?.trim().parse().ok())?;
             let id = u32::try_from(id).ok()?;
             crate::entity::Entity::smart(id)?;
+            let with_products = match t.get("isLinkWithProductsEnabled") {
+                Some(Value::Bool(on)) => *on,
+                Some(Value::String(flag)) => flag.eq_ignore_ascii_case("Y"),
+                _ => false,
+            };
             Some(SmartType {
                 entity_type_id: id,
                 title: t
@@ -99,6 +106,7 @@ pub fn smart_types(result: &Value) -> Vec<SmartType> {
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .to_string(),
+                with_products,
             })
         })
         .collect()
@@ -286,12 +294,13 @@ mod tests {
     #[test]
     fn smart_processes_are_chosen_by_type_id_or_title() {
         let types = smart_types(&json!({"types": [
-            {"id": 1, "entityTypeId": 1038, "title": "Orders"},
+            {"id": 1, "entityTypeId": 1038, "title": "Orders", "isLinkWithProductsEnabled": "Y"},
             {"id": 2, "entityTypeId": "1042", "title": " Tickets "},
             {"id": 3, "entityTypeId": 31, "title": "Invoices"},
             {"id": 4, "title": "broken"},
         ]}));
         assert_eq!(types.len(), 2, "{types:?}");
+        assert!(types[0].with_products && !types[1].with_products);
         let listed = SmartProcesses::Listed(vec![SmartRef::Title("tickets".into())]);
         assert!(!listed.selects(&types[0]) && listed.selects(&types[1]));
         assert!(listed.needs_types());

@@ -23,6 +23,9 @@ pub enum Mode {
     /// Compares the portal's ID set with the mirror's: soft-deletes what the portal no
     /// longer has and fetches what the mirror lacks.
     Reconcile,
+    /// Refreshes the portal's reference tables (funnels, stages and lists, currencies,
+    /// users): not a mode of one entity.
+    Reference,
 }
 
 impl Mode {
@@ -32,6 +35,7 @@ impl Mode {
             Mode::Full => "full",
             Mode::Resume => "resume",
             Mode::Reconcile => "reconcile",
+            Mode::Reference => "reference",
         }
     }
 }
@@ -78,10 +82,16 @@ impl FromStr for Mode {
     type Err = UnknownMode;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [Mode::Incremental, Mode::Full, Mode::Resume, Mode::Reconcile]
-            .into_iter()
-            .find(|m| m.as_str().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| UnknownMode(s.to_string()))
+        [
+            Mode::Incremental,
+            Mode::Full,
+            Mode::Resume,
+            Mode::Reconcile,
+            Mode::Reference,
+        ]
+        .into_iter()
+        .find(|m| m.as_str().eq_ignore_ascii_case(s.trim()))
+        .ok_or_else(|| UnknownMode(s.to_string()))
     }
 }
 

@@ -138,6 +138,8 @@ pub struct SyncSummary {
     pub checkpoint: Option<u64>,
     pub cursor: Option<String>,
     pub skipped_fields: Vec<String>,
+    /// Product rows written or removed with the run's owners (deals, smart processes).
+    pub product_rows_written: u64,
     pub seconds: f64,
 }
 
@@ -215,6 +217,8 @@ pub struct Syncer<'a> {
     pub client: &'a Client,
     pub store: &'a Store,
     pub portal: &'a str,
+    /// The entities whose product rows are mirrored with them (see `products.rs`).
+    pub product_rows: &'a [Entity],
 }
 
 /// How far a step got before the run's time was up.
@@ -283,6 +287,9 @@ impl Syncer<'_> {
             mode: mode.to_string(),
             ..SyncSummary::default()
         };
+        if mode == Mode::Reference {
+            return Err(reference_is_not_an_entity_mode());
+        }
         let Some(lock) = self.store.try_lock_run(self.portal, entity).await? else {
             tracing::warn!(portal = %self.portal, %entity, %mode, "another run of this portal entity is under way; nothing done");
             summary.outcome = Some(RunOutcome::AlreadyRunning);
@@ -378,6 +385,7 @@ impl Syncer<'_> {
             Mode::Incremental | Mode::Full | Mode::Resume => {
                 self.full(&run, &state, summary).await?
             }
+            Mode::Reference => return Err(reference_is_not_an_entity_mode()),
         };
         let after = self.store.load_state(self.portal, entity).await?;
         let checkpoints = self.store.load_checkpoints(self.portal, entity).await?;
@@ -386,7 +394,9 @@ impl Syncer<'_> {
                 checkpoints.incremental.map(|c| c.after_id)
             }
             Mode::Reconcile => checkpoints.reconcile,
-            Mode::Incremental | Mode::Full | Mode::Resume => after.full_checkpoint,
+            Mode::Incremental | Mode::Full | Mode::Resume | Mode::Reference => {
+                after.full_checkpoint
+            }
         };
         summary.cursor = after.cursor;
         Ok(progress)
@@ -517,7 +527,7 @@ impl Syncer<'_> {
                 Step::End => break,
                 Step::OutOfTime => return Ok(Progress::Stopped),
             };
-            self.write_chunk(&run.prepared.layout, &chunk, summary)
+            self.write_chunk(&run.prepared.layout, &chunk, run.options.deadline, summary)
                 .await?;
             checkpoint.after_id = last_id(&chunk)?;
             run.ensure_locked()?;
@@ -619,7 +629,7 @@ impl Syncer<'_> {
                 Step::OutOfTime => return Ok(Progress::Stopped),
             };
             if let Walk::Full { .. } = walk {
-                self.write_chunk(&run.prepared.layout, &chunk, summary)
+                self.write_chunk(&run.prepared.layout, &chunk, run.options.deadline, summary)
                     .await?;
             }
             let listed = chunk.iter().map(row_id).collect::<Result<Vec<u64>, _>>()?;
@@ -751,7 +761,8 @@ impl Syncer<'_> {
             return Ok(None);
         };
         let found = found?;
-        self.write_chunk(&prepared.layout, &found, summary).await?;
+        self.write_chunk(&prepared.layout, &found, deadline, summary)
+            .await?;
         let mut found_ids = found.iter().map(row_id).collect::<Result<Vec<u64>, _>>()?;
         found_ids.sort_unstable();
         Ok(Some(found_ids))
@@ -883,25 +894,42 @@ impl Syncer<'_> {
             .collect())
     }
 
+    /// Writes a chunk of rows; for an entity whose product rows are mirrored, first
+    /// reads the chunk's product rows (none are written if that fails) and writes them
+    /// after the rows.
     async fn write_chunk(
         &self,
         layout: &TableLayout,
         rows: &[Row],
+        deadline: Option<Instant>,
         summary: &mut SyncSummary,
     ) -> Result<(), SyncError> {
         if rows.is_empty() {
             return Ok(());
         }
+        let entity = layout.entity();
+        let products = if self.product_rows.contains(&entity) {
+            let owners = rows.iter().map(row_id).collect::<Result<Vec<u64>, _>>()?;
+            Some(self.read_product_rows(entity, &owners, deadline).await?)
+        } else {
+            None
+        };
         summary.rows_read += rows.len() as u64;
-        let written = self
-            .store
-            .upsert(self.portal, layout.entity(), layout, rows)
-            .await?;
+        let written = self.store.upsert(self.portal, entity, layout, rows).await?;
         summary.rows_inserted += written.inserted;
         summary.rows_updated += written.updated;
         summary.rows_unchanged += written.unchanged;
+        if let Some(products) = products {
+            summary.product_rows_written += self.write_product_rows(entity, products).await?;
+        }
         Ok(())
     }
+}
+
+fn reference_is_not_an_entity_mode() -> SyncError {
+    SyncError::Config(
+        "mode reference refreshes the portal's reference tables, not an entity's rows".into(),
+    )
 }
 
 /// What every mode needs before it lists: the table layout, the `select` that fetches

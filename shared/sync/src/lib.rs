@@ -5,11 +5,14 @@
 
 mod back_sync;
 mod engine;
+mod products;
+mod reference;
 mod wiring;
 mod worker;
 
 pub use back_sync::{CLAIM_ROWS, PUSH_MODE, PushSummary};
 pub use engine::{CHUNK_ROWS, CheckReport, SyncOptions, SyncSummary, Syncer};
+pub use products::owner_type;
 pub use wiring::{BatchApplied, EntityOutcome, PortalClients, SyncRequest, SyncService};
 pub use worker::{CHANGES_MODE, ChangesApplied, RefusedDeletions};
 

@@ -212,6 +212,36 @@ impl SyncService {
         Ok(entities)
     }
 
+    /// The mirrored entities whose product rows are mirrored too: deals and the smart
+    /// processes that link products, when the portal's `product_rows` is on.
+    pub async fn product_owners(&self, portal: &str) -> Result<Vec<Entity>, SyncError> {
+        let config = self.portal_config(portal)?;
+        if !config.product_rows {
+            return Ok(Vec::new());
+        }
+        let mirrored = self.mirrored_entities(portal).await?;
+        let mut owners: Vec<Entity> = mirrored
+            .iter()
+            .copied()
+            .filter(|e| *e == Entity::Deal)
+            .collect();
+        if mirrored.iter().any(|e| !e.is_classic()) {
+            let with_products: Vec<u32> = self
+                .smart_types(portal)
+                .await?
+                .iter()
+                .filter(|t| t.with_products)
+                .map(|t| t.entity_type_id)
+                .collect();
+            owners.extend(
+                mirrored
+                    .iter()
+                    .filter(|e| matches!(e, Entity::Smart(id) if with_products.contains(id))),
+            );
+        }
+        Ok(owners)
+    }
+
     /// Whether `portal` mirrors `entity` (see [`SyncService::mirrored_entities`]).
     pub async fn mirrors(&self, portal: &str, entity: Entity) -> Result<bool, SyncError> {
         let config = self.portal_config(portal)?;
@@ -288,11 +318,38 @@ impl SyncService {
                 SyncOptions::until(d, DEADLINE_MARGIN)
             })
         };
+        let product_rows = self
+            .product_owners(&request.portal)
+            .await
+            .map_err(|e| (Vec::new(), e))?;
         let syncer = Syncer {
             client: &client,
             store: &self.store,
             portal: &request.portal,
+            product_rows: &product_rows,
         };
+        if request.mode == Mode::Reference {
+            let smart: Vec<Entity> = entities
+                .iter()
+                .copied()
+                .filter(|e| !e.is_classic())
+                .collect();
+            return match syncer.refresh_reference(&smart, whole.deadline).await {
+                Ok(summaries) => {
+                    for summary in &summaries {
+                        tracing::info!(summary = %serde_json::to_string(summary).unwrap_or_default(), "reference table refreshed");
+                    }
+                    Ok(summaries.into_iter().map(EntityOutcome::Done).collect())
+                }
+                Err(error) => {
+                    tracing::error!(portal = %request.portal, %error, "refreshing the reference tables failed");
+                    Err((
+                        Vec::new(),
+                        SyncError::Failed(format!("reference tables: {error}")),
+                    ))
+                }
+            };
+        }
         let mut outcomes = Vec::new();
         let mut failed = Vec::new();
         let mut refused = Vec::new();
@@ -386,16 +443,17 @@ impl SyncService {
                 max_share: portal_config.max_delete_share,
                 confirmed: false,
             };
-            let applied = match self.client(portal).await {
-                Ok(client) => {
+            let applied = match (self.client(portal).await, self.product_owners(portal).await) {
+                (Ok(client), Ok(product_rows)) => {
                     let syncer = Syncer {
                         client: &client,
                         store: &self.store,
                         portal,
+                        product_rows: &product_rows,
                     };
                     syncer.apply_changes(group, guard, deadline).await
                 }
-                Err(error) => Err(error),
+                (Err(error), _) | (_, Err(error)) => Err(error),
             };
             match applied {
                 Ok(ChangesApplied { summary, refused }) => {
@@ -471,16 +529,17 @@ impl SyncService {
         for (index, (portal, entity)) in due.iter().enumerate() {
             let deadline = whole.share(due.len() - index).deadline;
             let settings = self.config.portals[*portal].back_sync;
-            let pushed = match self.client(portal).await {
-                Ok(client) => {
+            let pushed = match (self.client(portal).await, self.product_owners(portal).await) {
+                (Ok(client), Ok(product_rows)) => {
                     let syncer = Syncer {
                         client: &client,
                         store: &self.store,
                         portal,
+                        product_rows: &product_rows,
                     };
                     syncer.push(*entity, &settings, deadline).await
                 }
-                Err(error) => Err(error),
+                (Err(error), _) | (_, Err(error)) => Err(error),
             };
             match pushed {
                 Ok(summary) => {

@@ -7,6 +7,7 @@ use anyhow::Context;
 use b24_client::{Client, ClientOptions, ClientStats, InProcessLimiter, ListQuery};
 use b24_config::Config;
 use b24_domain::entity::Entity;
+use b24_domain::item::ApiChoice;
 use b24_domain::limits::LimitSettings;
 use b24_domain::webhook::WebhookUrl;
 use clap::{Args, ValueEnum};
@@ -31,9 +32,14 @@ pub struct ListArgs {
         hide_env_values = true
     )]
     webhook: Option<String>,
-    /// deal, contact, lead or company.
+    /// deal, contact, lead, company, or sp_<entityTypeId> for a smart process.
     #[arg(long, value_parser = |s: &str| s.parse::<Entity>())]
     entity: Entity,
+    /// classic (crm.<entity>.list) or items (crm.item.list, field names translated to
+    /// the classic codes). Default: the portal's `api`, else classic; a smart process
+    /// always uses items.
+    #[arg(long, value_parser = parse_api)]
+    api: Option<ApiChoice>,
     /// Comma-separated fields. Default: *,UF_* plus PHONE,EMAIL,WEB,IM where the entity has them.
     #[arg(long, value_delimiter = ',', value_name = "FIELDS")]
     select: Vec<String>,
@@ -82,8 +88,13 @@ impl Summary {
     }
 }
 
+fn parse_api(text: &str) -> Result<ApiChoice, String> {
+    serde_json::from_value(Value::String(text.trim().to_ascii_lowercase()))
+        .map_err(|_| format!("{text:?}: expected classic or items"))
+}
+
 pub async fn run(config_path: Option<&str>, args: ListArgs) -> anyhow::Result<()> {
-    let (webhook, limits) = resolve_portal(config_path, &args)?;
+    let (webhook, limits, configured_api) = resolve_portal(config_path, &args)?;
     let filter = parse_filter(args.filter.as_deref())?;
     let select = if args.select.is_empty() {
         default_select(args.entity)
@@ -96,17 +107,20 @@ pub async fn run(config_path: Option<&str>, args: ListArgs) -> anyhow::Result<()
         limiter,
         max_retries: args.max_retries,
         backoff_max: Duration::from_secs(8),
+        api: args.api.unwrap_or(configured_api),
         ..ClientOptions::default()
     };
     let client = Client::new(webhook, options)?;
-    let query = ListQuery {
-        method: args.entity.method("list"),
-        select,
-        filter,
-        after_id: None,
-    };
-
     let started = Instant::now();
+    let mut api = client.entity_api(args.entity);
+    if api.is_items() {
+        // The field names crm.item uses, so rows come out in the classic codes.
+        let fields = api.fields_command("fields");
+        let answer = client.call(&fields.method, &fields.params).await?;
+        api.with_fields(&answer.result)?;
+    }
+    let query = api.list_query(select, filter, None);
+
     let mut rows = 0u64;
     let outcome = stream_rows(&client, query, args.format, &mut rows).await;
     let summary = Summary::new(rows, started.elapsed().as_secs_f64(), client.stats());
@@ -152,19 +166,19 @@ async fn stream_rows(
 fn resolve_portal(
     config_path: Option<&str>,
     args: &ListArgs,
-) -> anyhow::Result<(WebhookUrl, LimitSettings)> {
+) -> anyhow::Result<(WebhookUrl, LimitSettings, ApiChoice)> {
     if let Some(name) = &args.portal {
         let config = Config::load(config_path)?;
         let portal = config.portal(name)?;
-        return Ok((portal.webhook_url.clone(), portal.limits));
+        return Ok((portal.webhook_url.clone(), portal.limits, portal.api));
     }
     if let Some(url) = &args.webhook {
         let webhook = WebhookUrl::parse(url).map_err(|e| UsageError(format!("--webhook: {e}")))?;
-        return Ok((webhook, LimitSettings::standard()));
+        return Ok((webhook, LimitSettings::standard(), ApiChoice::default()));
     }
     let config = Config::load(config_path)?;
     let portal = config.portal(&only_portal(&config)?)?;
-    Ok((portal.webhook_url.clone(), portal.limits))
+    Ok((portal.webhook_url.clone(), portal.limits, portal.api))
 }
 
 fn parse_filter(filter: Option<&str>) -> Result<Map<String, Value>, UsageError> {

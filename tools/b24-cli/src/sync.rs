@@ -105,6 +105,7 @@ pub async fn check(config_path: Option<&str>, args: CheckArgs) -> anyhow::Result
         client: &client,
         store: service.store(),
         portal: &portal,
+        product_rows: &[],
     };
     let mut differing = Vec::new();
     for entity in entities {

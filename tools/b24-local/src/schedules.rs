@@ -27,7 +27,7 @@ pub fn parse_schedule(text: &str) -> Result<ScheduleSpec, String> {
         .ok_or_else(|| format!("schedule {text:?}: expected MODE=EVERY, like incremental=5m"))?;
     let mode: Mode = serde_json::from_value(Value::String(mode.trim().to_string()))
         .map_err(|_| {
-            format!("schedule {text:?}: mode {mode:?} is not one of incremental, full, resume, reconcile")
+            format!("schedule {text:?}: mode {mode:?} is not one of incremental, full, resume, reconcile, reference")
         })?;
     let every = humantime::parse_duration(every.trim())
         .map_err(|error| format!("schedule {text:?}: interval {every:?}: {error}"))?;

@@ -118,6 +118,7 @@ async fn assert_in_sync(sim: &RunningSim, db: &TestDb, entity: Entity) {
         client: &client,
         store: service.store(),
         portal: "demo",
+        product_rows: &[],
     };
     let report = syncer.check(entity).await.unwrap();
     assert!(report.in_sync, "{entity}: {report:?}");

@@ -48,6 +48,7 @@ pub fn syncer<'a>(client: &'a Client, store: &'a Store) -> Syncer<'a> {
         client,
         store,
         portal: PORTAL,
+        product_rows: &[],
     }
 }
 
