@@ -245,7 +245,7 @@ pub(crate) fn user_record(
         rng,
         &["Manager", "Director", "Engineer", "Accountant", "Sales"],
     );
-    let active = id == 1 || id % 10 != 0;
+    let active = id == 1 || !id.is_multiple_of(10);
     table
         .fields
         .iter()

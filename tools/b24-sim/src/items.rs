@@ -758,6 +758,9 @@ fn php_type(value: &Value) -> &'static str {
     }
 }
 
+/// Item input as the portal's column names, and the client's name for each.
+type Translated = (Map<String, Value>, HashMap<String, String>);
+
 /// The item input as column names the portal writes, and which client name each came
 /// from. Read-only, response-only and unknown fields are ignored; `fm` items are added
 /// to the multi-fields; booleans are `Y` for `true`, `"true"`, `"y"`, `"Y"` and `N`
@@ -767,7 +770,7 @@ fn translate(
     fields: &[ItemField],
     input: &Map<String, Value>,
     updating: bool,
-) -> Result<(Map<String, Value>, HashMap<String, String>), ApiError> {
+) -> Result<Translated, ApiError> {
     let mut out = Map::new();
     let mut names = HashMap::new();
     let mut fm: HashMap<String, Vec<Value>> = HashMap::new();

@@ -17,6 +17,9 @@ use crate::values::{
 /// Rows in one page, as on the portal.
 pub(crate) const PAGE: usize = 50;
 
+/// One page of a list answer: the rows, `total` and `next`.
+pub(crate) type Paged = (Vec<Value>, Option<usize>, Option<usize>);
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Op {
     Eq,

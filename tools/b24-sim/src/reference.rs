@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::error::ApiError;
-use crate::list::{Classic, Query};
+use crate::list::{Classic, Paged, Query};
 use crate::params::param;
 use crate::schema::{Entity, Kind};
 use crate::table::{Cell, Reader, Table};
@@ -463,7 +463,7 @@ pub(crate) fn user_get(
     table: &Table,
     params: &Map<String, Value>,
     clock: &PortalClock,
-) -> Result<(Vec<Value>, Option<usize>, Option<usize>), ApiError> {
+) -> Result<Paged, ApiError> {
     let mut filter = match param(params, "filter") {
         Some(Value::Object(map)) => map.clone(),
         _ => Map::new(),

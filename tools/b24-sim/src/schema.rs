@@ -136,7 +136,7 @@ impl Kind {
 /// Whether an `entityTypeId` is one a smart process may have: 128..=191, or even and
 /// at least 1030 (odd ones and 192..=255 belong to types in the recycle bin).
 pub(crate) fn is_smart_entity_type_id(id: u32) -> bool {
-    (128..=191).contains(&id) || (id >= 1030 && id % 2 == 0)
+    (128..=191).contains(&id) || (id >= 1030 && id.is_multiple_of(2))
 }
 
 /// A change to a record, as reported by outgoing events.
@@ -1019,7 +1019,6 @@ const SMART: &[Group] = &[
 const USER: &[Group] = &[
     ID,
     &[
-        ("XML_ID", "string", V::Text, 0, None, "External code"),
         ("ACTIVE", "char", V::Char, 0, None, "Active"),
         ("NAME", "string", V::Text, 0, None, "First name"),
         ("LAST_NAME", "string", V::Text, 0, None, "Last name"),

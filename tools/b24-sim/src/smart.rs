@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::error::ApiError;
-use crate::list::PAGE;
+use crate::list::{PAGE, Paged};
 use crate::params::param;
 use crate::schema::is_smart_entity_type_id;
 use crate::values::{PortalClock, parse_int, scalar_text};
@@ -196,10 +196,7 @@ fn invalid(message: String) -> ApiError {
 /// `crm.type.list {filter, order, start}` over the rendered types: filter keys are the
 /// type's fields with `=`, `!=`/`!`, `%` or no prefix; unknown fields and sort
 /// directions other than ASC/DESC are refused as the docs show.
-pub(crate) fn type_list(
-    types: Vec<Value>,
-    params: &Map<String, Value>,
-) -> Result<(Vec<Value>, Option<usize>, Option<usize>), ApiError> {
+pub(crate) fn type_list(types: Vec<Value>, params: &Map<String, Value>) -> Result<Paged, ApiError> {
     let known = |key: &str, sample: &Value| sample.get(key).is_some();
     let sample = SmartType {
         entity_type_id: 0,
