@@ -466,12 +466,12 @@ mod tests {
 
     #[test]
     fn pages_and_ids_are_parsed_strictly() {
-        let rows = rows_of("m", json!([{"ID": "3"}, {"ID": 4}])).unwrap();
+        let rows = Dialect::Classic.rows("m", json!([{"ID": "3"}, {"ID": 4}])).unwrap();
         assert_eq!(row_id("m", &rows[0]).unwrap(), 3);
         assert_eq!(row_id("m", &rows[1]).unwrap(), 4);
-        assert!(rows_of("m", json!({})).unwrap().is_empty());
-        assert!(rows_of("m", json!({"a": 1})).is_err());
-        assert!(rows_of("m", json!([1])).is_err());
+        assert!(Dialect::Classic.rows("m", json!({})).unwrap().is_empty());
+        assert!(Dialect::Classic.rows("m", json!({"a": 1})).is_err());
+        assert!(Dialect::Classic.rows("m", json!([1])).is_err());
         assert!(row_id("m", &filter(json!({"ID": "x"}))).is_err());
     }
 }

@@ -62,6 +62,7 @@ impl FakePortal {
             backoff_base: Duration::from_millis(10),
             backoff_max: Duration::from_millis(50),
             limiter: Arc::new(InProcessLimiter::new(LimitSettings::enterprise())),
+            api: Default::default(),
         };
         Client::new(self.url.clone(), options).unwrap()
     }

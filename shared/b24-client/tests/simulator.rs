@@ -36,6 +36,7 @@ fn client_with(sim: &RunningSim, limiter: Arc<InProcessLimiter>) -> Client {
         max_retries: 12,
         backoff_base: Duration::from_millis(20),
         backoff_max: Duration::from_millis(200),
+        api: Default::default(),
     };
     Client::new(WebhookUrl::parse(&sim.webhook_url()).unwrap(), options).unwrap()
 }
