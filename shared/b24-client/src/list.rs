@@ -466,7 +466,9 @@ mod tests {
 
     #[test]
     fn pages_and_ids_are_parsed_strictly() {
-        let rows = Dialect::Classic.rows("m", json!([{"ID": "3"}, {"ID": 4}])).unwrap();
+        let rows = Dialect::Classic
+            .rows("m", json!([{"ID": "3"}, {"ID": 4}]))
+            .unwrap();
         assert_eq!(row_id("m", &rows[0]).unwrap(), 3);
         assert_eq!(row_id("m", &rows[1]).unwrap(), 4);
         assert!(Dialect::Classic.rows("m", json!({})).unwrap().is_empty());

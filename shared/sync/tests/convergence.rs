@@ -9,95 +9,28 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use b24_domain::change::ChangeMessage;
 use b24_domain::entity::Entity;
-use b24_domain::event::{IntakeRequest, PortalIdentity, accept};
-use b24_domain::ports::{ChangeQueue, InMemoryQueue};
 use b24_domain::sync::Mode;
-use b24_sim::{EventTarget, MutateRequest, RunningSim, SimConfig};
+use b24_sim::{MutateRequest, RunningSim, SimConfig};
 use b24_sync::{SyncOptions, SyncService};
+use common::intake::*;
 use common::*;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
 use serde_json::json;
 
-const TOKEN: &str = "convergencetoken0123456789abcdef";
-const MEMBER_ID: &str = "0123456789abcdef0123456789abcdef";
 const ENTITIES: [Entity; 2] = [Entity::Deal, Entity::Contact];
 /// Shares of the messages the consumer loses and delivers twice.
 const DROP_SHARE: f64 = 0.15;
 const DUPLICATE_SHARE: f64 = 0.15;
 /// Deliveries of a message before it goes to the dead-letter queue (SQS `maxReceiveCount`).
 const MAX_RECEIVES: u32 = 5;
-
-/// The local stand-in for the webhook-intake function.
-#[derive(Clone)]
-struct Intake {
-    portals: Arc<Vec<PortalIdentity>>,
-    queue: Arc<InMemoryQueue>,
-    refused: Arc<AtomicUsize>,
-}
-
-async fn receive(
-    State(intake): State<Intake>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> StatusCode {
-    let headers: Vec<(&str, &[u8])> = headers
-        .iter()
-        .map(|(name, value)| (name.as_str(), value.as_bytes()))
-        .collect();
-    let request = IntakeRequest {
-        method: method.as_str(),
-        headers: &headers,
-        query: uri.query(),
-        body: &body,
-        body_is_base64: false,
-    };
-    match accept(&request, &intake.portals, chrono::Utc::now()) {
-        Ok(message) => match intake.queue.send(&[message]).await {
-            Ok(()) => StatusCode::OK,
-            Err(_) => StatusCode::SERVICE_UNAVAILABLE,
-        },
-        Err(rejection) => {
-            intake.refused.fetch_add(1, Ordering::SeqCst);
-            StatusCode::from_u16(rejection.status()).unwrap_or(StatusCode::BAD_REQUEST)
-        }
-    }
-}
-
-/// Starts the intake on a free loopback port; it stops with the test's runtime.
-async fn start_intake() -> (Intake, SocketAddr) {
-    let intake = Intake {
-        portals: Arc::new(vec![PortalIdentity {
-            name: PORTAL.to_string(),
-            domain: SimConfig::default().domain,
-            member_id: Some(MEMBER_ID.to_string()),
-            tokens: vec![TOKEN.to_string()],
-        }]),
-        queue: Arc::new(InMemoryQueue::new()),
-        refused: Arc::new(AtomicUsize::new(0)),
-    };
-    let app = Router::new()
-        .route("/events", axum::routing::post(receive))
-        .with_state(intake.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (intake, addr)
-}
 
 /// What the consumer saw of the messages.
 #[derive(Default)]
@@ -194,10 +127,7 @@ async fn converges(faults: Option<&str>, seed: u64) {
         user_fields: 6,
         limits: no_limits(),
         member_id: Some(MEMBER_ID.to_string()),
-        events: Some(EventTarget {
-            url: format!("http://{addr}/events"),
-            application_token: TOKEN.to_string(),
-        }),
+        events: Some(event_target(addr)),
         ..SimConfig::default()
     };
     let sim = Arc::new(sim(config).await);
