@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use b24_config::Config;
+use b24_config::{Config, SmartProcesses, SmartRef};
 use b24_domain::entity::Entity;
 use b24_store::{EntityStatus, RunRecord, StatusSnapshot};
 use chrono::{DateTime, Utc};
@@ -20,6 +20,9 @@ const MAX_ERROR_CHARS: usize = 500;
 /// routes that start at each, and every secret to keep out of it.
 pub struct ReportSettings {
     pub portals: Vec<(String, Vec<Entity>)>,
+    /// Each portal's `smart_processes`: the smart processes it selects are reported as
+    /// configured (titles cannot be checked without the portal: any smart process then).
+    pub smart_processes: BTreeMap<String, SmartProcesses>,
     pub routes: Vec<(String, String)>,
     pub redactor: Redactor,
     pub thresholds: Thresholds,
@@ -33,6 +36,11 @@ impl ReportSettings {
                 .iter()
                 .map(|(name, portal)| (name.clone(), portal.entities.clone()))
                 .collect(),
+            smart_processes: config
+                .portals
+                .iter()
+                .map(|(name, portal)| (name.clone(), portal.smart_processes.clone()))
+                .collect(),
             routes: config
                 .routes
                 .values()
@@ -40,6 +48,24 @@ impl ReportSettings {
                 .collect(),
             redactor: Redactor::new(config),
             thresholds: Thresholds::default(),
+        }
+    }
+
+    /// Whether `portal`'s configuration mirrors `entity`: one of its `entities`, or a
+    /// smart process its `smart_processes` may select.
+    fn mirrors(&self, portal: &str, configured: &[Entity], entity: Entity) -> bool {
+        if configured.contains(&entity) {
+            return true;
+        }
+        let Entity::Smart(id) = entity else {
+            return false;
+        };
+        match self.smart_processes.get(portal) {
+            None | Some(SmartProcesses::None) => false,
+            Some(SmartProcesses::All) => true,
+            Some(SmartProcesses::Listed(refs)) => refs
+                .iter()
+                .any(|r| matches!(r, SmartRef::Title(_)) || *r == SmartRef::TypeId(id)),
         }
     }
 
@@ -220,7 +246,8 @@ fn portal_report(
         .iter()
         .filter(|e| e.portal == name)
         .map(|e| {
-            let configured = configured_entities.is_some_and(|c| c.contains(&e.entity));
+            let configured =
+                configured_entities.is_some_and(|c| settings.mirrors(name, c, e.entity));
             entity_report(e, configured, settings, now)
         })
         .collect();
@@ -494,5 +521,75 @@ fn route_health(route: &RouteBacklog, now: DateTime<Utc>, limits: &Thresholds) -
     Health {
         level: Level::Amber,
         reasons,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot_of(portal: &str, entities: &[Entity]) -> StatusSnapshot {
+        StatusSnapshot {
+            taken_at: Utc::now(),
+            entities: entities
+                .iter()
+                .map(|&entity| EntityStatus {
+                    portal: portal.to_string(),
+                    entity,
+                    table_name: None,
+                    live_rows: None,
+                    deleted_rows: None,
+                    newest_date_modify: None,
+                    cursor: None,
+                    full_checkpoint: None,
+                    full_started_at: None,
+                    last_completed: Vec::new(),
+                    last_run: None,
+                    last_unsuccessful: None,
+                    recent_runs: Vec::new(),
+                })
+                .collect(),
+            forward_backlog: Vec::new(),
+            outbox: None,
+        }
+    }
+
+    /// The entities of `portal` the report counts as configured, for `smart_processes`.
+    fn configured(smart_processes: &str) -> Vec<String> {
+        let config = format!(
+            "[database]\nurl = \"postgres://127.0.0.1/x\"\n[portals.acme]\n\
+             webhook_url = \"https://acme.bitrix24.com/rest/1/abcdef0123456789/\"\n\
+             entities = [\"deal\"]\n{smart_processes}"
+        );
+        let config = Config::from_toml_str(&config).unwrap();
+        let settings = ReportSettings::new(&config);
+        let mirrored = [
+            Entity::Deal,
+            Entity::Contact,
+            Entity::Smart(1038),
+            Entity::Smart(1042),
+        ];
+        let report = StatusReport::build(&snapshot_of("acme", &mirrored), &settings);
+        report.portals[0]
+            .entities
+            .iter()
+            .filter(|e| e.configured)
+            .map(|e| e.entity.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn smart_processes_the_portal_selects_count_as_configured() {
+        assert_eq!(configured(""), ["deal"]);
+        assert_eq!(
+            configured("smart_processes = \"all\""),
+            ["deal", "sp_1038", "sp_1042"]
+        );
+        assert_eq!(configured("smart_processes = [1042]"), ["deal", "sp_1042"]);
+        // A title is resolved by the portal, which the status function does not ask.
+        assert_eq!(
+            configured("smart_processes = [\"Orders\"]"),
+            ["deal", "sp_1038", "sp_1042"]
+        );
     }
 }
