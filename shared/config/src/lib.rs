@@ -134,13 +134,13 @@ pub enum ConfigError {
         path: String,
         source: std::io::Error,
     },
-    /// `B24SYNC_CONFIG` holds neither a readable path nor a JSON document. The value
-    /// may be a secret (a pasted document or webhook URL), so only what it looks like
-    /// is said, never any of it.
+    /// `--config` or `B24SYNC_CONFIG` (the `origin`) holds neither a readable path nor
+    /// a JSON document. The value may be a secret (a pasted document or webhook URL), so
+    /// only what it looks like is said, never any of it.
     #[error(
-        "{CONFIG_ENV} {found}; expected the path of a readable TOML or JSON file, or the JSON document itself (starting with '{{')"
+        "{origin} {found}; expected the path of a readable TOML or JSON file, or the JSON document itself (starting with '{{')"
     )]
-    Unusable { found: String },
+    Unusable { origin: &'static str, found: String },
     #[error("{origin}: {message}")]
     Syntax { origin: String, message: String },
     /// A key is missing, unknown or holds a bad value; `key` is its dotted path.
@@ -167,17 +167,27 @@ impl Config {
             .collect()
     }
 
-    /// Reads the document from `path` (the `--config` option) or else from
-    /// `B24SYNC_CONFIG`: a path, or the JSON document itself. A leading byte-order
-    /// mark (as Windows editors write) is ignored.
-    pub fn load(path: Option<&str>) -> Result<Config, ConfigError> {
-        if let Some(path) = path {
-            return Self::from_file(Path::new(path));
+    /// Reads the document from `option` (the `--config` option) or else from
+    /// `B24SYNC_CONFIG`, either of them a path or the JSON document itself. A leading
+    /// byte-order mark (as Windows editors write) is ignored.
+    pub fn load(option: Option<&str>) -> Result<Config, ConfigError> {
+        if let Some(value) = option {
+            // A file path is named in errors (it is what the user typed); anything that
+            // looks like a document or a URL instead is treated like the variable's value.
+            let is_path = !value.trim_start().starts_with(['{', '\u{feff}'])
+                && !value.contains("://")
+                && !value.contains(['\n', '\r', '=']);
+            return if is_path {
+                Self::from_file(Path::new(value))
+            } else {
+                Self::from_value("--config", value)
+            };
         }
         match std::env::var(CONFIG_ENV) {
             Ok(value) => Self::from_env_value(&value),
             Err(std::env::VarError::NotPresent) => Err(ConfigError::Missing),
             Err(std::env::VarError::NotUnicode(_)) => Err(ConfigError::Unusable {
+                origin: CONFIG_ENV,
                 found: "is not valid UTF-8".into(),
             }),
         }
@@ -185,6 +195,12 @@ impl Config {
 
     /// The document named or held by a `B24SYNC_CONFIG` value.
     pub fn from_env_value(value: &str) -> Result<Config, ConfigError> {
+        Self::from_value(CONFIG_ENV, value)
+    }
+
+    /// The document named or held by `value`, which came from `origin`; errors never
+    /// show the value.
+    fn from_value(origin: &'static str, value: &str) -> Result<Config, ConfigError> {
         let value = strip_bom(value).trim();
         if value.is_empty() {
             return Err(ConfigError::Missing);
@@ -206,7 +222,7 @@ impl Config {
             // An io::Error from opening a file carries no path, only the OS's reason.
             format!("names no readable file ({read_error})")
         };
-        Err(ConfigError::Unusable { found })
+        Err(ConfigError::Unusable { origin, found })
     }
 
     /// JSON when the file is named `*.json` or its text starts with `{`, TOML otherwise.

@@ -391,6 +391,13 @@ fn unusable_environment_values_are_described_never_repeated() {
             assert!(!shown.contains("acme"), "{shown}");
         }
     }
+    // `--config` takes the same values, and its errors keep them out as well.
+    let webhook = format!("https://acme.bitrix24.com/rest/1/{SECRET}/");
+    let err = Config::load(Some(&webhook)).unwrap_err().to_string();
+    assert!(err.starts_with("--config names no readable file"), "{err}");
+    assert!(!err.contains(SECRET), "{err}");
+    let inline = Config::load(Some(&json.to_string())).unwrap();
+    assert_eq!(inline, Config::from_env_value(&json.to_string()).unwrap());
     // A JSON document with a syntax error is reported as JSON, without its text.
     let err = Config::from_env_value(&format!("{{\"portals\": \"{SECRET}")).unwrap_err();
     assert!(matches!(err, ConfigError::Syntax { .. }), "{err:?}");

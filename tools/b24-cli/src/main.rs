@@ -28,7 +28,7 @@ use clap::{Parser, Subcommand};
 6 a forward that cannot succeed by retrying (fix the cause, then run it again)."
 )]
 struct Cli {
-    /// Configuration file (TOML or JSON). Default: $B24SYNC_CONFIG, a path or the JSON itself.
+    /// Configuration file (TOML or JSON), or the JSON document itself. Default: $B24SYNC_CONFIG, the same.
     #[arg(long, global = true, value_name = "PATH")]
     config: Option<String>,
 
