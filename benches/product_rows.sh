@@ -19,16 +19,16 @@ bench_cleanup() {
     psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)"
 }
 
-say "Starting the simulator with $deals deals, 20 user fields, up to 5 product rows each (default limits)"
-start_sim "$WORK" target/release/b24-sim --deals "$deals" --user-fields 20 --product-rows 5
-sim_base=${WEBHOOK%%/rest/*}
-
 sync_run() { # $1 = api, $2 = product_rows (true/false)
     local api=$1 products=$2 config summary stats
+    # A simulator of its own per run (the same seed, so the same deals and rows): its
+    # leaky bucket starts empty, not full of the previous run's requests.
+    if [ -n "$SIM_PID" ]; then kill "$SIM_PID"; wait "$SIM_PID" 2>/dev/null || true; fi
+    say "Starting the simulator with $deals deals, 20 user fields, up to 5 product rows each (default limits)"
+    start_sim "$WORK" target/release/b24-sim --deals "$deals" --user-fields 20 --product-rows 5
     psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
     config=$(printf '{"database":{"url":"postgres://postgres@127.0.0.1:5432/%s"},"portals":{"bench":{"webhook_url":"%s","entities":["deal"],"api":"%s","product_rows":%s}}}' \
         "$db" "$WEBHOOK" "$api" "$products")
-    curl -sf -X POST "$sim_base/_sim/stats/reset" -H 'content-type: application/json' -d '{}' >/dev/null
     target/release/b24sync --config "$config" migrate >/dev/null
     say "b24sync sync --portal bench --entity deal --mode full (api $api, product_rows $products)"
     target/release/b24sync --config "$config" sync --portal bench --entity deal --mode full \
