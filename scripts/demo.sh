@@ -6,8 +6,9 @@
 # robot's function URLs, in-process queues feeding the change worker and the deal
 # forwarder, the schedules as timers). The story: an initial full sync; live changes on
 # the portal flowing through the intake and the worker into PostgreSQL; robots on the
-# portal forwarding deals to the central portal exactly once; a scheduled incremental
-# pass and reconcile; edits made in PostgreSQL pushed to the portal by back-sync; a check
+# portal forwarding deals to the central portal exactly once; a smart process and the
+# reference tables (pipelines, stages, currencies, users) beside the four entities; a
+# scheduled incremental pass and reconcile; edits made in PostgreSQL pushed to the portal by back-sync; a check
 # that the mirror equals the portal, row by row.
 # Safe to run repeatedly: it recreates its own database `b24sync_demo`.
 #
@@ -25,6 +26,8 @@ APP_ACCESS=demo-app-access-token
 ROUTE_SECRET=demo-route-secret-7f3a9c2e
 STATUS_TOKEN=demo-status-token-5b1d8e3a
 ENTITIES=(deal contact lead company)
+# The demo portal's smart process (entityTypeId 1038), mirrored as sp_1038.
+SMART=1038
 WORK=.local/demo
 mkdir -p "$WORK"
 
@@ -47,9 +50,11 @@ INTAKE_URL="$LOCAL_URL/lambda-url/webhook-intake/"
 ROBOT_URL="$LOCAL_URL/lambda-url/deal-robot/"
 STATUS_URL="$LOCAL_URL/lambda-url/status/"
 
-say "Starting a simulated portal: $DEALS deals, 5,000 contacts and leads, 2,000 companies, 12 user fields; its events go to $INTAKE_URL"
+say "Starting a simulated portal: $DEALS deals in two pipelines, 5,000 contacts and leads, 2,000 companies, 12 user fields, a smart process 'Orders' ($SMART) of 2,000 items; its events go to $INTAKE_URL"
 start_sim "$WORK" "$SIM" --listen 127.0.0.1:0 --seed 42 --deals "$DEALS" --contacts 5000 --leads 5000 \
-    --companies 2000 --user-fields 12 --events-to "$INTAKE_URL" --application-token "$TOKEN" \
+    --companies 2000 --user-fields 12 --deal-category Wholesale \
+    --smart-process "$SMART:Orders:2000:uf=4:categories=Export|Repairs" \
+    --events-to "$INTAKE_URL" --application-token "$TOKEN" \
     --app-token "$TOKEN" --app-access-token "$APP_ACCESS"
 SIM_BASE=${WEBHOOK%%/rest/*}
 DEMO_PID=$SIM_PID
@@ -70,6 +75,8 @@ schema = "b24"
 [portals.demo]
 webhook_url = "$DEMO_WEBHOOK"
 entities = ["deal", "contact", "lead", "company"]
+# Every smart process the portal has (crm.type.list), through crm.item.*.
+smart_processes = "all"
 # What the intake and the deal robot check on every call: the portal's domain and its
 # application token.
 domain = "sim.bitrix24.test"
@@ -101,8 +108,8 @@ tokens = ["$STATUS_TOKEN"]
 TOML
 export B24SYNC_CONFIG="$WORK/config.toml"
 
-say "Starting b24-local on $LOCAL_URL: intake, change queue and worker, deal robot and forwarder, schedules incremental every 20 s, reconcile every 30 s and back-sync every 10 s (log: $WORK/local.log)"
-"$LOCAL" --listen "127.0.0.1:$PORT" --schedule incremental=20s --schedule reconcile=30s \
+say "Starting b24-local on $LOCAL_URL: intake, change queue and worker, deal robot and forwarder, schedules incremental every 20 s, reconcile and reference every 30 s, back-sync every 10 s (log: $WORK/local.log)"
+"$LOCAL" --listen "127.0.0.1:$PORT" --schedule incremental=20s --schedule reconcile=30s --schedule reference=30s \
     --back-sync 10s --batch-window 2s >"$WORK/local.log" 2>&1 &
 LOCAL_PID=$!
 if [ -z "${KEEP:-}" ]; then
@@ -114,20 +121,31 @@ for _ in $(seq 1 600); do
     sleep 0.2
 done
 
-say "Initial full sync: the sync-scheduled function, invoked through the Lambda Invoke API"
-curl -sf -X POST "$LOCAL_URL/2015-03-31/functions/sync-scheduled/invocations" \
-    -H 'content-type: application/json' -d '{"portal":"demo","mode":"full"}' >"$WORK/full.json"
-python3 - "$WORK/full.json" <<'PY'
+# sync_invoke REQUEST: invokes the sync-scheduled function through the Lambda Invoke API
+# and prints one line per run it answers with.
+sync_invoke() {
+    curl -sf -X POST "$LOCAL_URL/2015-03-31/functions/sync-scheduled/invocations" \
+        -H 'content-type: application/json' -d "$1" >"$WORK/invoke.json"
+    python3 - "$WORK/invoke.json" <<'PY'
 import json, sys
 for run in json.load(open(sys.argv[1]))["runs"]:
-    print(f"    {run['entity']:8} {run.get('rows_inserted', 0):>6} rows in {run.get('seconds', 0):.1f} s, {run.get('http_requests', 0)} requests ({run['outcome']})")
+    print(f"    {run['entity']:13} {run.get('rows_inserted', 0):>6} rows in {run.get('seconds', 0):.1f} s, {run.get('http_requests', 0)} requests ({run['outcome']})")
 PY
+}
+
+say "Initial full sync: the sync-scheduled function, invoked through the Lambda Invoke API"
+sync_invoke '{"portal":"demo","mode":"full"}'
+say "Reference tables: pipelines, stage and list values, currencies and users (mode reference, as its schedule runs it)"
+sync_invoke '{"portal":"demo","mode":"reference"}'
 
 say "Live changes: random adds, updates and deletes on every entity; each one is an event to the intake"
 for entity in "${ENTITIES[@]}"; do
     curl -sf -X POST "$SIM_BASE/_sim/mutate" -H 'content-type: application/json' \
         -d "{\"entity\":\"$entity\",\"seed\":7,\"adds\":50,\"updates\":200,\"deletes\":30}" >/dev/null
 done
+# Smart-process items raise ONCRMDYNAMICITEM* events with their entityTypeId.
+curl -sf -X POST "$SIM_BASE/_sim/mutate" -H 'content-type: application/json' \
+    -d "{\"entity_type_id\":$SMART,\"seed\":7,\"adds\":20,\"updates\":80,\"deletes\":10}" >/dev/null
 say "Waiting for the change queue to drain (the worker applies batches after a 2 s window)"
 python3 - "$SIM_BASE" "$LOCAL_URL" <<'PY'
 import json, sys, time, urllib.request
@@ -148,7 +166,7 @@ print(f"    {events['events_sent']} events sent ({events['events_failed']} faile
 PY
 
 say "Checking the mirror against the portal after the live path alone"
-for entity in "${ENTITIES[@]}"; do
+for entity in "${ENTITIES[@]}" "sp_$SMART"; do
     "$CLI" check --portal demo --entity "$entity"
 done
 
@@ -261,7 +279,7 @@ for s in schedules:
 PY
 
 say "Final check: the mirror equals both portals"
-for entity in "${ENTITIES[@]}"; do
+for entity in "${ENTITIES[@]}" "sp_$SMART"; do
     "$CLI" check --portal demo --entity "$entity"
 done
 "$CLI" check --portal central --entity deal
@@ -272,8 +290,18 @@ psql -h 127.0.0.1 -U postgres -d "$DB" -c "
     FROM (SELECT portal, 'deal' AS entity, deleted_at FROM b24.deal
           UNION ALL SELECT portal, 'contact', deleted_at FROM b24.contact
           UNION ALL SELECT portal, 'lead', deleted_at FROM b24.lead
-          UNION ALL SELECT portal, 'company', deleted_at FROM b24.company) AS mirror
+          UNION ALL SELECT portal, 'company', deleted_at FROM b24.company
+          UNION ALL SELECT portal, 'sp_$SMART', deleted_at FROM b24.sp_$SMART) AS mirror
     GROUP BY portal, entity ORDER BY portal DESC, entity"
+say "Deals per pipeline and stage, by name: the mirror joined with the reference tables (README, Reference tables)"
+psql -h 127.0.0.1 -U postgres -d "$DB" -c "
+    SELECT c.name AS pipeline, s.name AS stage, count(*) AS deals
+    FROM b24.deal d
+    JOIN b24.crm_category c ON c.portal = d.portal AND c.entity_type_id = 2 AND c.id = d.category_id
+    JOIN b24.crm_status s ON s.portal = d.portal AND s.status_id = d.stage_id
+     AND s.entity_id = CASE d.category_id WHEN 0 THEN 'DEAL_STAGE' ELSE 'DEAL_STAGE_' || d.category_id END
+    WHERE d.portal = 'demo' AND d.deleted_at IS NULL
+    GROUP BY c.name, c.sort, s.name, s.sort ORDER BY c.sort, s.sort"
 psql -h 127.0.0.1 -U postgres -d "$DB" -c "SELECT portal, entity, mode, rows_read, rows_written, rows_deleted, http_requests, error FROM b24._sync_runs ORDER BY id"
 psql -h 127.0.0.1 -U postgres -d "$DB" -c "SELECT route, source_deal_id, target_deal_id, state, forwards, attempts FROM b24._forward_ledger ORDER BY source_deal_id"
 psql -h 127.0.0.1 -U postgres -d "$DB" -c "SELECT id, entity, record_id, op, state, attempts, bitrix_id, last_error FROM b24._outbox ORDER BY id"

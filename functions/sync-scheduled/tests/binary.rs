@@ -81,6 +81,26 @@ async fn a_full_sync_fills_the_mirror_and_logs_json_with_the_request_id() {
         incremental.response["runs"].as_array().map(Vec::len),
         Some(4)
     );
+    // The reference tables: one outcome per table, each filled from the portal.
+    let reference = runtime
+        .invoke(&sample("reference.json"), WAIT)
+        .await
+        .unwrap();
+    let tables: Vec<&str> = reference.response["runs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no runs: {:?}", reference.response))
+        .iter()
+        .filter_map(|run| run["entity"].as_str())
+        .collect();
+    assert_eq!(
+        tables,
+        ["crm_category", "crm_status", "crm_currency", "bitrix_user"]
+    );
+    for table in ["crm_category", "crm_status", "crm_currency", "bitrix_user"] {
+        let sql = format!("SELECT count(*) FROM b24.{table} WHERE portal = 'demo'");
+        let rows: i64 = db.client().await.query_one(&sql, &[]).await.unwrap().get(0);
+        assert!(rows > 0, "{table} is empty");
+    }
 
     let output = function.stop();
     assert!(output.exit.is_none(), "the function exited: {output:?}");
@@ -94,7 +114,8 @@ async fn a_full_sync_fills_the_mirror_and_logs_json_with_the_request_id() {
         requests,
         [
             Some(full.request_id.as_str()),
-            Some(incremental.request_id.as_str())
+            Some(incremental.request_id.as_str()),
+            Some(reference.request_id.as_str())
         ],
         "{lines:#?}"
     );

@@ -33,6 +33,10 @@ fn queues_the_invoke_samples() {
             (Entity::Deal, 7405, ChangeAction::Add),
         ),
         ("json-event.json", (Entity::Contact, 42, ChangeAction::Add)),
+        (
+            "dynamic-item-event.json",
+            (Entity::Smart(1220), 24, ChangeAction::Update),
+        ),
     ];
     for (name, (entity, id, action)) in cases {
         let response = answer(&state, sample(name));
