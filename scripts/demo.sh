@@ -301,7 +301,7 @@ psql -h 127.0.0.1 -U postgres -d "$DB" -c "
     JOIN b24.crm_status s ON s.portal = d.portal AND s.status_id = d.stage_id
      AND s.entity_id = CASE d.category_id WHEN 0 THEN 'DEAL_STAGE' ELSE 'DEAL_STAGE_' || d.category_id END
     WHERE d.portal = 'demo' AND d.deleted_at IS NULL
-    GROUP BY c.name, c.sort, s.name, s.sort ORDER BY c.sort, s.sort"
+    GROUP BY c.id, c.name, s.name, s.sort ORDER BY c.id, s.sort"
 psql -h 127.0.0.1 -U postgres -d "$DB" -c "SELECT portal, entity, mode, rows_read, rows_written, rows_deleted, http_requests, error FROM b24._sync_runs ORDER BY id"
 psql -h 127.0.0.1 -U postgres -d "$DB" -c "SELECT route, source_deal_id, target_deal_id, state, forwards, attempts FROM b24._forward_ledger ORDER BY source_deal_id"
 psql -h 127.0.0.1 -U postgres -d "$DB" -c "SELECT id, entity, record_id, op, state, attempts, bitrix_id, last_error FROM b24._outbox ORDER BY id"
