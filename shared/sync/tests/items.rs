@@ -30,7 +30,7 @@ const PROJECTS: u32 = 128;
 
 fn two_smart_processes(seed: u64) -> SimConfig {
     let mut orders = SmartProcessConfig::new(ORDERS, "Orders", 700);
-    orders.user_fields = 6;
+    orders.user_fields = 12; // every type the simulator cycles through, enumeration and file included
     orders.with_products = true;
     orders.product_rows = 3;
     orders.categories = vec!["Export".into(), "Repairs".into()];
@@ -187,6 +187,20 @@ async fn two_smart_processes_converge_through_full_incremental_and_reconcile() {
             "{entity}: user fields have their own columns: {types:?}"
         );
     }
+    // Enumeration fields of smart processes resolve to their labels like the deals'.
+    let labels: i64 = db
+        .client()
+        .await
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM {SCHEMA}._field_items WHERE portal = $1 AND entity = 'sp_1038'"
+            ),
+            &[&PORTAL],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(labels > 0, "no enumeration items stored for sp_1038");
     let stats = sim.stats().await.unwrap();
     assert!(
         stats.requests_by_method.contains_key("crm.item.list"),
