@@ -22,6 +22,7 @@ mod schema;
 mod server;
 mod shared;
 mod smart;
+mod stagehistory;
 mod stats;
 mod statuses;
 mod table;
@@ -599,6 +600,14 @@ impl RunningSim {
     /// as `crm.item.productrow.list` shows them, by owner then row.
     pub async fn dump_product_rows(&self, entity_type_id: u32) -> anyhow::Result<Vec<Value>> {
         self.control(self.get(&format!("productrows/{entity_type_id}")))
+            .await
+    }
+
+    /// `GET /_sim/stagehistory/{entityTypeId}`: every stage history entry of leads (1),
+    /// deals (2) or a smart process, as `crm.stagehistory.list` shows them with every
+    /// field, by ID.
+    pub async fn dump_stage_history(&self, entity_type_id: u32) -> anyhow::Result<Vec<Value>> {
+        self.control(self.get(&format!("stagehistory/{entity_type_id}")))
             .await
     }
 

@@ -65,6 +65,7 @@ enum Method {
     CategoryGet,
     CurrencyList,
     UserGet,
+    StageHistoryList,
     Batch,
 }
 
@@ -96,6 +97,7 @@ impl Method {
             "crm.category.get" => return Some(Method::CategoryGet),
             "crm.currency.list" => return Some(Method::CurrencyList),
             "user.get" => return Some(Method::UserGet),
+            "crm.stagehistory.list" => return Some(Method::StageHistoryList),
             "batch" => return Some(Method::Batch),
             _ => {}
         }
@@ -453,6 +455,11 @@ fn run(
                 cost: cost::BASE + cost::PER_ROW_FIELD * (count * portal.users.fields.len()) as f64,
                 ..Done::plain(Value::Array(rows))
             })
+        }
+        Method::StageHistoryList => {
+            let portal = shared.portal.read();
+            let kind = crate::stagehistory::history_kind(params, |id| portal.kind(id))?;
+            crate::stagehistory::list(&portal.history, kind, params, clock)
         }
         Method::Batch => Err(ApiError::method_not_found()),
     }

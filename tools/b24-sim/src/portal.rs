@@ -18,6 +18,7 @@ use crate::schema::{
     user_field, user_fields,
 };
 use crate::smart::{SmartProcessConfig, SmartType};
+use crate::stagehistory::{self, Position, StageHistory};
 use crate::statuses::Statuses;
 use crate::table::{Cell, Hiding, ID_COLUMN, Reader, Stored, Table, render_row};
 use crate::values::PortalClock;
@@ -252,6 +253,9 @@ pub(crate) struct Portal {
     pub robots: Robots,
     /// Reference lists (`crm.status.list`).
     pub statuses: Statuses,
+    /// `crm.stagehistory.list`: creations, stage and pipeline moves of deals, leads and
+    /// smart-process items (kept when a record is deleted).
+    pub history: StageHistory,
     next_user_field_id: u64,
     /// For generated user field names and values.
     rng: SimRng,
@@ -292,6 +296,7 @@ impl Portal {
             workflow_replies: Vec::new(),
             robots: Robots::default(),
             statuses: Statuses::default(),
+            history: StageHistory::default(),
             next_user_field_id: 101,
             rng: SimRng::seed_from_u64(plan.seed ^ 0x5eed_f1e1d),
             seed: plan.seed,
@@ -320,6 +325,12 @@ impl Portal {
             table.next_id = plan.count(entity) as u64 + 1;
         }
         portal.seed_deal_pipelines(plan);
+        // One creation entry per seeded deal and lead, in ID order (deals after they
+        // were spread over the pipelines).
+        for entity in [Entity::Deal, Entity::Lead] {
+            let table = &portal.tables[entity_index(entity)];
+            portal.history.record_creations(table);
+        }
         portal.seed_users(plan.anchor);
         for config in &plan.smart_processes {
             // Configurations were validated before the portal was built.
@@ -664,7 +675,11 @@ impl Portal {
         }
         table.push(values);
         table.next_id += 1;
-        derive(table, table.rows() - 1, Some((now, user)));
+        let row = table.rows() - 1;
+        derive(table, row, Some((now, user)));
+        let position = Position::of(table, row);
+        self.history
+            .record(kind, stagehistory::CREATED, &position, now);
         Ok(id)
     }
 
@@ -729,6 +744,7 @@ impl Portal {
         }
         let category_before = table.roles.category.map(|c| cell_text(table.cell(row, c)));
         let stage_before = stage_of(table, row);
+        let position_before = Position::of(table, row);
         for (column, value) in changes {
             table.set(row, column, value);
         }
@@ -751,6 +767,10 @@ impl Portal {
         }
         let moved = (stage_before != stage_after).then_some((now, user));
         derive(table, row, moved);
+        let position_after = Position::of(table, row);
+        if let Some(type_id) = stagehistory::change_type(&position_before, &position_after) {
+            self.history.record(kind, type_id, &position_after, now);
+        }
         Ok(Updated {
             saved: true,
             category_moved: category_before != category_after,
@@ -975,6 +995,7 @@ impl Portal {
                 self.products.seed(Kind::Smart(entity_type_id), id, &rows);
             }
         }
+        self.history.record_creations(&table);
         self.smart.push(SmartProcess {
             info: info.clone(),
             product_rows,
@@ -1068,7 +1089,11 @@ impl Portal {
             let values = generate::record(table, &row, population, seed.as_ref(), &mut rng);
             table.push(values);
             table.next_id += 1;
-            derive(table, table.rows() - 1, None);
+            let row = table.rows() - 1;
+            derive(table, row, None);
+            let position = Position::of(table, row);
+            self.history
+                .record(kind, stagehistory::CREATED, &position, now);
             if rows_per_record > 0 {
                 let rows = generate::product_rows(rows_per_record, &mut row_rng);
                 self.products.seed(kind, id, &rows);

@@ -90,6 +90,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/_sim/currencies", post(add_currency))
         .route("/_sim/users", post(add_user))
         .route("/_sim/productrows/{entity_type_id}", get(product_rows))
+        .route("/_sim/stagehistory/{entity_type_id}", get(stage_history))
         .route("/bitrix/services/main/ajax.php", get(item_file))
         .route("/_sim/application", get(application))
         .route("/_sim/application/update", post(update_application))
@@ -606,6 +607,24 @@ async fn product_rows(
         .map(|r| r.render_item())
         .collect();
     Ok(Json(Value::Array(rows)))
+}
+
+/// `GET /_sim/stagehistory/{entityTypeId}`: every stage history entry of a lead, deal
+/// or smart-process type, as `crm.stagehistory.list` shows them with every field.
+async fn stage_history(
+    State(shared): State<Arc<Shared>>,
+    Path(entity_type_id): Path<u32>,
+) -> Result<Json<Value>, ControlError> {
+    let entries = control_blocking(&shared, "the stage history dump failed", move |worker| {
+        let portal = worker.portal.read();
+        let kind = portal
+            .kind(entity_type_id)
+            .filter(|kind| crate::stagehistory::has_history(*kind))
+            .ok_or_else(|| format!("entity type {entity_type_id} has no stage history"))?;
+        Ok(portal.history.dump(kind, &worker.clock))
+    })
+    .await?;
+    Ok(Json(Value::Array(entries)))
 }
 
 #[derive(Deserialize)]
