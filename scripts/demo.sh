@@ -77,6 +77,8 @@ webhook_url = "$DEMO_WEBHOOK"
 entities = ["deal", "contact", "lead", "company"]
 # Every smart process the portal has (crm.type.list), through crm.item.*.
 smart_processes = "all"
+# The stage history of deals, leads and the smart process, appended on every reference refresh.
+stage_history = true
 # What the intake and the deal robot check on every call: the portal's domain and its
 # application token.
 domain = "sim.bitrix24.test"
@@ -135,7 +137,7 @@ PY
 
 say "Initial full sync: the sync-scheduled function, invoked through the Lambda Invoke API"
 sync_invoke '{"portal":"demo","mode":"full"}'
-say "Reference tables: pipelines, stage and list values, currencies and users (mode reference, as its schedule runs it)"
+say "Reference tables: pipelines, stage and list values, currencies, users, and the stage history (mode reference, as its schedule runs it)"
 sync_invoke '{"portal":"demo","mode":"reference"}'
 
 say "Live changes: random adds, updates and deletes on every entity; each one is an event to the intake"

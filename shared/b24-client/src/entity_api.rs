@@ -72,10 +72,7 @@ impl Dialect {
 
     /// The rows of a list command's `result`, keyed by the mirror's codes.
     pub(crate) fn rows(&self, method: &str, result: Value) -> Result<Vec<Row>, B24Error> {
-        let unexpected = |detail: &str| B24Error::UnexpectedResponse {
-            method: method.to_string(),
-            detail: detail.to_string(),
-        };
+        let unexpected = |detail: &str| unexpected(method, detail);
         let items = match (self, result) {
             (Dialect::Classic, Value::Array(items)) => items,
             (Dialect::Items { .. }, Value::Object(mut result)) => match result.remove("items") {
@@ -94,6 +91,80 @@ impl Dialect {
                 _ => Err(unexpected("a list row is not an object")),
             })
             .collect()
+    }
+}
+
+/// How a listing's requests and answers look: an entity's, or another list walked by
+/// the same ID window.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ListShape {
+    Entity(Dialect),
+    /// `crm.stagehistory.list`: `entityTypeId`, rows in `result.items` with the
+    /// portal's UPPER_CASE names as they are.
+    StageHistory {
+        entity_type_id: u32,
+    },
+}
+
+impl Default for ListShape {
+    fn default() -> Self {
+        ListShape::Entity(Dialect::Classic)
+    }
+}
+
+impl ListShape {
+    pub(crate) fn list_params(&self, filter: &Map<String, Value>, select: &[String]) -> Value {
+        match self {
+            ListShape::Entity(dialect) => dialect.list_params(filter, select),
+            ListShape::StageHistory { entity_type_id } => {
+                let mut params = json!({
+                    "entityTypeId": entity_type_id,
+                    "order": {"ID": "ASC"},
+                    "filter": filter,
+                    "start": -1,
+                });
+                if !select.is_empty() {
+                    params["select"] = json!(select);
+                }
+                params
+            }
+        }
+    }
+
+    pub(crate) fn last_id_reference(&self, command: &str, last: usize) -> String {
+        match self {
+            ListShape::Entity(dialect) => dialect.last_id_reference(command, last),
+            ListShape::StageHistory { .. } => format!("$result[{command}][items][{last}][ID]"),
+        }
+    }
+
+    pub(crate) fn rows(&self, method: &str, result: Value) -> Result<Vec<Row>, B24Error> {
+        match self {
+            ListShape::Entity(dialect) => dialect.rows(method, result),
+            ListShape::StageHistory { .. } => match result {
+                Value::Object(mut result) => match result.remove("items") {
+                    Some(Value::Array(items)) => items
+                        .into_iter()
+                        .map(|item| match item {
+                            Value::Object(row) => Ok(row),
+                            _ => Err(unexpected(method, "a list row is not an object")),
+                        })
+                        .collect(),
+                    _ => Err(unexpected(method, "the list answered no result.items list")),
+                },
+                _ => Err(unexpected(
+                    method,
+                    "a list page is not an object with items",
+                )),
+            },
+        }
+    }
+}
+
+fn unexpected(method: &str, detail: &str) -> B24Error {
+    B24Error::UnexpectedResponse {
+        method: method.to_string(),
+        detail: detail.to_string(),
     }
 }
 
@@ -200,7 +271,7 @@ impl EntityApi {
     ) -> ListQuery {
         ListQuery {
             method: self.list_method(),
-            dialect: self.dialect.clone(),
+            shape: ListShape::Entity(self.dialect.clone()),
             select,
             filter,
             after_id,
@@ -326,6 +397,31 @@ mod tests {
     }
 
     #[test]
+    fn stage_history_is_listed_by_id_with_its_rows_as_they_are() {
+        let shape = ListShape::StageHistory { entity_type_id: 2 };
+        let filter = json!({">ID": 35}).as_object().cloned().unwrap();
+        assert_eq!(
+            shape.list_params(&filter, &[]),
+            json!({"entityTypeId": 2, "order": {"ID": "ASC"}, "filter": {">ID": 35}, "start": -1})
+        );
+        assert_eq!(
+            shape.last_id_reference("c1", 49),
+            "$result[c1][items][49][ID]"
+        );
+        let entry = json!({"ID": 36, "TYPE_ID": 2, "OWNER_ID": 21, "STAGE_ID": "PREPARATION"});
+        let rows = shape
+            .rows("crm.stagehistory.list", json!({"items": [entry.clone()]}))
+            .unwrap();
+        assert_eq!(Value::Object(rows[0].clone()), entry);
+        assert!(shape.rows("crm.stagehistory.list", json!([entry])).is_err());
+        assert!(
+            shape
+                .rows("crm.stagehistory.list", json!({"items": [1]}))
+                .is_err()
+        );
+    }
+
+    #[test]
     fn item_requests_speak_item_names_and_answers_come_back_as_codes() {
         let api = smart();
         let filter = json!({">=DATE_MODIFY": "2024-01-01T00:00:00+00:00", "STAGE_ID": "NEW"});
@@ -335,7 +431,7 @@ mod tests {
             None,
         );
         assert_eq!(query.method, "crm.item.list");
-        let params = query.dialect.list_params(&query.filter, &query.select);
+        let params = query.shape.list_params(&query.filter, &query.select);
         assert_eq!(params["entityTypeId"], 1038);
         assert_eq!(params["useOriginalUfNames"], "Y");
         assert_eq!(params["order"], json!({"id": "ASC"}));
@@ -345,7 +441,7 @@ mod tests {
             json!({">=updatedTime": "2024-01-01T00:00:00+00:00", "stageId": "NEW"})
         );
         assert_eq!(
-            query.dialect.last_id_reference("c3", 49),
+            query.shape.last_id_reference("c3", 49),
             "$result[c3][items][49][id]"
         );
         let rows = api

@@ -16,7 +16,7 @@ mod params;
 
 pub use batch::{Command, CommandOutput, CommandResult, MAX_BATCH_COMMANDS};
 pub use client::{ApiResponse, Client, ClientOptions, ClientStats};
-pub use entity_api::{Dialect, EntityApi};
+pub use entity_api::{Dialect, EntityApi, ListShape};
 pub use error::B24Error;
 pub use limiter::InProcessLimiter;
 pub use list::{ListQuery, PAGE_SIZE, Row};

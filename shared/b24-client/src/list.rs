@@ -23,7 +23,7 @@ use serde_json::{Map, Value, json};
 
 use crate::batch::{Command, MAX_BATCH_COMMANDS};
 use crate::client::{Client, as_u64};
-use crate::entity_api::Dialect;
+use crate::entity_api::{Dialect, ListShape};
 use crate::error::B24Error;
 
 /// One record as the portal returns it.
@@ -40,8 +40,8 @@ const FILTERED_RAMP: [usize; 3] = [1, 10, MAX_BATCH_COMMANDS];
 pub struct ListQuery {
     pub method: String,
     /// How the method's requests and answers look (see [`crate::EntityApi`]); `select`
-    /// and `filter` are in the mirror's codes either way.
-    pub dialect: Dialect,
+    /// and `filter` are in the mirror's codes for an entity's dialect.
+    pub shape: ListShape,
     /// Fields to return; empty means the portal's default (`*` and `UF_*`). `ID` is
     /// added when neither it nor `*` is named, because the window needs it.
     pub select: Vec<String>,
@@ -153,7 +153,7 @@ impl Client {
 struct IdWindow {
     client: Client,
     method: String,
-    dialect: Dialect,
+    shape: ListShape,
     select: Vec<String>,
     /// The caller's filter without its `>ID` / `>=ID` bound (the window sets that).
     filter: Map<String, Value>,
@@ -203,7 +203,7 @@ impl IdWindow {
         IdWindow {
             select: select_with_id(&query.select),
             method: query.method,
-            dialect: query.dialect,
+            shape: query.shape,
             client,
             filter,
             cursor,
@@ -221,10 +221,10 @@ impl IdWindow {
             json!(self.cursor)
         } else {
             let previous = format!("c{}", index - 1);
-            json!(self.dialect.last_id_reference(&previous, PAGE_SIZE - 1))
+            json!(self.shape.last_id_reference(&previous, PAGE_SIZE - 1))
         };
         filter.insert(">ID".into(), bound);
-        let params = self.dialect.list_params(&filter, &self.select);
+        let params = self.shape.list_params(&filter, &self.select);
         Command::new(format!("c{index}"), &self.method, params)
     }
 
@@ -261,7 +261,7 @@ impl IdWindow {
                 }
                 Err(error) => return Err(error),
             };
-            let page = self.dialect.rows(&self.method, output.result)?;
+            let page = self.shape.rows(&self.method, output.result)?;
             let page_len = page.len() as u64;
             for row in page {
                 let id = row_id(&self.method, &row)?;

@@ -88,6 +88,9 @@ pub struct PortalConfig {
     pub smart_processes: SmartProcesses,
     /// Mirror the product rows of deals and of smart processes that link products.
     pub product_rows: bool,
+    /// Append the stage history of leads, deals and the mirrored smart processes on
+    /// every reference refresh.
+    pub stage_history: bool,
 }
 
 /// `portals.NAME.back_sync`: edits made in the mirror pushed to the portal.
@@ -433,6 +436,8 @@ struct RawPortal {
     smart_processes: Option<RawSmartProcesses>,
     #[serde(default)]
     product_rows: bool,
+    #[serde(default)]
+    stage_history: bool,
 }
 
 /// `"all"`, or a list of entity type IDs and titles.
@@ -740,6 +745,7 @@ impl RawPortal {
             api: self.api,
             smart_processes,
             product_rows: self.product_rows,
+            stage_history: self.stage_history,
         })
     }
 }
@@ -795,6 +801,7 @@ impl fmt::Debug for PortalConfig {
             .field("api", &self.api)
             .field("smart_processes", &self.smart_processes)
             .field("product_rows", &self.product_rows)
+            .field("stage_history", &self.stage_history)
             .finish()
     }
 }

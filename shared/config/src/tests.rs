@@ -634,6 +634,11 @@ fn smart_processes_and_the_api_are_chosen_per_portal() {
     let acme = config.portal("acme").unwrap();
     assert_eq!(acme.api, ApiChoice::Classic);
     assert_eq!(acme.smart_processes, SmartProcesses::None);
+    assert!(!acme.product_rows && !acme.stage_history);
+    let config =
+        Config::from_toml_str(&minimal("product_rows = true\nstage_history = true")).unwrap();
+    let acme = config.portal("acme").unwrap();
+    assert!(acme.product_rows && acme.stage_history);
     let config = Config::from_toml_str(&minimal(
         "api = \"items\"\nentities = [\"deal\", \"sp_1038\"]\nsmart_processes = [1042, \"Tickets\"]",
     ))
@@ -662,6 +667,7 @@ fn smart_processes_and_the_api_are_chosen_per_portal() {
         ),
         ("api = \"rest\"", "portals.acme.api"),
         ("entities = [\"sp_12\"]", "portals.acme.entities"),
+        ("stage_history = \"yes\"", "portals.acme.stage_history"),
     ] {
         let (key, message) = invalid_key(&minimal(line));
         assert!(key.starts_with(named), "{line}: {key}: {message}");

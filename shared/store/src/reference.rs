@@ -1,7 +1,8 @@
-//! Reference tables and product rows (migration V8): what people join the mirror
-//! against. A reference table (funnels, stages and lists, currencies, users) is replaced
-//! per portal as a whole; product rows are replaced per owner (a deal or a smart
-//! process item), so an owner's removed rows go too. Rows arrive as the portal sends
+//! Reference tables and product rows (migration V8) and stage history (V9): what people
+//! join the mirror against. A reference table (funnels, stages and lists, currencies,
+//! users) is replaced per portal as a whole; product rows are replaced per owner (a deal
+//! or a smart process item), so an owner's removed rows go too; stage history is only
+//! ever appended to. Rows arrive as the portal sends
 //! them (either API's names: `ID` or `id`, `OWNER_ID` or `ownerId`); each typed column
 //! takes the first name present, converted as the mirror converts values.
 
@@ -40,7 +41,7 @@ const fn col(name: &'static str, keys: &'static [&'static str], column_type: Col
     }
 }
 
-use ColumnType::{BigInt, Boolean, Numeric, Text};
+use ColumnType::{BigInt, Boolean, Numeric, Text, Timestamptz};
 
 const CATEGORY: [Column; 4] = [
     col("id", &["id", "ID"], BigInt),
@@ -73,6 +74,23 @@ const USER: [Column; 7] = [
     col("second_name", &["SECOND_NAME", "secondName"], Text),
     col("email", &["EMAIL", "email"], Text),
     col("work_position", &["WORK_POSITION", "workPosition"], Text),
+];
+const STAGE_HISTORY: [Column; 7] = [
+    col("id", &["ID", "id"], BigInt),
+    col("owner_id", &["OWNER_ID", "ownerId"], BigInt),
+    col("type_id", &["TYPE_ID", "typeId"], BigInt),
+    col(
+        "created_time",
+        &["CREATED_TIME", "createdTime"],
+        Timestamptz,
+    ),
+    col("category_id", &["CATEGORY_ID", "categoryId"], BigInt),
+    col("stage_id", &["STAGE_ID", "STATUS_ID", "stageId"], Text),
+    col(
+        "stage_semantic_id",
+        &["STAGE_SEMANTIC_ID", "STATUS_SEMANTIC_ID", "stageSemanticId"],
+        Text,
+    ),
 ];
 const PRODUCT_ROW: [Column; 14] = [
     col("id", &["id", "ID"], BigInt),
@@ -369,5 +387,64 @@ impl Store {
             removed,
             invalid: data.invalid,
         })
+    }
+
+    /// Adds stage-history entries of `entity_type_id` (as `crm.stagehistory.list`
+    /// answers them); an entry already stored is left as it is unless it differs.
+    pub async fn append_stage_history(
+        &self,
+        portal: &str,
+        entity_type_id: u32,
+        rows: &[Row],
+    ) -> Result<Replaced, StoreError> {
+        check_portal(portal)?;
+        let data = arrays(&STAGE_HISTORY, 1, rows);
+        let name = self.table("stage_history");
+        let key = ["portal", "entity_type_id", "id"];
+        let insert = insert_sql(
+            &name,
+            &["portal", "entity_type_id"],
+            &STAGE_HISTORY,
+            3,
+            &key,
+        );
+        let type_id = entity_type_id as i32;
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&portal, &type_id];
+        for column in &data.columns {
+            params.push(column);
+        }
+        params.push(&data.raw);
+        let written = self
+            .client()
+            .await?
+            .execute(&insert, &params)
+            .await
+            .context("writing stage history")?;
+        Ok(Replaced {
+            written,
+            removed: 0,
+            invalid: data.invalid,
+        })
+    }
+
+    /// The newest stage-history entry stored for `portal`'s `entity_type_id`: the next
+    /// read starts after it.
+    pub async fn last_stage_history_id(
+        &self,
+        portal: &str,
+        entity_type_id: u32,
+    ) -> Result<Option<u64>, StoreError> {
+        let sql = format!(
+            "SELECT max(id) FROM {} WHERE portal = $1 AND entity_type_id = $2",
+            self.table("stage_history")
+        );
+        let newest: Option<i64> = self
+            .client()
+            .await?
+            .query_one(&sql, &[&portal, &(entity_type_id as i32)])
+            .await
+            .context("reading the newest stage-history entry")?
+            .get(0);
+        Ok(newest.and_then(|id| u64::try_from(id).ok()))
     }
 }

@@ -2,27 +2,37 @@
 //! funnels of deals and of the mirrored smart processes (`crm.category.list`), every
 //! list and stage of `crm.status.list`, the currencies (`crm.currency.list`) and the
 //! users (`user.get`, page by page: it has no modification-time filter). Each table is
-//! replaced in one transaction, so a reader sees the old list or the new one.
+//! replaced in one transaction, so a reader sees the old list or the new one. With the
+//! portal's `stage_history` on, the stage history of leads, deals and the mirrored smart
+//! processes is appended too: only the entries after the newest one stored (the
+//! history is append-only), read by the same ID window as the mirror's listings.
 
 use std::time::Instant;
 
-use b24_client::{Command, Row};
+use b24_client::{Command, ListQuery, ListShape, Row};
 use b24_domain::entity::Entity;
 use b24_domain::sync::{Mode, RunOutcome};
 use b24_store::{ReferenceTable, Replaced};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde_json::{Value, json};
 
 use crate::engine::within;
-use crate::{SyncError, SyncSummary, Syncer};
+use crate::{CHUNK_ROWS, SyncError, SyncSummary, Syncer};
+
+/// The entities with a stage history on a portal.
+pub(crate) fn has_stage_history(entity: Entity) -> bool {
+    matches!(entity, Entity::Lead | Entity::Deal | Entity::Smart(_))
+}
 
 impl Syncer<'_> {
     /// Refreshes the reference tables; `smart` are the mirrored smart processes whose
-    /// funnels are kept with the deals'. One summary per table (mode `reference`, the
-    /// table's name as the entity).
+    /// funnels are kept with the deals', `history` the entities whose stage history is
+    /// appended. One summary per table (mode `reference`, the table's name as the
+    /// entity; `stage_history_<entity>` for each history).
     pub async fn refresh_reference(
         &self,
         smart: &[Entity],
+        history: &[Entity],
         deadline: Option<Instant>,
     ) -> Result<Vec<SyncSummary>, SyncError> {
         let mut summaries = Vec::new();
@@ -118,7 +128,54 @@ impl Syncer<'_> {
             .replace_reference(self.portal, ReferenceTable::Users, &users)
             .await?;
         summaries.push(self.summary("bitrix_user", started, Summed::of(users.len(), replaced)));
+
+        for &entity in history.iter().filter(|e| has_stage_history(**e)) {
+            summaries.push(self.append_stage_history(entity, deadline).await?);
+        }
         Ok(summaries)
+    }
+
+    /// Appends `entity`'s stage-history entries after the newest one stored, chunk by
+    /// chunk, until the listing ends or the deadline comes (then the summary says
+    /// `stopped`: the next refresh continues after what was written).
+    async fn append_stage_history(
+        &self,
+        entity: Entity,
+        deadline: Option<Instant>,
+    ) -> Result<SyncSummary, SyncError> {
+        let started = self.started();
+        let entity_type_id = entity.type_id();
+        let query = ListQuery {
+            method: "crm.stagehistory.list".into(),
+            shape: ListShape::StageHistory { entity_type_id },
+            after_id: self
+                .store
+                .last_stage_history_id(self.portal, entity_type_id)
+                .await?,
+            ..ListQuery::default()
+        };
+        let mut chunks = self.client.list_stream(query).chunks(CHUNK_ROWS).boxed();
+        let mut summed = Summed::default();
+        let mut completed = true;
+        loop {
+            let Some(next) = within(deadline, chunks.next()).await else {
+                completed = false;
+                break;
+            };
+            let Some(chunk) = next else { break };
+            let rows: Vec<Row> = chunk.into_iter().collect::<Result<_, _>>()?;
+            let appended = self
+                .store
+                .append_stage_history(self.portal, entity_type_id, &rows)
+                .await?;
+            summed.add(rows.len(), appended);
+        }
+        let mut summary = self.summary(&format!("stage_history_{entity}"), started, summed);
+        if !completed {
+            summary.completed = false;
+            summary.outcome = Some(RunOutcome::Stopped);
+        }
+        Ok(summary)
     }
 
     fn started(&self) -> (Instant, b24_client::ClientStats) {

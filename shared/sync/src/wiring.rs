@@ -334,7 +334,15 @@ impl SyncService {
                 .copied()
                 .filter(|e| !e.is_classic())
                 .collect();
-            return match syncer.refresh_reference(&smart, whole.deadline).await {
+            let history: Vec<Entity> = if portal_config.stage_history {
+                entities.clone()
+            } else {
+                Vec::new()
+            };
+            return match syncer
+                .refresh_reference(&smart, &history, whole.deadline)
+                .await
+            {
                 Ok(summaries) => {
                     for summary in &summaries {
                         tracing::info!(summary = %serde_json::to_string(summary).unwrap_or_default(), "reference table refreshed");

@@ -628,6 +628,25 @@ async fn reference_tables_equal_the_portal_and_follow_its_changes() {
     assert!(names.contains(&"Returns".to_string()), "{names:?}");
 }
 
+/// The ID of the funnel of `entity_type_id` named `name`.
+async fn category_id(client: &Client, entity_type_id: u32, name: &str) -> i64 {
+    client
+        .call(
+            "crm.category.list",
+            &json!({"entityTypeId": entity_type_id}),
+        )
+        .await
+        .unwrap()
+        .result["categories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no funnel {name}"))["id"]
+        .as_i64()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_deal_moved_to_another_pipeline_is_caught_by_the_incremental_sync_and_joins_its_names() {
     let (intake, addr) = start_intake().await;
@@ -642,18 +661,7 @@ async fn a_deal_moved_to_another_pipeline_is_caught_by_the_incremental_sync_and_
     let client = service.client(PORTAL).await.unwrap();
     completed(&run(&service, Mode::Full).await);
     completed(&run(&service, Mode::Reference).await);
-    let wholesale = client
-        .call("crm.category.list", &json!({"entityTypeId": 2}))
-        .await
-        .unwrap()
-        .result["categories"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "Wholesale")
-        .unwrap()["id"]
-        .as_i64()
-        .unwrap();
+    let wholesale = category_id(&client, 2, "Wholesale").await;
     let general: Vec<u64> = mirror_records(&db, Entity::Deal)
         .await
         .into_iter()
@@ -730,4 +738,133 @@ async fn an_edit_of_a_smart_process_row_in_sql_reaches_the_portal_through_back_s
     assert_items_mirrored(&sim, &client, &db, Entity::Smart(ORDERS), &[]).await;
     let again = service.push(Some(PORTAL), None).await.unwrap();
     assert_eq!(again.iter().map(|s| s.rows).sum::<u64>(), 0, "{again:?}");
+}
+
+/// `(id, owner, type, stage)` of every stage-history entry of `entity_type_id`.
+type HistoryEntry = (i64, i64, i64, String);
+
+async fn mirrored_history(db: &TestDb, entity_type_id: u32) -> Vec<HistoryEntry> {
+    let sql = format!(
+        "SELECT id, owner_id, type_id, stage_id FROM {SCHEMA}.stage_history
+         WHERE portal = $1 AND entity_type_id = $2 ORDER BY id"
+    );
+    db.client()
+        .await
+        .query(&sql, &[&PORTAL, &(entity_type_id as i32)])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect()
+}
+
+async fn portal_history(sim: &RunningSim, entity_type_id: u32) -> Vec<HistoryEntry> {
+    let mut entries: Vec<HistoryEntry> = sim
+        .dump_stage_history(entity_type_id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let stage = e.get("STAGE_ID").or_else(|| e.get("STATUS_ID")).unwrap();
+            (
+                e["ID"].as_i64().unwrap(),
+                e["OWNER_ID"].as_i64().unwrap(),
+                e["TYPE_ID"].as_i64().unwrap(),
+                stage.as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    entries.sort();
+    entries
+}
+
+/// Rows read per stage-history summary of a reference refresh.
+fn history_reads(outcomes: &[EntityOutcome]) -> BTreeMap<String, u64> {
+    outcomes
+        .iter()
+        .filter_map(|o| match o {
+            EntityOutcome::Done(s) if s.entity.starts_with("stage_history_") => {
+                Some((s.entity.clone(), s.rows_read))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn stage_history_is_appended_from_the_portal_and_later_refreshes_read_only_new_entries() {
+    let config = SimConfig {
+        leads: 150,
+        ..two_smart_processes(28)
+    };
+    let db = TestDb::create().await;
+    let sim = sim(config).await;
+    let extra = json!({"entities": ["deal", "lead"], "stage_history": true});
+    let service = smart_service(&db, &sim, extra).await;
+    let client = service.client(PORTAL).await.unwrap();
+    completed(&run(&service, Mode::Full).await);
+    let first = run(&service, Mode::Reference).await;
+    completed(&first);
+    let types = [1, 2, ORDERS, PROJECTS];
+    for entity_type_id in types {
+        let portal = portal_history(&sim, entity_type_id).await;
+        assert!(
+            !portal.is_empty(),
+            "{entity_type_id}: no history on the portal"
+        );
+        assert_eq!(
+            mirrored_history(&db, entity_type_id).await,
+            portal,
+            "{entity_type_id}"
+        );
+    }
+    assert_eq!(
+        history_reads(&first)["stage_history_deal"],
+        400,
+        "one creation per deal"
+    );
+
+    // Stage moves by every path, a pipeline move and new records; the next refresh
+    // reads exactly the entries they added.
+    let before: BTreeMap<u32, usize> = {
+        let mut counts = BTreeMap::new();
+        for t in types {
+            counts.insert(t, portal_history(&sim, t).await.len());
+        }
+        counts
+    };
+    mutate(&sim, Entity::Deal, 4, 5, 60, 0).await;
+    mutate(&sim, Entity::Lead, 5, 3, 40, 0).await;
+    sim.mutate_items(&item_changes(ORDERS, 6, 4, 50, 0))
+        .await
+        .unwrap();
+    let wholesale = category_id(&client, 2, "Wholesale").await;
+    // Deal 4 is in the general pipeline (seeded deals alternate between the two).
+    let moved = json!({"entityTypeId": 2, "id": 4, "fields": {"categoryId": wholesale}});
+    client.call("crm.item.update", &moved).await.unwrap();
+    let second = run(&service, Mode::Reference).await;
+    completed(&second);
+    let reads = history_reads(&second);
+    for (entity_type_id, name) in [
+        (1, "stage_history_lead"),
+        (2, "stage_history_deal"),
+        (ORDERS, "stage_history_sp_1038"),
+        (PROJECTS, "stage_history_sp_128"),
+    ] {
+        let portal = portal_history(&sim, entity_type_id).await;
+        assert_eq!(
+            mirrored_history(&db, entity_type_id).await,
+            portal,
+            "{name}"
+        );
+        let added = (portal.len() - before[&entity_type_id]) as u64;
+        assert_eq!(reads[name], added, "{name}: only the new entries are read");
+    }
+    assert!(reads["stage_history_deal"] > 5, "{reads:?}");
+    let funnel_changes = mirrored_history(&db, 2)
+        .await
+        .into_iter()
+        .filter(|(_, owner, kind, _)| *owner == 4 && *kind == 5)
+        .count();
+    assert_eq!(funnel_changes, 1, "the pipeline move is in the history");
 }

@@ -206,3 +206,95 @@ async fn an_owners_product_rows_are_replaced_and_other_owners_stay() {
         [(11, 1, "a2".into(), "9090.90909091".into(), Some(true))]
     );
 }
+
+#[tokio::test]
+async fn stage_history_is_appended_per_portal_and_entity_type_and_read_on_from_its_newest_entry() {
+    let db = TestDb::create().await;
+    let store = store(&db).await;
+    let c = db.client().await;
+    let deal_entry = |id: u64, owner: u64, type_id: u64, stage: &str| {
+        row(json!({"ID": id, "TYPE_ID": type_id, "OWNER_ID": owner,
+                   "CREATED_TIME": "2024-04-25T14:59:11+03:00", "CATEGORY_ID": 0,
+                   "STAGE_SEMANTIC_ID": "P", "STAGE_ID": stage}))
+    };
+    assert_eq!(store.last_stage_history_id("acme", 2).await.unwrap(), None);
+    let first = store
+        .append_stage_history(
+            "acme",
+            2,
+            &[
+                deal_entry(35, 21, 1, "NEW"),
+                deal_entry(36, 21, 2, "PREPARATION"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.written, 2);
+    // The same entries again (a read that overlapped) write nothing; a lead's entry has
+    // STATUS_ID instead, kept in the same columns.
+    let again = store
+        .append_stage_history("acme", 2, &[deal_entry(36, 21, 2, "PREPARATION")])
+        .await
+        .unwrap();
+    assert_eq!(again.written, 0);
+    let lead = row(
+        json!({"ID": 7, "TYPE_ID": 3, "OWNER_ID": 4, "CREATED_TIME": "2024-04-26T10:00:00+03:00",
+                          "STATUS_SEMANTIC_ID": "S", "STATUS_ID": "CONVERTED"}),
+    );
+    store
+        .append_stage_history("acme", 1, &[lead])
+        .await
+        .unwrap();
+    store
+        .append_stage_history("globex", 2, &[deal_entry(90, 1, 1, "NEW")])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.last_stage_history_id("acme", 2).await.unwrap(),
+        Some(36)
+    );
+    assert_eq!(
+        store.last_stage_history_id("acme", 1).await.unwrap(),
+        Some(7)
+    );
+    assert_eq!(
+        store.last_stage_history_id("globex", 2).await.unwrap(),
+        Some(90)
+    );
+    let rows: Vec<(i32, i64, i64, String, String, String)> = query_rows(
+        &c,
+        "SELECT entity_type_id, id, type_id, stage_id, stage_semantic_id, (created_time AT TIME ZONE 'UTC')::text
+         FROM b24.stage_history WHERE portal = 'acme' ORDER BY entity_type_id, id",
+        |r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)),
+    )
+    .await;
+    assert_eq!(
+        rows,
+        [
+            (
+                1,
+                7,
+                3,
+                "CONVERTED".into(),
+                "S".into(),
+                "2024-04-26 07:00:00".into()
+            ),
+            (
+                2,
+                35,
+                1,
+                "NEW".into(),
+                "P".into(),
+                "2024-04-25 11:59:11".into()
+            ),
+            (
+                2,
+                36,
+                2,
+                "PREPARATION".into(),
+                "P".into(),
+                "2024-04-25 11:59:11".into()
+            ),
+        ]
+    );
+}
