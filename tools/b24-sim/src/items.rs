@@ -541,27 +541,11 @@ impl Dialect for ItemDialect<'_> {
     }
 
     fn descending(&self, field: &str, direction: &Value) -> Result<bool, ApiError> {
-        let text = scalar_text(direction).unwrap_or_default();
-        match text.trim().to_ascii_uppercase().as_str() {
-            "ASC" => Ok(false),
-            "DESC" => Ok(true),
-            _ => Err(ApiError::new(
-                400,
-                "INVALID_ARG_VALUE",
-                format!(
-                    "Invalid order: allowed sort directions are ASC, DESC. But got '{text}' for field '{field}'"
-                ),
-            )),
-        }
+        strict_direction(field, direction)
     }
 
     fn bad_value(&self, key: &str, _value: &Value, _value_type: ValueType) -> ApiError {
-        let name = key.trim_start_matches(['!', '=', '<', '>', '@', '%']);
-        ApiError::new(
-            400,
-            "INVALID_ARG_VALUE",
-            format!("Invalid filter: field '{name}' has invalid value"),
-        )
+        invalid_filter_value(key)
     }
 
     fn groups(&self) -> bool {
@@ -1149,6 +1133,32 @@ pub(crate) fn type_get(
     Ok(Done::plain(
         json!({ "type": smart.info.render(enabled, clock, true) }),
     ))
+}
+
+/// `ASC` or `DESC` (any case), else the `crm.item.*` family's error naming the field.
+pub(crate) fn strict_direction(field: &str, direction: &Value) -> Result<bool, ApiError> {
+    let text = scalar_text(direction).unwrap_or_default();
+    match text.trim().to_ascii_uppercase().as_str() {
+        "ASC" => Ok(false),
+        "DESC" => Ok(true),
+        _ => Err(ApiError::new(
+            400,
+            "INVALID_ARG_VALUE",
+            format!(
+                "Invalid order: allowed sort directions are ASC, DESC. But got '{text}' for field '{field}'"
+            ),
+        )),
+    }
+}
+
+/// The `crm.item.*` family's error for a filter value its field cannot hold.
+pub(crate) fn invalid_filter_value(key: &str) -> ApiError {
+    let name = key.trim_start_matches(['!', '=', '<', '>', '@', '%']);
+    ApiError::new(
+        400,
+        "INVALID_ARG_VALUE",
+        format!("Invalid filter: field '{name}' has invalid value"),
+    )
 }
 
 #[cfg(test)]

@@ -102,6 +102,10 @@ pub struct SimConfig {
     /// Seeded deals get up to this many product rows each, and so do deals that
     /// `mutate` adds or changes (0, the default: none).
     pub product_rows: usize,
+    /// The Unix second seeded records were last modified by at the latest; `None` (the
+    /// default): a minute before start. Two simulators with the same seed and anchor
+    /// hold the same data, whenever they start.
+    pub anchor: Option<i64>,
 }
 
 impl Default for SimConfig {
@@ -126,6 +130,7 @@ impl Default for SimConfig {
             smart_processes: Vec::new(),
             deal_categories: Vec::new(),
             product_rows: 0,
+            anchor: None,
         }
     }
 }
@@ -152,6 +157,7 @@ impl fmt::Debug for SimConfig {
             .field("smart_processes", &self.smart_processes)
             .field("deal_categories", &self.deal_categories)
             .field("product_rows", &self.product_rows)
+            .field("anchor", &self.anchor)
             .finish()
     }
 }
@@ -251,7 +257,7 @@ pub async fn start(config: SimConfig) -> anyhow::Result<RunningSim> {
         user_fields: config.user_fields,
         // Seeded records were last modified a minute ago at the latest, so every
         // change through the API is later than all of them.
-        anchor: clock.now_secs() - 60,
+        anchor: config.anchor.unwrap_or(clock.now_secs() - 60),
         deal_categories: config.deal_categories.clone(),
         product_rows: config.product_rows,
         smart_processes: config.smart_processes.clone(),

@@ -167,6 +167,7 @@ async fn main() -> anyhow::Result<()> {
         smart_processes: args.smart_processes,
         deal_categories: args.deal_categories,
         product_rows: args.product_rows,
+        anchor: None,
     };
     let started = Instant::now();
     let mut sim = b24_sim::start(config).await?;

@@ -264,27 +264,11 @@ impl Dialect for HistoryDialect {
     }
 
     fn descending(&self, field: &str, direction: &Value) -> Result<bool, ApiError> {
-        let text = scalar_text(direction).unwrap_or_default();
-        match text.trim().to_ascii_uppercase().as_str() {
-            "ASC" => Ok(false),
-            "DESC" => Ok(true),
-            _ => Err(ApiError::new(
-                400,
-                "INVALID_ARG_VALUE",
-                format!(
-                    "Invalid order: allowed sort directions are ASC, DESC. But got '{text}' for field '{field}'"
-                ),
-            )),
-        }
+        crate::items::strict_direction(field, direction)
     }
 
     fn bad_value(&self, key: &str, _value: &Value, _value_type: ValueType) -> ApiError {
-        let name = key.trim_start_matches(['!', '=', '<', '>', '@', '%']);
-        ApiError::new(
-            400,
-            "INVALID_ARG_VALUE",
-            format!("Invalid filter: field '{name}' has invalid value"),
-        )
+        crate::items::invalid_filter_value(key)
     }
 
     fn groups(&self) -> bool {

@@ -621,12 +621,15 @@ async fn timeline_notifications_and_workflow_replies() {
 
 #[tokio::test]
 async fn control_surface_dump_mutate_reset_and_user_fields() {
+    // One anchor for both: started in different seconds, their seeded times would differ.
+    let anchor = Some(chrono::Utc::now().timestamp() - 60);
     let config = || SimConfig {
         deals: 30,
         contacts: 10,
         user_fields: 4,
         limits: unlimited(),
         seed: 5,
+        anchor,
         ..SimConfig::default()
     };
     let (a, b) = (sim(config()).await, sim(config()).await);
