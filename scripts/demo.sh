@@ -110,8 +110,8 @@ tokens = ["$STATUS_TOKEN"]
 TOML
 export B24SYNC_CONFIG="$WORK/config.toml"
 
-say "Starting b24-local on $LOCAL_URL: intake, change queue and worker, deal robot and forwarder, schedules incremental every 20 s, reconcile and reference every 30 s, back-sync every 10 s (log: $WORK/local.log)"
-"$LOCAL" --listen "127.0.0.1:$PORT" --schedule incremental=20s --schedule reconcile=30s --schedule reference=30s \
+say "Starting b24-local on $LOCAL_URL: intake, change queue and worker, deal robot and forwarder, schedules incremental every 20 s, reconcile every 30 s, back-sync every 10 s (log: $WORK/local.log)"
+"$LOCAL" --listen "127.0.0.1:$PORT" --schedule incremental=20s --schedule reconcile=30s \
     --back-sync 10s --batch-window 2s >"$WORK/local.log" 2>&1 &
 LOCAL_PID=$!
 if [ -z "${KEEP:-}" ]; then
