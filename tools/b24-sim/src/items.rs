@@ -675,11 +675,13 @@ pub(crate) fn list(
         .map(|&row| Value::Object(render(table, &fields, row, &selection, original, clock)))
         .collect();
     let fields_per_row = rows.first().and_then(Value::as_object).map_or(0, Map::len);
-    let mut charged = cost::BASE + cost::PER_ROW_FIELD * (rows.len() * fields_per_row) as f64;
-    if picked.counted {
-        charged += cost::PER_COUNTED_ROW * table.live_count() as f64;
-    }
-    charged += cost::PER_SCANNED_ROW * picked.scanned as f64;
+    let charged = cost::list(
+        rows.len(),
+        fields_per_row,
+        picked.counted,
+        table.live_count(),
+        picked.scanned,
+    );
     let rows_returned = rows.len();
     Ok(Done {
         result: json!({ "items": rows }),
@@ -919,14 +921,7 @@ pub(crate) fn update(
     let clock = &shared.clock;
     let mut portal = shared.portal.write();
     let kind = kind_param(&portal, params)?;
-    let id = param(params, "id")
-        .and_then(parse_int)
-        .and_then(|id| u64::try_from(id).ok())
-        .filter(|id| *id > 0)
-        .ok_or_else(|| ApiError::new(400, "NOT_FOUND", "Item not found"))?;
-    let row = portal
-        .row_for(kind, id)
-        .map_err(|why| unreadable(why, "Item not found"))?;
+    let (id, row) = item_row(&portal, kind, params)?;
     let fields = item_fields(&portal, kind)?;
     let input = fields_input(params)?;
     let table = portal.table_of(kind).ok_or_else(|| smart_not_found(kind))?;
@@ -956,14 +951,7 @@ pub(crate) fn update(
 pub(crate) fn delete(shared: &Shared, params: &Map<String, Value>) -> Result<Done, ApiError> {
     let mut portal = shared.portal.write();
     let kind = kind_param(&portal, params)?;
-    let id = param(params, "id")
-        .and_then(parse_int)
-        .and_then(|id| u64::try_from(id).ok())
-        .filter(|id| *id > 0)
-        .ok_or_else(|| ApiError::new(400, "NOT_FOUND", "Item not found"))?;
-    let row = portal
-        .row_for(kind, id)
-        .map_err(|why| unreadable(why, "Item not found"))?;
+    let (id, row) = item_row(&portal, kind, params)?;
     portal.delete_row(kind, row, id);
     Ok(Done {
         changes: vec![(kind, Change::Delete, id)],
@@ -1159,6 +1147,24 @@ pub(crate) fn invalid_filter_value(key: &str) -> ApiError {
         "INVALID_ARG_VALUE",
         format!("Invalid filter: field '{name}' has invalid value"),
     )
+}
+
+/// The `id` parameter of an item call and the row it names; `NOT_FOUND` as the portal
+/// answers for a missing, invalid or unreadable one.
+fn item_row(
+    portal: &Portal,
+    kind: Kind,
+    params: &Map<String, Value>,
+) -> Result<(u64, usize), ApiError> {
+    let id = param(params, "id")
+        .and_then(parse_int)
+        .and_then(|id| u64::try_from(id).ok())
+        .filter(|id| *id > 0)
+        .ok_or_else(|| ApiError::new(400, "NOT_FOUND", "Item not found"))?;
+    let row = portal
+        .row_for(kind, id)
+        .map_err(|why| unreadable(why, "Item not found"))?;
+    Ok((id, row))
 }
 
 #[cfg(test)]

@@ -29,6 +29,23 @@ pub(crate) mod cost {
     pub const PER_SCANNED_ROW: f64 = 1e-6;
     /// The batch's own overhead.
     pub const BATCH: f64 = 0.001;
+
+    /// One list call: `rows` returned of `fields` each, the table's `live_rows` when
+    /// the page was counted, and the rows a non-ID filter `scanned`.
+    pub fn list(
+        rows: usize,
+        fields: usize,
+        counted: bool,
+        live_rows: usize,
+        scanned: usize,
+    ) -> f64 {
+        let counting = if counted {
+            PER_COUNTED_ROW * live_rows as f64
+        } else {
+            0.0
+        };
+        BASE + PER_ROW_FIELD * (rows * fields) as f64 + counting + PER_SCANNED_ROW * scanned as f64
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -275,12 +292,13 @@ fn run(
             let table = portal.table(entity);
             let query = ListQuery::parse(table, params, clock)?;
             let page = query.run(table, clock);
-            let mut cost =
-                cost::BASE + cost::PER_ROW_FIELD * (page.rows.len() * page.fields_per_row) as f64;
-            if page.counted {
-                cost += cost::PER_COUNTED_ROW * table.live_count() as f64;
-            }
-            cost += cost::PER_SCANNED_ROW * page.scanned as f64;
+            let cost = cost::list(
+                page.rows.len(),
+                page.fields_per_row,
+                page.counted,
+                table.live_count(),
+                page.scanned,
+            );
             let rows_returned = page.rows.len();
             Ok(Done {
                 result: Value::Array(page.rows),

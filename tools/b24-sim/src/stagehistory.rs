@@ -355,11 +355,13 @@ pub(crate) fn list(
         .iter()
         .map(|&row| Value::Object(render(table, row, &columns, clock)))
         .collect();
-    let mut charged = cost::BASE + cost::PER_ROW_FIELD * (rows.len() * columns.len()) as f64;
-    if picked.counted {
-        charged += cost::PER_COUNTED_ROW * table.live_count() as f64;
-    }
-    charged += cost::PER_SCANNED_ROW * picked.scanned as f64;
+    let charged = cost::list(
+        rows.len(),
+        columns.len(),
+        picked.counted,
+        table.live_count(),
+        picked.scanned,
+    );
     let rows_returned = rows.len();
     Ok(Done {
         result: json!({ "items": rows }),
